@@ -1,0 +1,102 @@
+# Switchyard developer tasks (GNU make).
+#
+#   make run       local server on 127.0.0.1:$${PORT:-8000} (SQLite, no services needed)
+#   make test      ruff + pytest against local Postgres and Redis (started if needed)
+#   make worker    Celery worker (needs REDIS_URL), make beat for the scheduler
+#
+# Extra pytest arguments: make test PYTEST_ARGS="-k refunds -x"
+
+PYTHON ?= python3
+VENV = .venv
+BIN = $(VENV)/bin
+PY = $(BIN)/python
+STAMP = $(VENV)/.installed
+
+PYTEST_ARGS ?=
+PG_HOST ?= 127.0.0.1
+PG_PORT ?= 5432
+REDIS_HOST ?= 127.0.0.1
+REDIS_PORT ?= 6379
+SERVICE_WAIT ?= 30
+
+CELERY_APP = workers.celery:app
+CELERY_QUEUES = payments,webhooks,default
+
+.DEFAULT_GOAL := help
+.PHONY: help venv run env services test lint worker beat clean
+
+help:
+	@echo "Targets: venv run test lint services worker beat clean"
+	@echo "  make run                 PORT=8000 by default; SQLite unless DATABASE_URL is set"
+	@echo "  make test PYTEST_ARGS=... ruff check + pytest (settings.test; Postgres + Redis)"
+
+# --- Virtualenv --------------------------------------------------------------------------
+venv: $(STAMP)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Re-installs only when a requirements file changes.
+$(STAMP): requirements.txt requirements-dev.txt | $(PY)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements-dev.txt
+	touch $@
+
+# --- Local server ------------------------------------------------------------------------
+env: venv
+	$(PY) scripts/init_env.py
+
+# DATABASE_URL / REDIS_URL are not set here: the embedded default (SQLite, local-memory
+# cache, eager Celery) is used unless they are already set in your environment.
+run: venv env
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py seed_demo
+	$(PY) manage.py runserver 127.0.0.1:$${PORT:-8000} --noreload
+
+# --- Services for tests: local Postgres and Redis --------------------------------------
+services:
+	@if ! pg_isready -q -h $(PG_HOST) -p $(PG_PORT) >/dev/null 2>&1; then \
+	  echo "Starting Postgres..."; \
+	  pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | sort -V | tail -n 1) main start \
+	    || echo "warning: could not start Postgres; waiting in case it is coming up"; \
+	fi
+	@if ! redis-cli -h $(REDIS_HOST) -p $(REDIS_PORT) ping >/dev/null 2>&1; then \
+	  echo "Starting Redis..."; \
+	  redis-server --daemonize yes --bind $(REDIS_HOST) --port $(REDIS_PORT) --save "" --appendonly no \
+	    || echo "warning: could not start Redis; waiting in case it is coming up"; \
+	fi
+	@i=0; until pg_isready -q -h $(PG_HOST) -p $(PG_PORT) >/dev/null 2>&1; do \
+	  i=$$((i+1)); if [ $$i -ge $(SERVICE_WAIT) ]; then \
+	    echo "Postgres not ready on $(PG_HOST):$(PG_PORT) after $(SERVICE_WAIT)s" >&2; exit 1; fi; \
+	  sleep 1; \
+	done
+	@i=0; until [ "$$(redis-cli -h $(REDIS_HOST) -p $(REDIS_PORT) ping 2>/dev/null)" = "PONG" ]; do \
+	  i=$$((i+1)); if [ $$i -ge $(SERVICE_WAIT) ]; then \
+	    echo "Redis not ready on $(REDIS_HOST):$(REDIS_PORT) after $(SERVICE_WAIT)s" >&2; exit 1; fi; \
+	  sleep 1; \
+	done
+	@echo "Postgres and Redis are up."
+
+# --- Checks ------------------------------------------------------------------------------
+lint: venv
+	$(BIN)/ruff check .
+
+# settings.test is forced so a DJANGO_SETTINGS_MODULE exported in the shell cannot point the
+# suite at another database; PYTEST_ARGS="--ds=..." still overrides it.
+test: venv services
+	$(BIN)/ruff check .
+	DJANGO_SETTINGS_MODULE=settings.test $(BIN)/pytest $(PYTEST_ARGS)
+
+# --- Celery ------------------------------------------------------------------------------
+worker: venv env
+	$(BIN)/celery -A $(CELERY_APP) worker -Q $(CELERY_QUEUES) --loglevel=INFO
+
+beat: venv env
+	$(BIN)/celery -A $(CELERY_APP) beat --loglevel=INFO
+
+# --- Housekeeping ------------------------------------------------------------------------
+# Keeps .env: its VAULT_KEYS are the only way to decrypt vaulted data elsewhere.
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis staticfiles
+	rm -f switchyard.sqlite3 switchyard.sqlite3-journal switchyard.sqlite3-wal switchyard.sqlite3-shm
+	rm -f celerybeat-schedule celerybeat-schedule.* celerybeat.pid
+	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +

@@ -1,0 +1,112 @@
+"""Operator views. Payments are read-only here: state changes go through the state machine."""
+
+from django.contrib import admin
+
+from payments.models import (
+    APIKey,
+    Merchant,
+    Payment,
+    PaymentAttempt,
+    PaymentEvent,
+    PaymentMethod,
+    Refund,
+    WebhookOutbox,
+)
+from payments.services.merchants import api_key_revoke
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class APIKeyInline(ReadOnlyInline):
+    model = APIKey
+    fields = ("id", "prefix", "livemode", "created_at", "revoked_at")
+    readonly_fields = fields
+
+
+@admin.register(Merchant)
+class MerchantAdmin(admin.ModelAdmin):
+    list_display = ("name", "id", "created_at")
+    search_fields = ("name", "id")
+    readonly_fields = ("id", "created_at")
+    inlines = [APIKeyInline]
+
+
+@admin.register(APIKey)
+class APIKeyAdmin(ReadOnlyAdmin):
+    list_display = ("prefix", "merchant", "livemode", "created_at", "revoked_at")
+    list_filter = ("livemode",)
+    exclude = ("key_hash",)
+    actions = ["revoke"]
+
+    @admin.action(description="Revoke the selected keys")
+    def revoke(self, request, queryset):
+        for key in queryset:
+            api_key_revoke(key=key)
+
+
+@admin.register(PaymentMethod)
+class PaymentMethodAdmin(ReadOnlyAdmin):
+    list_display = ("id", "merchant", "brand", "last4", "exp_month", "exp_year", "livemode")
+    search_fields = ("id", "last4", "fingerprint")
+    exclude = ("encrypted_number",)
+
+
+class AttemptInline(ReadOnlyInline):
+    model = PaymentAttempt
+    fields = ("id", "provider_account", "status", "provider_reference", "error_code",
+              "decline_code", "created_at")
+    readonly_fields = fields
+
+
+class EventInline(ReadOnlyInline):
+    model = PaymentEvent
+    fields = ("created_at", "type", "from_status", "to_status", "actor", "data")
+    readonly_fields = fields
+
+
+class RefundInline(ReadOnlyInline):
+    model = Refund
+    fields = ("id", "amount", "status", "reason", "created_at")
+    readonly_fields = fields
+
+
+@admin.register(Payment)
+class PaymentAdmin(ReadOnlyAdmin):
+    list_display = ("id", "merchant", "amount", "currency", "status", "provider_account",
+                    "livemode", "created_at")
+    list_filter = ("status", "livemode", "currency", "capture_method")
+    search_fields = ("id", "reference", "attempts__id", "attempts__provider_reference")
+    inlines = [AttemptInline, RefundInline, EventInline]
+
+
+@admin.register(Refund)
+class RefundAdmin(ReadOnlyAdmin):
+    list_display = ("id", "payment", "amount", "currency", "status", "created_at")
+    list_filter = ("status", "livemode")
+    search_fields = ("id", "payment__id")
+
+
+@admin.register(WebhookOutbox)
+class WebhookOutboxAdmin(ReadOnlyAdmin):
+    list_display = ("event_id", "merchant", "type", "created_at", "relayed_at")
+    list_filter = ("type",)

@@ -1,0 +1,48 @@
+"""Cursor pagination of API.md: `limit` (1–100, default 10), `starting_after=<id>`, newest
+first, `{"object": "list", "data": [...], "has_more": bool}`."""
+
+from __future__ import annotations
+
+from django.db.models import Q, QuerySet
+
+from payments.errors import InvalidRequest
+
+
+def parse_int_param(params, name: str, *, default=None, low=None, high=None):
+    raw = params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise InvalidRequest(f"{name} must be an integer.", code="parameter_invalid",
+                             param=name) from None
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise InvalidRequest(f"{name} must be between {low} and {high}.",
+                             code="parameter_invalid", param=name)
+    return value
+
+
+def check_params(params, allowed: set[str]) -> None:
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise InvalidRequest(f"Unknown query parameter: {unknown[0]}.",
+                             code="parameter_unknown", param=unknown[0])
+
+
+def paginate(queryset: QuerySet, params) -> tuple[list, bool]:
+    """One page of `queryset` (already scoped to the merchant and mode), newest first."""
+    limit = parse_int_param(params, "limit", default=10, low=1, high=100)
+    queryset = queryset.order_by("-created_at", "-id")
+    cursor_id = params.get("starting_after")
+    if cursor_id:
+        cursor = queryset.filter(id=cursor_id).values("created_at", "id").first()
+        if cursor is None:
+            raise InvalidRequest(f"No such object for starting_after: {cursor_id[:60]!r}.",
+                                 code="resource_missing", param="starting_after")
+        queryset = queryset.filter(
+            Q(created_at__lt=cursor["created_at"])
+            | Q(created_at=cursor["created_at"], id__lt=cursor["id"])
+        )
+    items = list(queryset[: limit + 1])
+    return items[:limit], len(items) > limit

@@ -1,0 +1,82 @@
+"""Card number checks: Luhn, brand by IIN range and length, expiry, CVC."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from payments.errors import InvalidRequest
+
+# (brand, IIN ranges as (low, high) over the first digits, allowed lengths, CVC length)
+_BRANDS: list[tuple[str, list[tuple[int, int]], set[int], int]] = [
+    ("amex", [(34, 34), (37, 37)], {15}, 4),
+    ("visa", [(4, 4)], {13, 16, 19}, 3),
+    ("mastercard", [(51, 55), (2221, 2720)], {16}, 3),
+    ("discover", [(6011, 6011), (644, 649), (65, 65)], {16, 19}, 3),
+    ("jcb", [(3528, 3589)], {16, 17, 18, 19}, 3),
+    ("diners", [(300, 305), (36, 36), (38, 39)], {14, 16, 19}, 3),
+    ("unionpay", [(62, 62)], {16, 17, 18, 19}, 3),
+]
+
+
+def luhn_valid(number: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(number)):
+        d = int(ch)
+        if i % 2 == 1:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def card_brand(number: str) -> tuple[str, set[int], int] | None:
+    for brand, ranges, lengths, cvc_len in _BRANDS:
+        for low, high in ranges:
+            width = len(str(low))
+            if low <= int(number[:width]) <= high:
+                return brand, lengths, cvc_len
+    return None
+
+
+def validate_card(number: object, exp_month: object, exp_year: object, cvc: object,
+                  *, today: dt.date | None = None) -> tuple[str, str]:
+    """Check a card; return (digits, brand). Error messages never echo the number."""
+    if not isinstance(number, str):
+        raise InvalidRequest("The card number must be a string of digits.",
+                             code="invalid_number", param="card.number")
+    digits = re.sub(r"[ -]", "", number)
+    if not digits.isdigit() or not 12 <= len(digits) <= 19:
+        raise InvalidRequest("The card number is not a valid card number.",
+                             code="invalid_number", param="card.number")
+    if not luhn_valid(digits):
+        raise InvalidRequest("The card number is incorrect (checksum failed).",
+                             code="incorrect_number", param="card.number")
+    found = card_brand(digits)
+    if found is None:
+        raise InvalidRequest("This card brand is not supported.",
+                             code="card_brand_unsupported", param="card.number")
+    brand, lengths, cvc_len = found
+    if len(digits) not in lengths:
+        raise InvalidRequest(f"A {brand} card number cannot have {len(digits)} digits.",
+                             code="invalid_number", param="card.number")
+
+    for value, param in ((exp_month, "card.exp_month"), (exp_year, "card.exp_year")):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidRequest(f"{param} must be an integer.", code="invalid_expiry",
+                                 param=param)
+    if not 1 <= exp_month <= 12:
+        raise InvalidRequest("card.exp_month must be between 1 and 12.",
+                             code="invalid_expiry_month", param="card.exp_month")
+    today = today or dt.date.today()
+    if not 1000 <= exp_year <= today.year + 50:
+        raise InvalidRequest("card.exp_year must be a four-digit year.",
+                             code="invalid_expiry_year", param="card.exp_year")
+    if (exp_year, exp_month) < (today.year, today.month):
+        raise InvalidRequest("The card has expired.", code="expired_card",
+                             param="card.exp_year")
+
+    if cvc is not None:
+        if not isinstance(cvc, str) or not cvc.isdigit() or len(cvc) != cvc_len:
+            raise InvalidRequest(f"The CVC of a {brand} card has {cvc_len} digits.",
+                                 code="invalid_cvc", param="card.cvc")
+    return digits, brand

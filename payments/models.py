@@ -1,0 +1,253 @@
+"""The payments domain. Every row that a merchant can see carries `merchant` and `livemode`,
+and every query in the API is scoped by both.
+
+Where a payment changes state: `payments/state_machine.py`, and only there.
+"""
+
+from django.db import models
+
+from providers.ids import new_id
+
+
+class PrefixedIdModel(models.Model):
+    """A model whose primary key is a random prefixed id (`pay_…`)."""
+
+    id_prefix = ""
+    id = models.CharField(primary_key=True, max_length=40, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return self.id
+
+    def save(self, *args, **kwargs):
+        if not self.id:
+            self.id = new_id(self.id_prefix)
+        super().save(*args, **kwargs)
+
+
+class Merchant(PrefixedIdModel):
+    id_prefix = "mer"
+    name = models.CharField(max_length=200, unique=True)
+    rate_limit_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Requests per minute; empty uses the default."
+    )
+
+    def __str__(self) -> str:
+        return self.name
+
+    # The authenticated "user" of an API request is its merchant.
+    is_authenticated = True
+
+
+class APIKey(PrefixedIdModel):
+    """A secret key, stored only as a SHA-256 hash: the key itself is shown once."""
+
+    id_prefix = "key"
+    merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="api_keys")
+    livemode = models.BooleanField()
+    key_hash = models.CharField(max_length=64, unique=True)
+    prefix = models.CharField(max_length=20, help_text="First characters, to recognise the key")
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.merchant})"
+
+
+class PaymentMethod(PrefixedIdModel):
+    """A vaulted card. The number is encrypted; brand, last4, BIN and expiry are readable."""
+
+    id_prefix = "pm"
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="+")
+    livemode = models.BooleanField()
+    type = models.CharField(max_length=16, default="card")
+    brand = models.CharField(max_length=16)
+    last4 = models.CharField(max_length=4)
+    bin = models.CharField(max_length=8)
+    exp_month = models.PositiveSmallIntegerField()
+    exp_year = models.PositiveSmallIntegerField()
+    fingerprint = models.CharField(max_length=64, db_index=True)
+    encrypted_number = models.BinaryField()
+    key_version = models.CharField(max_length=32, help_text="Which vault key encrypted it")
+    billing_details = models.JSONField(default=dict)
+
+
+class PaymentStatus(models.TextChoices):
+    REQUIRES_CONFIRMATION = "requires_confirmation"
+    PROCESSING = "processing"
+    REQUIRES_CAPTURE = "requires_capture"
+    SUCCEEDED = "succeeded"
+    CANCELED = "canceled"
+    FAILED = "failed"
+    UNRESOLVED = "unresolved"
+
+
+class Payment(PrefixedIdModel):
+    id_prefix = "pay"
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="+")
+    livemode = models.BooleanField()
+    amount = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=32, choices=PaymentStatus.choices)
+    capture_method = models.CharField(max_length=16, default="automatic")
+    amount_capturable = models.BigIntegerField(default=0)
+    amount_captured = models.BigIntegerField(default=0)
+    amount_refunded = models.BigIntegerField(default=0)
+    payment_method = models.ForeignKey(
+        PaymentMethod, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    provider_account = models.ForeignKey(
+        "providers.ProviderAccount",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The account the payment is pinned to or was authorized on.",
+    )
+    pinned = models.BooleanField(default=False, help_text="The merchant chose the provider")
+    routing = models.JSONField(default=dict, blank=True)
+    last_error = models.JSONField(null=True, blank=True)
+    description = models.CharField(max_length=1000, blank=True)
+    reference = models.CharField(max_length=255, blank=True, db_index=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    cancellation_reason = models.CharField(max_length=255, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["merchant", "livemode", "-created_at", "-id"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(amount__gt=0)
+                & models.Q(amount_captured__gte=0)
+                & models.Q(amount_captured__lte=models.F("amount"))
+                & models.Q(amount_refunded__gte=0)
+                & models.Q(amount_refunded__lte=models.F("amount_captured")),
+                name="payment_amounts_consistent",
+            )
+        ]
+
+
+class AttemptStatus(models.TextChoices):
+    PENDING = "pending"  # sent (or about to be) to the provider, no answer yet
+    AUTHORIZED = "authorized"
+    CAPTURED = "captured"
+    DECLINED = "declined"
+    FAILED = "failed"  # provider unavailable: provably nothing charged
+    UNKNOWN = "unknown"  # the provider may have charged; status sync must find out
+    VOIDED = "voided"
+
+
+class PaymentAttempt(PrefixedIdModel):
+    """One try at one provider. Its id is the provider idempotency key and lookup reference."""
+
+    id_prefix = "att"
+    payment = models.ForeignKey(Payment, on_delete=models.CASCADE, related_name="attempts")
+    provider_account = models.ForeignKey(
+        "providers.ProviderAccount", on_delete=models.PROTECT, related_name="+"
+    )
+    status = models.CharField(max_length=16, choices=AttemptStatus.choices)
+    provider_reference = models.CharField(max_length=128, blank=True)
+    error_code = models.CharField(max_length=64, blank=True)
+    decline_code = models.CharField(max_length=64, blank=True)
+    error_message = models.CharField(max_length=500, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            # at most one successful attempt per payment (DESIGN.md invariant)
+            models.UniqueConstraint(
+                fields=["payment"],
+                condition=models.Q(status__in=["authorized", "captured"]),
+                name="one_successful_attempt_per_payment",
+            )
+        ]
+
+    @property
+    def provider_idempotency_key(self) -> str:
+        return self.id
+
+
+class PaymentEvent(models.Model):
+    """Append-only log of every state change; replaying it gives the payment's state."""
+
+    id = models.BigAutoField(primary_key=True)
+    payment = models.ForeignKey(Payment, on_delete=models.CASCADE, related_name="events")
+    type = models.CharField(max_length=64)
+    from_status = models.CharField(max_length=32, blank=True)
+    to_status = models.CharField(max_length=32, blank=True)
+    data = models.JSONField(default=dict)
+    actor = models.CharField(max_length=100, default="api")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+
+class RefundStatus(models.TextChoices):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    UNRESOLVED = "unresolved"
+
+
+class Refund(PrefixedIdModel):
+    id_prefix = "re"
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="+")
+    livemode = models.BooleanField()
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="refunds")
+    amount = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=16, choices=RefundStatus.choices)
+    reason = models.CharField(max_length=32, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    provider_reference = models.CharField(max_length=128, blank=True)
+    failure_code = models.CharField(max_length=64, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["merchant", "livemode", "-created_at", "-id"])]
+        constraints = [models.CheckConstraint(condition=models.Q(amount__gt=0), name="refund_pos")]
+
+
+class IdempotencyKey(models.Model):
+    """A merchant's Idempotency-Key: the unique constraint is what makes it hold under races."""
+
+    id = models.BigAutoField(primary_key=True)
+    merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="+")
+    livemode = models.BooleanField()
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64, help_text="SHA-256 of method, path and body")
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["merchant", "livemode", "key"], name="uniq_idempotency_key"
+            )
+        ]
+
+    @property
+    def in_flight(self) -> bool:
+        return self.completed_at is None
+
+
+class WebhookOutbox(models.Model):
+    """Merchant-webhook events written in the same transaction as the state change.
+
+    A worker relays them to the merchant's endpoints; nothing depends on a nudge arriving.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    event_id = models.CharField(max_length=40, unique=True)
+    merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="+")
+    livemode = models.BooleanField()
+    type = models.CharField(max_length=64)
+    payload = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    relayed_at = models.DateTimeField(null=True, blank=True, db_index=True)

@@ -1,0 +1,1 @@
+"""Business logic. Views call exactly one service; services own transactions and locks."""

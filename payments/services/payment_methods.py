@@ -1,0 +1,59 @@
+"""The card vault: tokenize once, keep the number encrypted, expose only safe fields."""
+
+from __future__ import annotations
+
+from django.db import transaction
+
+from payments import vault
+from payments.cards import validate_card
+from payments.errors import ResourceMissing
+from payments.models import Merchant, PaymentMethod
+from providers.base import Card
+from providers.ids import new_id
+
+
+@transaction.atomic
+def payment_method_create(
+    *,
+    merchant: Merchant,
+    livemode: bool,
+    number: object,
+    exp_month: object,
+    exp_year: object,
+    cvc: object = None,
+    billing_details: dict | None = None,
+) -> PaymentMethod:
+    """Vault a card. The CVC is checked and then dropped: it is never persisted."""
+    digits, brand = validate_card(number, exp_month, exp_year, cvc)
+    pm_id = new_id("pm")
+    key_version, blob = vault.encrypt(digits, associated=pm_id)
+    return PaymentMethod.objects.create(
+        id=pm_id,
+        merchant=merchant,
+        livemode=livemode,
+        brand=brand,
+        last4=digits[-4:],
+        bin=digits[:6],
+        exp_month=exp_month,
+        exp_year=exp_year,
+        fingerprint=vault.fingerprint(digits, merchant_id=merchant.id),
+        encrypted_number=blob,
+        key_version=key_version,
+        billing_details=billing_details or {},
+    )
+
+
+def payment_method_get(*, merchant: Merchant, livemode: bool, pm_id: object,
+                       param: str | None = None) -> PaymentMethod:
+    pm = None
+    if isinstance(pm_id, str):
+        pm = PaymentMethod.objects.filter(id=pm_id, merchant=merchant, livemode=livemode).first()
+    if pm is None:
+        raise ResourceMissing(f"No such payment_method: {str(pm_id)[:60]!r}", param=param)
+    return pm
+
+
+def card_for_provider(pm: PaymentMethod) -> Card:
+    """Decrypt the card for one provider call. The result lives in memory only."""
+    number = vault.decrypt(pm.key_version, pm.encrypted_number, associated=pm.id)
+    return Card(number=number, exp_month=pm.exp_month, exp_year=pm.exp_year, brand=pm.brand)

@@ -1,0 +1,308 @@
+"""Payment lifecycle services: create, confirm, capture, cancel.
+
+The pattern for every provider call, so that a crash or a race never charges twice:
+1. in one short transaction, lock the payment, check its status, move it to `processing` and
+   record what is about to be sent (a `PaymentAttempt`, whose id is the provider idempotency
+   key);
+2. call the provider outside any transaction (no row lock is held over the network);
+3. in a second transaction, record the answer through the state machine.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from django.db import transaction
+
+from payments import state_machine as sm
+from payments.errors import CardDeclined, InvalidRequest, ProviderFailed, StateConflict
+from payments.models import (
+    AttemptStatus,
+    Merchant,
+    Payment,
+    PaymentAttempt,
+    PaymentMethod,
+    PaymentStatus,
+)
+from payments.services.payment_methods import card_for_provider
+from providers import base
+from providers.accounts import adapter_for, default_order
+from providers.models import ProviderAccount
+
+logger = logging.getLogger(__name__)
+S = PaymentStatus
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a provider call came to, in the terms the state machine needs."""
+
+    kind: str  # approved | declined | unavailable | unknown
+    result: object = None
+    error: base.ProviderError | None = None
+
+
+def call_provider(operation, request) -> Outcome:
+    try:
+        return Outcome("approved", result=operation(request))
+    except (base.HardDecline, base.SoftDecline) as exc:
+        return Outcome("declined", error=exc)
+    except (base.ProviderUnavailable, base.ProviderBadRequest) as exc:
+        return Outcome("unavailable", error=exc)
+    except base.OutcomeUnknown as exc:
+        return Outcome("unknown", error=exc)
+    except Exception as exc:  # an adapter bug after sending: the money may have moved
+        logger.exception("provider call raised unexpectedly; treating the outcome as unknown")
+        return Outcome("unknown", error=base.OutcomeUnknown(type(exc).__name__))
+
+
+def _error_body(error: base.ProviderError) -> dict:
+    return {"code": error.code, "decline_code": error.decline_code, "message": error.message}
+
+
+# --- create -------------------------------------------------------------------------------
+def payment_create(
+    *,
+    merchant: Merchant,
+    livemode: bool,
+    amount: int,
+    currency: str,
+    payment_method: PaymentMethod | None,
+    capture_method: str = "automatic",
+    description: str = "",
+    reference: str = "",
+    metadata: dict | None = None,
+    provider: str | None = None,
+    confirm: bool = False,
+) -> Payment:
+    account = None
+    if provider is not None:
+        account = ProviderAccount.objects.filter(
+            merchant=merchant, livemode=livemode, name=provider
+        ).first()
+        if account is None:
+            raise InvalidRequest(f"No provider account named {provider!r} in this mode.",
+                                 code="provider_unknown", param="provider")
+    if confirm and payment_method is None:
+        raise InvalidRequest("payment_method is required to confirm.", code="parameter_missing",
+                             param="payment_method")
+    with transaction.atomic():
+        payment = sm.create_payment(
+            merchant=merchant,
+            livemode=livemode,
+            amount=amount,
+            currency=currency,
+            payment_method=payment_method,
+            capture_method=capture_method,
+            description=description,
+            reference=reference,
+            metadata=metadata or {},
+            provider_account=account,
+            pinned=account is not None,
+        )
+    if confirm:
+        return payment_confirm(payment=payment)
+    return payment
+
+
+# --- confirm (authorize) ------------------------------------------------------------------
+def _route(payment: Payment) -> tuple[ProviderAccount, dict]:
+    """Pick the account for this payment and say why (routing rules come later)."""
+    if payment.pinned:
+        account = payment.provider_account
+        if not account.enabled:
+            raise InvalidRequest(f"Provider account {account.name!r} is disabled.",
+                                 code="provider_disabled", param="provider")
+        return account, {"strategy": "pinned", "selected": account.name,
+                         "candidates": [account.name], "skipped": []}
+    candidates = default_order(merchant_id=payment.merchant_id, livemode=payment.livemode)
+    if not candidates:
+        raise InvalidRequest(
+            "No enabled provider account in this mode; add one with "
+            "`manage.py provider_account add`.",
+            code="no_provider_account",
+        )
+    return candidates[0], {"strategy": "default_order", "selected": candidates[0].name,
+                           "candidates": [a.name for a in candidates], "skipped": []}
+
+
+def payment_confirm(*, payment: Payment, payment_method: PaymentMethod | None = None,
+                    actor: str = "api") -> Payment:
+    with transaction.atomic():
+        locked = sm.lock_payment(payment.pk)
+        if locked.status != S.REQUIRES_CONFIRMATION:
+            raise StateConflict(f"This payment is {locked.status}; only a payment that "
+                                f"requires_confirmation can be confirmed.")
+        pm = payment_method or locked.payment_method
+        if pm is None:
+            raise InvalidRequest("payment_method is required to confirm.",
+                                 code="parameter_missing", param="payment_method")
+        account, routing = _route(locked)
+        attempt = PaymentAttempt.objects.create(
+            payment=locked, provider_account=account, status=AttemptStatus.PENDING
+        )
+        sm.transition_payment(
+            locked, S.PROCESSING, event="payment.authorization_started", actor=actor,
+            updates={"payment_method": pm, "provider_account": account, "routing": routing},
+            data={"attempt": attempt.id, "provider": account.name},
+        )
+
+    request = base.AuthorizeRequest(
+        reference=attempt.provider_idempotency_key,
+        amount=locked.amount,
+        currency=locked.currency,
+        card=card_for_provider(pm),
+        capture=locked.capture_method == "automatic",
+        description=locked.description,
+    )
+    outcome = call_provider(adapter_for(account).authorize, request)
+    payment = _record_authorization(locked, attempt, outcome, actor=actor)
+
+    if outcome.kind == "declined":
+        raise CardDeclined(outcome.error.message, code=outcome.error.code,
+                           decline_code=outcome.error.decline_code, payment=payment)
+    if outcome.kind == "unavailable":
+        raise ProviderFailed(
+            f"{account.name} could not process the payment; nothing was charged.",
+            payment=payment,
+        )
+    return payment
+
+
+def _record_authorization(payment: Payment, attempt: PaymentAttempt, outcome: Outcome,
+                          *, actor: str) -> Payment:
+    with transaction.atomic():
+        data = {"attempt": attempt.id, "outcome": outcome.kind}
+        if outcome.kind == "approved":
+            result: base.AuthorizeResult = outcome.result
+            attempt.status = AttemptStatus.CAPTURED if result.captured else AttemptStatus.AUTHORIZED
+            attempt.provider_reference = result.provider_reference
+            attempt.save()
+            if result.captured:
+                return sm.transition_payment(
+                    payment, S.SUCCEEDED, event="payment.captured", actor=actor, data=data,
+                    updates={"amount_captured": payment.amount, "amount_capturable": 0,
+                             "last_error": None},
+                )
+            return sm.transition_payment(
+                payment, S.REQUIRES_CAPTURE, event="payment.authorized", actor=actor, data=data,
+                updates={"amount_capturable": payment.amount, "last_error": None},
+            )
+
+        error = outcome.error
+        attempt.error_code = error.code
+        attempt.decline_code = error.decline_code or ""
+        attempt.error_message = error.message[:500]
+        data["code"] = error.code
+        if outcome.kind == "unknown":
+            attempt.status = AttemptStatus.UNKNOWN
+            attempt.save()
+            return sm.transition_payment(
+                payment, S.UNRESOLVED, event="payment.outcome_unknown", actor=actor, data=data,
+                updates={"last_error": {
+                    "code": "outcome_unknown",
+                    "decline_code": None,
+                    "message": "The provider did not answer; the payment may have been "
+                               "charged. Switchyard will find out from the provider. Do not "
+                               "retry with a new Idempotency-Key.",
+                }},
+            )
+        attempt.status = (AttemptStatus.DECLINED if outcome.kind == "declined"
+                          else AttemptStatus.FAILED)
+        attempt.save()
+        return sm.transition_payment(
+            payment, S.FAILED, event=f"payment.{attempt.status}", actor=actor, data=data,
+            updates={"last_error": _error_body(error)},
+        )
+
+
+# --- capture ------------------------------------------------------------------------------
+def _successful_attempt(payment: Payment) -> PaymentAttempt:
+    return payment.attempts.get(status__in=[AttemptStatus.AUTHORIZED, AttemptStatus.CAPTURED])
+
+
+def payment_capture(*, payment: Payment, amount: int | None = None,
+                    actor: str = "api") -> Payment:
+    """Capture once, in full or in part; a partial capture releases the rest."""
+    with transaction.atomic():
+        locked = sm.lock_payment(payment.pk)
+        if locked.status != S.REQUIRES_CAPTURE:
+            raise StateConflict(f"This payment is {locked.status}; only a payment that "
+                                f"requires_capture can be captured.")
+        amount = locked.amount_capturable if amount is None else amount
+        if amount > locked.amount_capturable:
+            raise InvalidRequest(
+                f"amount_to_capture must be at most {locked.amount_capturable}.",
+                code="amount_too_large", param="amount_to_capture",
+            )
+        attempt = _successful_attempt(locked)
+        sm.transition_payment(locked, S.PROCESSING, event="payment.capture_started",
+                              actor=actor, data={"amount": amount, "attempt": attempt.id})
+
+    outcome = call_provider(adapter_for(attempt.provider_account).capture, base.ModificationRequest(
+        reference=f"{attempt.id}-capture", provider_reference=attempt.provider_reference,
+        amount=amount, currency=locked.currency,
+    ))
+    with transaction.atomic():
+        data = {"amount": amount, "attempt": attempt.id, "outcome": outcome.kind}
+        if outcome.kind == "approved":
+            attempt.status = AttemptStatus.CAPTURED
+            attempt.save()
+            return sm.transition_payment(
+                locked, S.SUCCEEDED, event="payment.captured", actor=actor, data=data,
+                updates={"amount_captured": amount, "amount_capturable": 0, "last_error": None},
+            )
+        if outcome.kind == "unknown":
+            return sm.transition_payment(
+                locked, S.UNRESOLVED, event="payment.capture_outcome_unknown", actor=actor,
+                data=data, updates={"last_error": _error_body(outcome.error)},
+            )
+        sm.transition_payment(
+            locked, S.REQUIRES_CAPTURE, event="payment.capture_failed", actor=actor, data=data,
+            updates={"last_error": _error_body(outcome.error)},
+        )
+    raise ProviderFailed("The provider could not capture the payment; it is still "
+                         "authorized and can be captured again.", payment=locked)
+
+
+# --- cancel -------------------------------------------------------------------------------
+def payment_cancel(*, payment: Payment, reason: str = "", actor: str = "api") -> Payment:
+    """Cancel before confirmation, or void an uncaptured authorization."""
+    with transaction.atomic():
+        locked = sm.lock_payment(payment.pk)
+        if locked.status == S.REQUIRES_CONFIRMATION:
+            return sm.transition_payment(locked, S.CANCELED, event="payment.canceled",
+                                         actor=actor, updates={"cancellation_reason": reason})
+        if locked.status != S.REQUIRES_CAPTURE:
+            raise StateConflict(f"This payment is {locked.status}; only a payment that "
+                                f"requires_confirmation or requires_capture can be canceled.")
+        attempt = _successful_attempt(locked)
+        sm.transition_payment(locked, S.PROCESSING, event="payment.void_started", actor=actor,
+                              data={"attempt": attempt.id})
+
+    outcome = call_provider(adapter_for(attempt.provider_account).cancel, base.ModificationRequest(
+        reference=f"{attempt.id}-cancel", provider_reference=attempt.provider_reference,
+        amount=locked.amount_capturable, currency=locked.currency,
+    ))
+    with transaction.atomic():
+        data = {"attempt": attempt.id, "outcome": outcome.kind}
+        if outcome.kind == "approved":
+            attempt.status = AttemptStatus.VOIDED
+            attempt.save()
+            return sm.transition_payment(
+                locked, S.CANCELED, event="payment.canceled", actor=actor, data=data,
+                updates={"amount_capturable": 0, "cancellation_reason": reason,
+                         "last_error": None},
+            )
+        if outcome.kind == "unknown":
+            return sm.transition_payment(
+                locked, S.UNRESOLVED, event="payment.void_outcome_unknown", actor=actor,
+                data=data, updates={"last_error": _error_body(outcome.error)},
+            )
+        sm.transition_payment(
+            locked, S.REQUIRES_CAPTURE, event="payment.void_failed", actor=actor, data=data,
+            updates={"last_error": _error_body(outcome.error)},
+        )
+    raise ProviderFailed("The provider could not void the authorization; the payment is "
+                         "still authorized.", payment=locked)

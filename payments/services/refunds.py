@@ -1,0 +1,73 @@
+"""Refunds: several partial ones allowed, their sum never above what was captured.
+
+Concurrent refunds are serialized on the payment row: the amount of a new refund is reserved
+(a `pending` refund) in the same locked transaction that checks what is still refundable, so
+two racing refunds can never both fit into the same remaining amount.
+"""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.db.models import Sum
+
+from payments import state_machine as sm
+from payments.errors import InvalidRequest, ProviderFailed, StateConflict
+from payments.models import AttemptStatus, Payment, PaymentStatus, Refund, RefundStatus
+from payments.services.payments import call_provider
+from providers import base
+from providers.accounts import adapter_for
+
+
+def refundable_amount(payment: Payment) -> int:
+    """Captured minus refunded minus refunds still in flight (pending or unresolved)."""
+    reserved = (
+        payment.refunds.filter(status__in=[RefundStatus.PENDING, RefundStatus.UNRESOLVED])
+        .aggregate(total=Sum("amount"))["total"]
+        or 0
+    )
+    return payment.amount_captured - payment.amount_refunded - reserved
+
+
+def refund_create(*, payment: Payment, amount: int | None = None, reason: str = "",
+                  metadata: dict | None = None, actor: str = "api") -> Refund:
+    with transaction.atomic():
+        locked = sm.lock_payment(payment.pk)
+        if locked.status != PaymentStatus.SUCCEEDED:
+            raise StateConflict(f"This payment is {locked.status}; only a succeeded (captured) "
+                                f"payment can be refunded.")
+        available = refundable_amount(locked)
+        if available <= 0:
+            raise InvalidRequest("This payment has already been fully refunded.",
+                                 code="charge_already_refunded", param="payment")
+        amount = available if amount is None else amount
+        if amount > available:
+            raise InvalidRequest(f"amount must be at most {available}, the amount left to "
+                                 f"refund.", code="amount_too_large", param="amount")
+        refund = Refund.objects.create(
+            merchant_id=locked.merchant_id, livemode=locked.livemode, payment=locked,
+            amount=amount, currency=locked.currency, status=RefundStatus.PENDING,
+            reason=reason, metadata=metadata or {},
+        )
+        sm.transition_payment(locked, None, event="refund.created", actor=actor,
+                              data={"refund": refund.id, "amount": amount})
+        attempt = locked.attempts.get(status=AttemptStatus.CAPTURED)
+
+    outcome = call_provider(
+        adapter_for(attempt.provider_account).refund,
+        base.ModificationRequest(reference=refund.id,
+                                 provider_reference=attempt.provider_reference,
+                                 amount=amount, currency=locked.currency),
+    )
+    with transaction.atomic():
+        if outcome.kind == "approved":
+            return sm.transition_refund(
+                refund, RefundStatus.SUCCEEDED, actor=actor,
+                updates={"provider_reference": outcome.result.provider_reference},
+            )
+        if outcome.kind == "unknown":
+            return sm.transition_refund(refund, RefundStatus.UNRESOLVED, actor=actor,
+                                        updates={"failure_code": outcome.error.code})
+        sm.transition_refund(refund, RefundStatus.FAILED, actor=actor,
+                             updates={"failure_code": outcome.error.code})
+    raise ProviderFailed("The provider could not refund the payment; nothing was refunded.",
+                         refund=refund)

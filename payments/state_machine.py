@@ -1,0 +1,208 @@
+"""Where a payment or a refund changes state. Nothing else writes `status`.
+
+Each transition locks the row (`select_for_update`), checks the allowed-transitions table
+below, applies the field updates, appends a `PaymentEvent` (the event log replays to the
+current state) and writes the merchant-webhook event to the outbox, all in one transaction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+
+from payments.errors import StateConflict
+from payments.models import (
+    Payment,
+    PaymentEvent,
+    PaymentStatus,
+    Refund,
+    RefundStatus,
+    WebhookOutbox,
+)
+from providers.ids import new_id
+
+S = PaymentStatus
+
+# from-status → the statuses it may move to. Terminal statuses have no way out.
+PAYMENT_TRANSITIONS: dict[str, frozenset[str]] = {
+    S.REQUIRES_CONFIRMATION: frozenset({S.PROCESSING, S.CANCELED}),
+    # processing: a provider call is in flight (authorization, capture or void)
+    S.PROCESSING: frozenset(
+        {S.REQUIRES_CAPTURE, S.SUCCEEDED, S.FAILED, S.CANCELED, S.UNRESOLVED}
+    ),
+    S.REQUIRES_CAPTURE: frozenset({S.PROCESSING}),
+    # unresolved: the provider may have moved money; only its answer (status sync) or an
+    # operator decides what happened
+    S.UNRESOLVED: frozenset({S.REQUIRES_CAPTURE, S.SUCCEEDED, S.FAILED, S.CANCELED}),
+    S.SUCCEEDED: frozenset(),
+    S.CANCELED: frozenset(),
+    S.FAILED: frozenset(),
+}
+TERMINAL_PAYMENT_STATUSES = frozenset(s for s, nxt in PAYMENT_TRANSITIONS.items() if not nxt)
+
+R = RefundStatus
+REFUND_TRANSITIONS: dict[str, frozenset[str]] = {
+    R.PENDING: frozenset({R.SUCCEEDED, R.FAILED, R.UNRESOLVED}),
+    R.UNRESOLVED: frozenset({R.SUCCEEDED, R.FAILED}),
+    R.SUCCEEDED: frozenset(),
+    R.FAILED: frozenset(),
+}
+
+# Which payment statuses merchants hear about by webhook.
+_WEBHOOK_EVENTS = {
+    S.REQUIRES_CAPTURE: "payment.requires_capture",
+    S.SUCCEEDED: "payment.succeeded",
+    S.FAILED: "payment.failed",
+    S.CANCELED: "payment.canceled",
+    S.UNRESOLVED: "payment.unresolved",
+}
+
+# Fields that a transition snapshots into the event, so the log replays to the current state.
+_SNAPSHOT_FIELDS = ("amount_capturable", "amount_captured", "amount_refunded")
+
+
+def lock_payment(payment_id: str) -> Payment:
+    """The payment row, locked until the surrounding transaction ends."""
+    return Payment.objects.select_for_update().get(pk=payment_id)
+
+
+def transition_payment(
+    payment: Payment,
+    to_status: str | None,
+    *,
+    event: str,
+    actor: str = "api",
+    updates: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
+) -> Payment:
+    """Move a payment to `to_status` (None: same status, e.g. a refund booked on it).
+
+    Call it inside `transaction.atomic()`; it locks and re-reads the row itself, so the check
+    against the table is made on the committed state, never on a stale copy.
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("transition_payment must run inside transaction.atomic()")
+    locked = lock_payment(payment.pk)
+    from_status = locked.status
+    if to_status is not None and to_status != from_status:
+        if to_status not in PAYMENT_TRANSITIONS[from_status]:
+            raise StateConflict(
+                f"This payment is {from_status}; it cannot become {to_status}.",
+            )
+    elif from_status in TERMINAL_PAYMENT_STATUSES and from_status != S.SUCCEEDED:
+        # a succeeded payment still books refunds; other terminal payments never change
+        raise StateConflict(f"This payment is {from_status} and can no longer change.")
+
+    for name, value in (updates or {}).items():
+        setattr(locked, name, value)
+    if to_status is not None:
+        locked.status = to_status
+    locked.save()
+
+    snapshot = {name: getattr(locked, name) for name in _SNAPSHOT_FIELDS}
+    PaymentEvent.objects.create(
+        payment=locked,
+        type=event,
+        from_status=from_status,
+        to_status=locked.status,
+        actor=actor,
+        data={**(data or {}), **snapshot},
+    )
+    if to_status is not None and to_status != from_status and to_status in _WEBHOOK_EVENTS:
+        _outbox(locked, _WEBHOOK_EVENTS[to_status], _payment_summary(locked))
+    payment.__dict__.update(locked.__dict__)
+    return locked
+
+
+def transition_refund(
+    refund: Refund,
+    to_status: str,
+    *,
+    actor: str = "api",
+    updates: dict[str, Any] | None = None,
+) -> Refund:
+    """Move a refund to `to_status`; books a succeeded refund on its payment atomically."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("transition_refund must run inside transaction.atomic()")
+    # Lock order everywhere: payment first, then its refund.
+    payment = lock_payment(refund.payment_id)
+    locked = Refund.objects.select_for_update().get(pk=refund.pk)
+    if to_status not in REFUND_TRANSITIONS[locked.status]:
+        raise StateConflict(f"This refund is {locked.status}; it cannot become {to_status}.")
+    from_status = locked.status
+    for name, value in (updates or {}).items():
+        setattr(locked, name, value)
+    locked.status = to_status
+    locked.save()
+
+    payment_updates = {}
+    if to_status == R.SUCCEEDED:
+        payment_updates["amount_refunded"] = payment.amount_refunded + locked.amount
+    transition_payment(
+        payment,
+        None,
+        event=f"refund.{to_status}",
+        actor=actor,
+        updates=payment_updates,
+        data={"refund": locked.id, "amount": locked.amount, "from_status": from_status},
+    )
+    _outbox(
+        locked,
+        f"refund.{to_status}",
+        {"id": locked.id, "object": "refund", "payment": payment.id, "amount": locked.amount,
+         "currency": locked.currency, "status": locked.status},
+    )
+    refund.__dict__.update(locked.__dict__)
+    return locked
+
+
+def _payment_summary(payment: Payment) -> dict[str, Any]:
+    return {
+        "id": payment.id,
+        "object": "payment",
+        "amount": payment.amount,
+        "currency": payment.currency,
+        "status": payment.status,
+        "amount_captured": payment.amount_captured,
+        "amount_refunded": payment.amount_refunded,
+        "reference": payment.reference,
+    }
+
+
+def _outbox(obj, event_type: str, summary: dict[str, Any]) -> None:
+    event_id = new_id("evt")
+    WebhookOutbox.objects.create(
+        event_id=event_id,
+        merchant_id=obj.merchant_id,
+        livemode=obj.livemode,
+        type=event_type,
+        payload={"id": event_id, "object": "event", "type": event_type,
+                 "livemode": obj.livemode, "data": {"object": summary}},
+    )
+
+
+def replay_events(payment: Payment) -> dict[str, Any]:
+    """Fold the payment's event log into the state it describes (for consistency checks)."""
+    state: dict[str, Any] = {"status": None}
+    for event in payment.events.order_by("id"):
+        if state["status"] is not None and event.from_status != state["status"]:
+            raise ValueError(f"event {event.id} starts from {event.from_status}, "
+                             f"log was at {state['status']}")
+        state["status"] = event.to_status
+        for name in _SNAPSHOT_FIELDS:
+            state[name] = event.data.get(name, state.get(name))
+    return state
+
+
+def create_payment(**fields: Any) -> Payment:
+    """Insert a new payment in `requires_confirmation` with its first event."""
+    payment = Payment.objects.create(status=S.REQUIRES_CONFIRMATION, **fields)
+    PaymentEvent.objects.create(
+        payment=payment,
+        type="payment.created",
+        from_status="",
+        to_status=payment.status,
+        data={name: getattr(payment, name) for name in _SNAPSHOT_FIELDS},
+    )
+    return payment

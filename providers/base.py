@@ -1,0 +1,144 @@
+"""The provider contract: what every adapter takes, returns and raises.
+
+Adapters never touch the ORM. They take frozen dataclasses, return frozen dataclasses and
+raise one of the exceptions below; the orchestration in `payments.services` decides what each
+means for the payment. The exception classes carry the *safety* of what happened, because that
+alone decides whether failing over to another provider can charge a customer twice:
+
+- `HardDecline`          the card was declined for good; never retry anywhere.
+- `SoftDecline`          declined, but another provider may approve; nothing was charged.
+- `ProviderUnavailable`  the provider provably did not process the request (connection
+                         refused, 503 before processing, open breaker); nothing was charged.
+- `OutcomeUnknown`       the request may have been processed (timeout after sending, dropped
+                         connection, 5xx): money may have moved. Never fail over; ask later.
+- `ProviderBadRequest`   the provider rejected our request as malformed: our bug, not the card.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Card:
+    """A card as the vault hands it to an adapter: in memory only, never logged."""
+
+    number: str
+    exp_month: int
+    exp_year: int
+    brand: str
+    cvc: str | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:  # never let a card number reach a log line or a traceback
+        return f"Card(brand={self.brand!r}, last4={self.number[-4:]!r})"
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    """What an adapter needs to know about the provider account it calls."""
+
+    name: str
+    provider: str
+    livemode: bool
+    base_url: str = ""
+    credentials: dict[str, str] = field(default_factory=dict, repr=False)
+    connect_timeout: float = 3.0
+    read_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class AuthorizeRequest:
+    reference: str  # our attempt id: the provider's idempotency key and lookup reference
+    amount: int
+    currency: str
+    card: Card
+    capture: bool  # True: authorize and capture in one call (capture_method=automatic)
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class AuthorizeResult:
+    provider_reference: str  # the provider's id for the charge (PaymentIntent id, pspReference…)
+    captured: bool
+
+
+@dataclass(frozen=True)
+class ModificationRequest:
+    """Capture, cancel (void) or refund of an earlier authorization."""
+
+    reference: str  # our id for this operation: the provider's idempotency key
+    provider_reference: str  # the authorization being modified
+    amount: int
+    currency: str
+
+
+@dataclass(frozen=True)
+class ModificationResult:
+    provider_reference: str
+    pending: bool = False  # the provider confirms asynchronously (webhook or status lookup)
+
+
+@dataclass(frozen=True)
+class LookupResult:
+    """The provider's answer to "what happened to the request with our reference?"."""
+
+    found: bool
+    provider_reference: str = ""
+    status: str = ""  # "authorized" | "captured" | "declined" | "canceled"
+    amount: int = 0
+
+
+class ProviderError(Exception):
+    """Base of the adapter exception taxonomy."""
+
+    code = "provider_error"
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        code: str | None = None,
+        decline_code: str | None = None,
+        raw_code: str = "",
+    ):
+        super().__init__(message or code or self.code)
+        if code:
+            self.code = code
+        self.decline_code = decline_code  # set on declines: generic_decline, lost_card, …
+        self.raw_code = raw_code  # the provider's own code, kept for the event log
+        self.message = message or self.code
+
+
+class HardDecline(ProviderError):
+    code = "card_declined"
+
+
+class SoftDecline(ProviderError):
+    code = "processing_error"
+
+
+class ProviderUnavailable(ProviderError):
+    code = "provider_unavailable"
+
+
+class OutcomeUnknown(ProviderError):
+    code = "outcome_unknown"
+
+
+class ProviderBadRequest(ProviderError):
+    code = "provider_bad_request"
+
+
+class Adapter(Protocol):
+    """Every provider adapter implements these operations."""
+
+    def authorize(self, request: AuthorizeRequest) -> AuthorizeResult: ...
+
+    def capture(self, request: ModificationRequest) -> ModificationResult: ...
+
+    def cancel(self, request: ModificationRequest) -> ModificationResult: ...
+
+    def refund(self, request: ModificationRequest) -> ModificationResult: ...
+
+    def lookup(self, reference: str) -> LookupResult: ...

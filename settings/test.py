@@ -1,0 +1,21 @@
+"""Test settings: real Postgres and Redis on localhost (override with DATABASE_URL/REDIS_URL).
+
+The keys below are throwaway test keys, not secrets: they only ever encrypt test card numbers.
+"""
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production")
+os.environ.setdefault(
+    "VAULT_KEYS",
+    "k1=dGVzdC1vbmx5LXZhdWx0LWtleS1vbmUtMzJieXRlcyE=,k2=dGVzdC1vbmx5LXZhdWx0LWtleS10d28tMzJieXRlcyE=",
+)
+os.environ.setdefault("VAULT_ACTIVE_KEY", "k2")
+os.environ.setdefault("FINGERPRINT_KEY", "test-only-fingerprint-key")
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/switchyard")
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
+os.environ.setdefault("CELERY_TASK_ALWAYS_EAGER", "true")
+
+from settings.base import *  # noqa: E402,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

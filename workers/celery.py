@@ -1,0 +1,33 @@
+"""The Celery app. Tasks are thin: they take ids and call a service.
+
+Embedded default: no REDIS_URL, so tasks run eagerly in the calling process.
+"""
+
+import os
+
+from celery import Celery
+from kombu import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings.base")
+
+app = Celery("switchyard")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.update(
+    task_serializer="json",
+    accept_content=["json"],
+    result_serializer="json",
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_time_limit=300,
+    task_soft_time_limit=240,
+    task_default_queue="default",
+    task_queues=[Queue("payments"), Queue("webhooks"), Queue("default")],
+    beat_schedule={
+        "purge-idempotency-keys": {
+            "task": "switchyard.cleanup.purge_idempotency_keys",
+            "schedule": 3600.0,
+        },
+    },
+)
+app.autodiscover_tasks(["workers"], related_name="tasks")

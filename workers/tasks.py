@@ -1,0 +1,10 @@
+"""Periodic jobs. Each task is a thin wrapper around one service."""
+
+from workers.celery import app
+
+
+@app.task(name="switchyard.cleanup.purge_idempotency_keys", queue="default")
+def purge_idempotency_keys() -> int:
+    from payments.services.idempotency import purge_expired
+
+    return purge_expired()
