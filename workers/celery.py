@@ -23,6 +23,12 @@ app.conf.update(
     task_soft_time_limit=240,
     task_default_queue="default",
     task_queues=[Queue("payments"), Queue("webhooks"), Queue("default")],
+    # Task names are "switchyard.<area>.<job>"; each area has its queue.
+    task_routes={
+        "switchyard.payments.*": {"queue": "payments"},
+        "switchyard.webhooks.*": {"queue": "webhooks"},
+        "switchyard.cleanup.*": {"queue": "default"},
+    },
     beat_schedule={
         "purge-idempotency-keys": {
             "task": "switchyard.cleanup.purge_idempotency_keys",

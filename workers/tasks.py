@@ -3,7 +3,7 @@
 from workers.celery import app
 
 
-@app.task(name="switchyard.cleanup.purge_idempotency_keys", queue="default")
+@app.task(name="switchyard.cleanup.purge_idempotency_keys")
 def purge_idempotency_keys() -> int:
     from payments.services.idempotency import purge_expired
 

@@ -1,0 +1,72 @@
+"""Operator commands: create_merchant, seed_demo, revoke_api_key."""
+
+import re
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from payments.models import APIKey, Merchant
+from payments.services.merchants import api_key_authenticate, hash_key
+from providers.models import ProviderAccount
+
+KEY_RE = re.compile(r"sk_(test|live)_[A-Za-z0-9_-]{20,}")
+
+
+def run(*args) -> str:
+    out = StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+@pytest.mark.django_db
+def test_create_merchant_prints_each_key_once_and_stores_only_hashes():
+    output = run("create_merchant", "Acme")
+    keys = KEY_RE.findall(output)
+    assert sorted(keys) == ["live", "test"]
+    raw_keys = [m.group() for m in KEY_RE.finditer(output)]
+    merchant = Merchant.objects.get(name="Acme")
+    stored = set(APIKey.objects.filter(merchant=merchant).values_list("key_hash", flat=True))
+    assert stored == {hash_key(k) for k in raw_keys}
+    for raw in raw_keys:
+        assert not APIKey.objects.filter(key_hash=raw).exists()
+        assert api_key_authenticate(raw).merchant == merchant
+    accounts = ProviderAccount.objects.filter(merchant=merchant)
+    assert sorted((a.name, a.provider, a.livemode) for a in accounts) == [
+        ("adyen-sandbox", "adyen", False),
+        ("checkout-sandbox", "checkout", False),
+        ("stripe-sandbox", "stripe", False),
+    ]
+
+
+@pytest.mark.django_db
+def test_create_merchant_refuses_duplicates_and_blank_names():
+    run("create_merchant", "Acme")
+    with pytest.raises(CommandError):
+        run("create_merchant", "Acme")
+    with pytest.raises(CommandError):
+        run("create_merchant", "  ")
+
+
+@pytest.mark.django_db
+def test_seed_demo_is_rerunnable_and_prints_a_working_key_and_curl():
+    first = run("seed_demo")
+    second = run("seed_demo")
+    assert Merchant.objects.filter(name="Demo Shop").count() == 1
+    for output in (first, second):
+        key = KEY_RE.search(output).group()
+        assert key.startswith("sk_test_")
+        assert api_key_authenticate(key) is not None
+        assert "curl -s http://127.0.0.1:" in output and "/v1/payment_methods" in output
+
+
+@pytest.mark.django_db
+def test_revoke_api_key_by_prefix_stops_authentication(api, merchant_keys):
+    _, test_key, _ = merchant_keys
+    assert api.get("/v1/payments").status_code == 200
+    key = APIKey.objects.get(key_hash=hash_key(test_key))
+    run("revoke_api_key", key.id)
+    assert api_key_authenticate(test_key) is None
+    assert api.get("/v1/payments").status_code == 401
+    with pytest.raises(CommandError):
+        run("revoke_api_key", "key_nope")

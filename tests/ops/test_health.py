@@ -1,0 +1,30 @@
+import pytest
+
+from ops.logging import scrub
+
+
+@pytest.mark.django_db
+def test_liveness_and_readiness(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"database": "ok", "cache": "ok"}
+
+
+@pytest.mark.django_db
+def test_readiness_reports_a_broken_cache(client, monkeypatch):
+    from django.core.cache import cache
+
+    def broken(*args, **kwargs):
+        raise ConnectionError("redis down")
+
+    monkeypatch.setattr(cache, "set", broken)
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["cache"] == "unavailable"
+
+
+def test_scrub_masks_only_luhn_valid_numbers():
+    assert "4242424242424242" not in scrub("card 4242424242424242 declined")
+    assert "4242 4242 4242 4242" not in scrub("card 4242 4242 4242 4242")
+    assert scrub("order 1234567890123 shipped") == "order 1234567890123 shipped"
