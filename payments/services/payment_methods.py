@@ -57,3 +57,29 @@ def card_for_provider(pm: PaymentMethod) -> Card:
     """Decrypt the card for one provider call. The result lives in memory only."""
     number = vault.decrypt(pm.key_version, pm.encrypted_number, associated=pm.id)
     return Card(number=number, exp_month=pm.exp_month, exp_year=pm.exp_year, brand=pm.brand)
+
+
+def payment_methods_reencrypt(*, batch_size: int = 500) -> int:
+    """Re-encrypt every card not under the active vault key; returns how many.
+
+    Runs online: each batch is a short transaction that skips rows locked by others, and a
+    card is readable under its old key until its row commits under the new one.
+    """
+    from django.conf import settings
+
+    active = settings.VAULT_ACTIVE_KEY
+    done = 0
+    while True:
+        with transaction.atomic():
+            batch = list(
+                PaymentMethod.objects.select_for_update(skip_locked=True)
+                .exclude(key_version=active)
+                .order_by("pk")[:batch_size]
+            )
+            for pm in batch:
+                number = vault.decrypt(pm.key_version, pm.encrypted_number, associated=pm.id)
+                pm.key_version, pm.encrypted_number = vault.encrypt(number, associated=pm.id)
+                pm.save(update_fields=["key_version", "encrypted_number"])
+        done += len(batch)
+        if len(batch) < batch_size:
+            return done

@@ -1,0 +1,29 @@
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.test import override_settings
+
+from payments import vault
+from payments.models import PaymentMethod
+from tests.factories import payment_method
+
+
+@pytest.mark.django_db
+def test_rotate_keys_reencrypts_old_cards_under_the_active_key(merchant):
+    with override_settings(VAULT_ACTIVE_KEY="k1"):
+        old = [payment_method(merchant) for _ in range(3)]
+    current = payment_method(merchant, number="5555555555554444")
+    assert {pm.key_version for pm in old} == {"k1"} and current.key_version == "k2"
+    before = bytes(PaymentMethod.objects.get(pk=current.pk).encrypted_number)
+
+    out = StringIO()
+    call_command("rotate_keys", "--batch-size", "2", stdout=out)
+
+    assert "Re-encrypted 3 card(s)" in out.getvalue()
+    for pm in PaymentMethod.objects.all():
+        assert pm.key_version == "k2"
+        expected = "5555555555554444" if pm.pk == current.pk else "4242424242424242"
+        assert vault.decrypt("k2", pm.encrypted_number, associated=pm.id) == expected
+    # cards already under the active key are left alone
+    assert bytes(PaymentMethod.objects.get(pk=current.pk).encrypted_number) == before
