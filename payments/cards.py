@@ -19,6 +19,16 @@ _BRANDS: list[tuple[str, list[tuple[int, int]], set[int], int]] = [
 ]
 
 
+# 12 to 19 digits, optionally split by single spaces or dashes: anything that may be a card
+# number (valid or mistyped), wherever a merchant put it.
+_CARD_NUMBER_LIKE = re.compile(r"(?<![0-9])(?:[0-9][ -]?){11,18}[0-9](?![0-9])")
+
+
+def redact_card_numbers(text: str) -> str:
+    """`text` with every run of digits that could be a card number replaced."""
+    return _CARD_NUMBER_LIKE.sub("[redacted]", text)
+
+
 def luhn_valid(number: str) -> bool:
     total = 0
     for i, ch in enumerate(reversed(number)):
@@ -45,7 +55,8 @@ def validate_card(number: object, exp_month: object, exp_year: object, cvc: obje
         raise InvalidRequest("The card number must be a string of digits.",
                              code="invalid_number", param="card.number")
     digits = re.sub(r"[ -]", "", number)
-    if not digits.isdigit() or not 12 <= len(digits) <= 19:
+    # ASCII digits only: str.isdigit() also accepts "٤" or "²", which int() may then reject
+    if not re.fullmatch(r"[0-9]{12,19}", digits):
         raise InvalidRequest("The card number is not a valid card number.",
                              code="invalid_number", param="card.number")
     if not luhn_valid(digits):
@@ -76,7 +87,7 @@ def validate_card(number: object, exp_month: object, exp_year: object, cvc: obje
                              param="card.exp_year")
 
     if cvc is not None:
-        if not isinstance(cvc, str) or not cvc.isdigit() or len(cvc) != cvc_len:
+        if not isinstance(cvc, str) or not re.fullmatch(r"[0-9]+", cvc) or len(cvc) != cvc_len:
             raise InvalidRequest(f"The CVC of a {brand} card has {cvc_len} digits.",
                                  code="invalid_cvc", param="card.cvc")
     return digits, brand

@@ -1,21 +1,40 @@
-"""Money: integer amounts in a currency's minor unit, ISO 4217 codes, exponents from Babel."""
+"""Money: integer amounts in a currency's minor unit, ISO 4217 codes and exponents from the
+ISO 4217 table (the `iso4217` package)."""
 
 from __future__ import annotations
 
-from babel.numbers import get_currency_precision, list_currencies
+import iso4217
 from django.conf import settings
 
 from payments.errors import InvalidRequest
 
-# Babel also lists historic and fund codes; keep only the ones in ISO 4217 use today.
-_NOT_TRADED = {"XAU", "XAG", "XPT", "XPD", "XDR", "XTS", "XXX", "XBA", "XBB", "XBC", "XBD",
-               "XSU", "XUA"}
-CURRENCIES = frozenset(c for c in list_currencies() if len(c) == 3 and c not in _NOT_TRADED)
+
+def _iso_currencies() -> dict[str, int]:
+    """Code → minor-unit exponent for every current ISO 4217 currency that can be charged.
+
+    Straight from the ISO 4217 table shipped by the `iso4217` package: only currencies in use
+    today (no DEM or HRK), none without a minor unit (gold, SDR, test codes), and no fund
+    codes (CLF, USN…), which are units of account rather than card currencies.
+    """
+    funds = {
+        entry.findtext("Ccy")
+        for entry in iso4217.raw_xml.iter("CcyNtry")
+        if entry.find("CcyNm") is not None and entry.find("CcyNm").get("IsFund") == "true"
+    }
+    return {
+        currency.code: currency.exponent
+        for currency in iso4217.Currency
+        if currency.exponent is not None and currency.code not in funds
+    }
+
+
+EXPONENTS = _iso_currencies()
+CURRENCIES = frozenset(EXPONENTS)
 
 
 def currency_exponent(currency: str) -> int:
-    """Decimal places of the minor unit: JPY 0, USD 2, KWD 3."""
-    return get_currency_precision(currency)
+    """Decimal places of the minor unit per ISO 4217: JPY 0, USD 2, KWD 3."""
+    return EXPONENTS[currency]
 
 
 def parse_currency(value: object, *, param: str = "currency") -> str:

@@ -85,7 +85,9 @@ def transition_payment(
         raise RuntimeError("transition_payment must run inside transaction.atomic()")
     locked = lock_payment(payment.pk)
     from_status = locked.status
-    if to_status is not None and to_status != from_status:
+    if to_status is not None:
+        # An explicit target is a transition, even the same status: only the table decides
+        # (a second "succeeded" must not pass silently and book a capture twice).
         if to_status not in PAYMENT_TRANSITIONS[from_status]:
             raise StateConflict(
                 f"This payment is {from_status}; it cannot become {to_status}.",
@@ -109,7 +111,7 @@ def transition_payment(
         actor=actor,
         data={**(data or {}), **snapshot},
     )
-    if to_status is not None and to_status != from_status and to_status in _WEBHOOK_EVENTS:
+    if to_status is not None and to_status in _WEBHOOK_EVENTS:
         _outbox(locked, _WEBHOOK_EVENTS[to_status], _payment_summary(locked))
     payment.__dict__.update(locked.__dict__)
     return locked

@@ -8,6 +8,7 @@ from django.http import JsonResponse
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
+from payments.cards import redact_card_numbers
 from payments.errors import CardDeclined, PaymentsError, ProviderFailed
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,11 @@ _CODES = {
 
 def error_body(type_: str, code: str, message: str, param: str | None = None,
                **extra) -> dict:
+    # Messages echo ids, paths and field names the merchant sent; a card number pasted into
+    # any of them must not come back (nor be stored with an idempotent response).
+    message = redact_card_numbers(message)
+    if param is not None:
+        param = redact_card_numbers(param)
     return {"error": {"type": type_, "code": code, "message": message, "param": param, **extra}}
 
 

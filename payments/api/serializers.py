@@ -1,6 +1,5 @@
 """Request parsing (strict: unknown fields are rejected) and response shapes of API.md."""
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -128,7 +127,7 @@ class AttemptOutput(serializers.Serializer):
     decline_code = serializers.SerializerMethodField()
     created = UnixTimeField(source="created_at")
 
-    @extend_schema_field(OpenApiTypes.STR)
+    @extend_schema_field({"type": "string", "nullable": True})
     def get_decline_code(self, attempt) -> str | None:
         return attempt.decline_code or None
 
@@ -194,12 +193,18 @@ class ErrorBody(serializers.Serializer):
 class ErrorOutput(serializers.Serializer):
     error = ErrorBody()
     payment = PaymentOutput(required=False)
+    refund = RefundOutput(required=False)
 
 
 def list_output(item_serializer, name: str):
     """The `{"object": "list", "data": [...], "has_more": bool}` envelope for one resource."""
+    list_object = constant("list")
+    # Its own enum id per envelope, so the enum is named after it (PaymentListObjectEnum) as
+    # the resources' `object` enums are, instead of a naming-collision warning.
+    extend_schema_field({"type": "string", "enum": ["list"],
+                         "x-spec-enum-id": f"{name}.object"})(type(list_object))
     return type(name, (serializers.Serializer,), {
-        "object": constant("list"),
+        "object": list_object,
         "data": item_serializer(many=True),
         "has_more": serializers.BooleanField(),
     })

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status as http
 from rest_framework.response import Response
@@ -24,6 +25,19 @@ from payments.services.payments import (
     payment_create,
 )
 from payments.services.refunds import refund_create
+
+
+class APIKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    """`Authorization: Bearer sk_test_…|sk_live_…` in the schema."""
+
+    target_class = "payments.api.authentication.APIKeyAuthentication"
+    name = "apiKey"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer", "bearerFormat": "sk_test_… | sk_live_…",
+                "description": "A secret API key; its mode (test or live) decides which "
+                               "objects the request sees."}
+
 
 ERRORS = {400: s.ErrorOutput, 401: s.ErrorOutput, 404: s.ErrorOutput, 409: s.ErrorOutput,
           429: s.ErrorOutput}
@@ -66,7 +80,20 @@ class MerchantView(APIView):
             raise ResourceMissing(f"No such {kind}: {object_id[:60]!r}")
         return obj
 
+    @property
+    def allowed_methods(self):
+        # the `Allow` header (and OPTIONS) of a read-only endpoint must not offer POST
+        methods = super().allowed_methods
+        if type(self).handle_post is MerchantView.handle_post:
+            methods = [m for m in methods if m != "POST"]
+        return methods
+
+    # Views that take a POST override `post` with their own schema; the others have none.
+    @extend_schema(exclude=True)
     def post(self, request, *args, **kwargs):
+        if type(self).handle_post is MerchantView.handle_post:
+            # a read-only endpoint inherits `post` from here: answer 405, not a 500
+            return self.http_method_not_allowed(request, *args, **kwargs)
         key = request.headers.get("Idempotency-Key")
         if key is None:
             return self.handle_post(request, *args, **kwargs)

@@ -84,9 +84,17 @@ def payment_create(
         if account is None:
             raise InvalidRequest(f"No provider account named {provider!r} in this mode.",
                                  code="provider_unknown", param="provider")
+        if not account.enabled:
+            raise InvalidRequest(f"Provider account {account.name!r} is disabled.",
+                                 code="provider_disabled", param="provider")
     if confirm and payment_method is None:
         raise InvalidRequest("payment_method is required to confirm.", code="parameter_missing",
                              param="payment_method")
+    if confirm:
+        # Fail a confirmation that cannot start (no account to route to) before the payment
+        # exists: a 400 is not stored under the Idempotency-Key, so it must change nothing.
+        _route(Payment(merchant=merchant, livemode=livemode, provider_account=account,
+                       pinned=account is not None))
     with transaction.atomic():
         payment = sm.create_payment(
             merchant=merchant,

@@ -76,7 +76,8 @@ class SandboxAdapter:
         if charge.status == "declined":
             behaviour_code = charge.decline_code
             if behaviour_code == "processing_error":
-                raise SoftDecline("The provider could not process the card.", code=behaviour_code)
+                raise SoftDecline("The provider could not process the card.", code=behaviour_code,
+                                  decline_code=behaviour_code)
             code = "expired_card" if behaviour_code == "expired_card" else "card_declined"
             raise HardDecline("The card was declined.", code=code, decline_code=behaviour_code)
         return AuthorizeResult(
@@ -99,16 +100,19 @@ class SandboxAdapter:
 
     def _modify(self, kind: str, request: ModificationRequest) -> ModificationResult:
         with transaction.atomic():
-            done = SandboxOperation.objects.filter(
-                provider=self.provider, reference=request.reference
-            ).first()
-            if done is not None:  # idempotent replay
-                return ModificationResult(provider_reference=done.charge.provider_reference)
+            # Lock the charge before looking for an earlier operation with this reference: a
+            # retry racing the original then waits for it and replays its answer, instead of
+            # both missing each other and the second one failing or applying twice.
             charge = (
                 SandboxCharge.objects.select_for_update()
                 .filter(provider=self.provider, provider_reference=request.provider_reference)
                 .first()
             )
+            done = SandboxOperation.objects.filter(
+                provider=self.provider, reference=request.reference
+            ).first()
+            if done is not None:  # idempotent replay
+                return ModificationResult(provider_reference=done.charge.provider_reference)
             if charge is None:
                 raise ProviderBadRequest("No such charge at the provider.")
             self._apply(kind, charge, request.amount)
