@@ -56,7 +56,8 @@ _NOT_STORED = {400, 401, 403, 404, 405, 406, 415, 429}
 
 
 class MerchantView(APIView):
-    """Base of every /v1 view: the caller's merchant and mode, idempotent POSTs."""
+    """Base of every /v1 view: the caller's merchant and mode, scoped lookups, idempotent
+    POSTs (`idempotent`)."""
 
     @property
     def merchant(self):
@@ -80,23 +81,11 @@ class MerchantView(APIView):
             raise ResourceMissing(f"No such {kind}: {object_id[:60]!r}")
         return obj
 
-    @property
-    def allowed_methods(self):
-        # the `Allow` header (and OPTIONS) of a read-only endpoint must not offer POST
-        methods = super().allowed_methods
-        if type(self).handle_post is MerchantView.handle_post:
-            methods = [m for m in methods if m != "POST"]
-        return methods
-
-    # Views that take a POST override `post` with their own schema; the others have none.
-    @extend_schema(exclude=True)
-    def post(self, request, *args, **kwargs):
-        if type(self).handle_post is MerchantView.handle_post:
-            # a read-only endpoint inherits `post` from here: answer 405, not a 500
-            return self.http_method_not_allowed(request, *args, **kwargs)
+    def idempotent(self, handler, request, *args, **kwargs) -> Response:
+        """Run a POST handler under the request's Idempotency-Key, if it sent one."""
         key = request.headers.get("Idempotency-Key")
         if key is None:
-            return self.handle_post(request, *args, **kwargs)
+            return handler(request, *args, **kwargs)
         key = idempotency.validate_key(key)
         claim = idempotency.claim(
             merchant=self.merchant, livemode=self.livemode, key=key,
@@ -107,7 +96,7 @@ class MerchantView(APIView):
             return Response(claim.row.response_body, status=claim.row.response_status,
                             headers={"Idempotent-Replayed": "true"})
         try:
-            response = self.handle_post(request, *args, **kwargs)
+            response = handler(request, *args, **kwargs)
         except Exception as exc:
             response = exception_handler(exc, {"view": self, "request": request})
         if response.status_code in _NOT_STORED:
@@ -115,9 +104,6 @@ class MerchantView(APIView):
         else:
             idempotency.complete(claim.row, status=response.status_code, body=response.data)
         return response
-
-    def handle_post(self, request, *args, **kwargs):  # pragma: no cover - overridden
-        raise NotImplementedError
 
 
 def _payment_response(payment: Payment) -> Response:
@@ -131,7 +117,7 @@ class PaymentMethodListView(MerchantView):
                    responses={200: s.PaymentMethodOutput, **ERRORS},
                    parameters=[IDEMPOTENCY_HEADER])
     def post(self, request, *args, **kwargs):
-        return super().post(request, *args, **kwargs)
+        return self.idempotent(self.handle_post, request, *args, **kwargs)
 
     def handle_post(self, request):
         data = self.parse(s.PaymentMethodCreateInput)
@@ -170,7 +156,7 @@ class PaymentListView(MerchantView):
     @extend_schema(operation_id="payments_create", request=s.PaymentCreateInput,
                    responses=PAYMENT_RESPONSES, parameters=[IDEMPOTENCY_HEADER])
     def post(self, request, *args, **kwargs):
-        return super().post(request, *args, **kwargs)
+        return self.idempotent(self.handle_post, request, *args, **kwargs)
 
     def handle_post(self, request):
         data = self.parse(s.PaymentCreateInput)
@@ -239,7 +225,7 @@ class PaymentConfirmView(MerchantView):
     @extend_schema(operation_id="payments_confirm", request=s.PaymentConfirmInput,
                    responses=PAYMENT_RESPONSES, parameters=[IDEMPOTENCY_HEADER])
     def post(self, request, *args, **kwargs):
-        return super().post(request, *args, **kwargs)
+        return self.idempotent(self.handle_post, request, *args, **kwargs)
 
     def handle_post(self, request, payment_id: str):
         data = self.parse(s.PaymentConfirmInput)
@@ -255,7 +241,7 @@ class PaymentCaptureView(MerchantView):
     @extend_schema(operation_id="payments_capture", request=s.PaymentCaptureInput,
                    responses=PAYMENT_RESPONSES, parameters=[IDEMPOTENCY_HEADER])
     def post(self, request, *args, **kwargs):
-        return super().post(request, *args, **kwargs)
+        return self.idempotent(self.handle_post, request, *args, **kwargs)
 
     def handle_post(self, request, payment_id: str):
         data = self.parse(s.PaymentCaptureInput)
@@ -270,7 +256,7 @@ class PaymentCancelView(MerchantView):
     @extend_schema(operation_id="payments_cancel", request=s.PaymentCancelInput,
                    responses=PAYMENT_RESPONSES, parameters=[IDEMPOTENCY_HEADER])
     def post(self, request, *args, **kwargs):
-        return super().post(request, *args, **kwargs)
+        return self.idempotent(self.handle_post, request, *args, **kwargs)
 
     def handle_post(self, request, payment_id: str):
         data = self.parse(s.PaymentCancelInput)
@@ -286,7 +272,7 @@ class RefundListView(MerchantView):
                               **ERRORS},
                    parameters=[IDEMPOTENCY_HEADER])
     def post(self, request, *args, **kwargs):
-        return super().post(request, *args, **kwargs)
+        return self.idempotent(self.handle_post, request, *args, **kwargs)
 
     def handle_post(self, request):
         data = self.parse(s.RefundCreateInput)

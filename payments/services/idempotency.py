@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 
@@ -37,8 +38,11 @@ class Claim:
 
 
 def request_fingerprint(method: str, path: str, body: object) -> str:
+    """A keyed hash of the request. Keyed, because a body may hold a card number and a CVC,
+    and a plain hash of a card number can be reversed by trying every number of a BIN."""
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
+    message = f"idempotency\n{method} {path}\n{canonical}".encode()
+    return hmac.new(settings.FINGERPRINT_KEY.encode(), message, hashlib.sha256).hexdigest()
 
 
 def validate_key(key: str) -> str:

@@ -43,9 +43,11 @@ class Outcome:
     error: base.ProviderError | None = None
 
 
-def call_provider(operation, request) -> Outcome:
+def call_provider(account: ProviderAccount, operation: str, request) -> Outcome:
+    """Call `operation` (authorize, capture, cancel, refund) on the account's adapter and
+    classify what happened. Never raises: every failure becomes an outcome."""
     try:
-        return Outcome("approved", result=operation(request))
+        return Outcome("approved", result=getattr(adapter_for(account), operation)(request))
     except (base.HardDecline, base.SoftDecline) as exc:
         return Outcome("declined", error=exc)
     except (base.ProviderUnavailable, base.ProviderBadRequest) as exc:
@@ -137,15 +139,18 @@ def _route(payment: Payment) -> tuple[ProviderAccount, dict]:
 
 def payment_confirm(*, payment: Payment, payment_method: PaymentMethod | None = None,
                     actor: str = "api") -> Payment:
+    pm = payment_method or payment.payment_method
+    if pm is None:
+        raise InvalidRequest("payment_method is required to confirm.",
+                             code="parameter_missing", param="payment_method")
+    # Decrypt before the payment moves: a vault failure must leave it untouched, not stuck
+    # in processing.
+    card = card_for_provider(pm)
     with transaction.atomic():
         locked = sm.lock_payment(payment.pk)
         if locked.status != S.REQUIRES_CONFIRMATION:
             raise StateConflict(f"This payment is {locked.status}; only a payment that "
                                 f"requires_confirmation can be confirmed.")
-        pm = payment_method or locked.payment_method
-        if pm is None:
-            raise InvalidRequest("payment_method is required to confirm.",
-                                 code="parameter_missing", param="payment_method")
         account, routing = _route(locked)
         attempt = PaymentAttempt.objects.create(
             payment=locked, provider_account=account, status=AttemptStatus.PENDING
@@ -160,11 +165,11 @@ def payment_confirm(*, payment: Payment, payment_method: PaymentMethod | None = 
         reference=attempt.provider_idempotency_key,
         amount=locked.amount,
         currency=locked.currency,
-        card=card_for_provider(pm),
+        card=card,
         capture=locked.capture_method == "automatic",
         description=locked.description,
     )
-    outcome = call_provider(adapter_for(account).authorize, request)
+    outcome = call_provider(account, "authorize", request)
     payment = _record_authorization(locked, attempt, outcome, actor=actor)
 
     if outcome.kind == "declined":
@@ -248,7 +253,7 @@ def payment_capture(*, payment: Payment, amount: int | None = None,
         sm.transition_payment(locked, S.PROCESSING, event="payment.capture_started",
                               actor=actor, data={"amount": amount, "attempt": attempt.id})
 
-    outcome = call_provider(adapter_for(attempt.provider_account).capture, base.ModificationRequest(
+    outcome = call_provider(attempt.provider_account, "capture", base.ModificationRequest(
         reference=f"{attempt.id}-capture", provider_reference=attempt.provider_reference,
         amount=amount, currency=locked.currency,
     ))
@@ -289,7 +294,7 @@ def payment_cancel(*, payment: Payment, reason: str = "", actor: str = "api") ->
         sm.transition_payment(locked, S.PROCESSING, event="payment.void_started", actor=actor,
                               data={"attempt": attempt.id})
 
-    outcome = call_provider(adapter_for(attempt.provider_account).cancel, base.ModificationRequest(
+    outcome = call_provider(attempt.provider_account, "cancel", base.ModificationRequest(
         reference=f"{attempt.id}-cancel", provider_reference=attempt.provider_reference,
         amount=locked.amount_capturable, currency=locked.currency,
     ))

@@ -15,7 +15,6 @@ from payments.errors import InvalidRequest, ProviderFailed, StateConflict
 from payments.models import AttemptStatus, Payment, PaymentStatus, Refund, RefundStatus
 from payments.services.payments import call_provider
 from providers import base
-from providers.accounts import adapter_for
 
 
 def refundable_amount(payment: Payment) -> int:
@@ -53,7 +52,7 @@ def refund_create(*, payment: Payment, amount: int | None = None, reason: str = 
         attempt = locked.attempts.get(status=AttemptStatus.CAPTURED)
 
     outcome = call_provider(
-        adapter_for(attempt.provider_account).refund,
+        attempt.provider_account, "refund",
         base.ModificationRequest(reference=refund.id,
                                  provider_reference=attempt.provider_reference,
                                  amount=amount, currency=locked.currency),

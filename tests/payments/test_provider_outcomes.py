@@ -1,0 +1,63 @@
+"""How the orchestration classifies what an adapter does, beyond the sandbox's test cards."""
+
+import pytest
+
+from payments.models import Payment
+from providers.models import ProviderAccount, SandboxCharge
+from providers.sandbox.simulator import SandboxAdapter
+from tests.conftest import make_card
+
+
+def _create(api, **fields):
+    body = {"amount": 1050, "currency": "USD", "payment_method": make_card(api), **fields}
+    resp = api.post("/v1/payments", body)
+    assert resp.status_code == 200, resp.json()
+    return resp.json()["id"]
+
+
+@pytest.mark.django_db
+def test_a_vault_failure_before_the_call_leaves_the_payment_untouched(api, monkeypatch):
+    pay_id = _create(api)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("vault key missing")
+
+    monkeypatch.setattr("payments.services.payment_methods.vault.decrypt", broken)
+    resp = api.post(f"/v1/payments/{pay_id}/confirm")
+    assert resp.status_code == 500
+    assert resp.json()["error"]["type"] == "api_error"
+    payment = Payment.objects.get(pk=pay_id)
+    assert payment.status == "requires_confirmation"
+    assert payment.attempts.count() == 0
+
+
+@pytest.mark.django_db
+def test_an_account_without_an_adapter_fails_safely_and_charges_nothing(api, merchant):
+    ProviderAccount.objects.filter(merchant=merchant).update(
+        base_url="https://api.example.invalid")
+    resp = api.post("/v1/payments", {"amount": 1050, "currency": "USD", "confirm": True,
+                                     "payment_method": make_card(api)})
+    assert resp.status_code == 503
+    body = resp.json()
+    assert body["error"]["code"] == "provider_unavailable"
+    assert body["payment"]["status"] == "failed"
+    assert body["payment"]["attempts"][0]["status"] == "failed"
+    assert SandboxCharge.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_an_unexpected_adapter_exception_counts_as_outcome_unknown(api, monkeypatch):
+    def crash_after_charging(self, request):
+        SandboxAdapter._record(self, request, "captured", "")
+        raise KeyError("adapter bug")
+
+    monkeypatch.setattr(SandboxAdapter, "authorize", crash_after_charging)
+    resp = api.post("/v1/payments", {"amount": 1050, "currency": "USD", "confirm": True,
+                                     "payment_method": make_card(api)})
+    assert resp.status_code == 202
+    body = resp.json()
+    assert body["status"] == "unresolved"
+    assert body["attempts"][0]["status"] == "unknown"
+    assert body["last_error"]["code"] == "outcome_unknown"
+    # the charge really happened: failing over would have charged the customer twice
+    assert SandboxCharge.objects.filter(reference=body["attempts"][0]["id"]).count() == 1
