@@ -253,30 +253,13 @@ def payment_capture(*, payment: Payment, amount: int | None = None,
         sm.transition_payment(locked, S.PROCESSING, event="payment.capture_started",
                               actor=actor, data={"amount": amount, "attempt": attempt.id})
 
-    outcome = call_provider(attempt.provider_account, "capture", base.ModificationRequest(
-        reference=f"{attempt.id}-capture", provider_reference=attempt.provider_reference,
-        amount=amount, currency=locked.currency,
-    ))
-    with transaction.atomic():
-        data = {"amount": amount, "attempt": attempt.id, "outcome": outcome.kind}
-        if outcome.kind == "approved":
-            attempt.status = AttemptStatus.CAPTURED
-            attempt.save()
-            return sm.transition_payment(
-                locked, S.SUCCEEDED, event="payment.captured", actor=actor, data=data,
-                updates={"amount_captured": amount, "amount_capturable": 0, "last_error": None},
-            )
-        if outcome.kind == "unknown":
-            return sm.transition_payment(
-                locked, S.UNRESOLVED, event="payment.capture_outcome_unknown", actor=actor,
-                data=data, updates={"last_error": _error_body(outcome.error)},
-            )
-        sm.transition_payment(
-            locked, S.REQUIRES_CAPTURE, event="payment.capture_failed", actor=actor, data=data,
-            updates={"last_error": _error_body(outcome.error)},
-        )
-    raise ProviderFailed("The provider could not capture the payment; it is still "
-                         "authorized and can be captured again.", payment=locked)
+    return _modify_authorization(
+        locked, attempt, "capture", amount, actor=actor,
+        success=(S.SUCCEEDED, AttemptStatus.CAPTURED,
+                 {"amount_captured": amount, "amount_capturable": 0}),
+        failure_message="The provider could not capture the payment; it is still authorized "
+                        "and can be captured again.",
+    )
 
 
 # --- cancel -------------------------------------------------------------------------------
@@ -291,31 +274,46 @@ def payment_cancel(*, payment: Payment, reason: str = "", actor: str = "api") ->
             raise StateConflict(f"This payment is {locked.status}; only a payment that "
                                 f"requires_confirmation or requires_capture can be canceled.")
         attempt = _successful_attempt(locked)
-        sm.transition_payment(locked, S.PROCESSING, event="payment.void_started", actor=actor,
+        sm.transition_payment(locked, S.PROCESSING, event="payment.cancel_started", actor=actor,
                               data={"attempt": attempt.id})
 
-    outcome = call_provider(attempt.provider_account, "cancel", base.ModificationRequest(
-        reference=f"{attempt.id}-cancel", provider_reference=attempt.provider_reference,
-        amount=locked.amount_capturable, currency=locked.currency,
+    return _modify_authorization(
+        locked, attempt, "cancel", locked.amount_capturable, actor=actor,
+        success=(S.CANCELED, AttemptStatus.VOIDED,
+                 {"amount_capturable": 0, "cancellation_reason": reason}),
+        failure_message="The provider could not void the authorization; the payment is still "
+                        "authorized.",
+    )
+
+
+def _modify_authorization(payment: Payment, attempt: PaymentAttempt, operation: str,
+                          amount: int, *, actor: str, success: tuple[str, str, dict],
+                          failure_message: str) -> Payment:
+    """Steps 2 and 3 of a capture or a void: call the provider, record its answer.
+
+    Approved → the `success` (payment status, attempt status, payment updates); unknown →
+    unresolved; provably not done → back to requires_capture and a 503 for the merchant.
+    """
+    outcome = call_provider(attempt.provider_account, operation, base.ModificationRequest(
+        reference=f"{attempt.id}-{operation}", provider_reference=attempt.provider_reference,
+        amount=amount, currency=payment.currency,
     ))
     with transaction.atomic():
-        data = {"attempt": attempt.id, "outcome": outcome.kind}
+        data = {"amount": amount, "attempt": attempt.id, "outcome": outcome.kind}
         if outcome.kind == "approved":
-            attempt.status = AttemptStatus.VOIDED
+            payment_status, attempt.status, updates = success
             attempt.save()
             return sm.transition_payment(
-                locked, S.CANCELED, event="payment.canceled", actor=actor, data=data,
-                updates={"amount_capturable": 0, "cancellation_reason": reason,
-                         "last_error": None},
+                payment, payment_status, event=f"payment.{operation}_succeeded", actor=actor,
+                data=data, updates={**updates, "last_error": None},
             )
         if outcome.kind == "unknown":
             return sm.transition_payment(
-                locked, S.UNRESOLVED, event="payment.void_outcome_unknown", actor=actor,
-                data=data, updates={"last_error": _error_body(outcome.error)},
+                payment, S.UNRESOLVED, event=f"payment.{operation}_outcome_unknown",
+                actor=actor, data=data, updates={"last_error": _error_body(outcome.error)},
             )
         sm.transition_payment(
-            locked, S.REQUIRES_CAPTURE, event="payment.void_failed", actor=actor, data=data,
-            updates={"last_error": _error_body(outcome.error)},
+            payment, S.REQUIRES_CAPTURE, event=f"payment.{operation}_failed", actor=actor,
+            data=data, updates={"last_error": _error_body(outcome.error)},
         )
-    raise ProviderFailed("The provider could not void the authorization; the payment is "
-                         "still authorized.", payment=locked)
+    raise ProviderFailed(failure_message, payment=payment)

@@ -586,18 +586,17 @@ def test_no_log_record_contains_the_number(api, caplog):
     [VISA, "4242 4242 4242 4242", "4242-4242-4242-4242", AMEX, MASTERCARD_2_SERIES,
      "4222222222222", with_check_digit("4" * 18)],
 )
-def test_scrub_masks_luhn_valid_card_numbers(number):
+def test_scrub_masks_card_numbers(number):
     text = f"charging card={number}, amount=1050"
     cleaned = scrub(text)
     assert number not in cleaned
     assert "".join(ch for ch in number if ch.isdigit()) not in cleaned
-    assert cleaned == "charging card=[card number removed], amount=1050"
+    assert cleaned == "charging card=[redacted], amount=1050"
 
 
 @pytest.mark.parametrize(
     "text",
     [
-        "order 4242424242424241 shipped",  # fails Luhn: not a card number
         "took 1795822613 s",  # a timestamp: too short
         "amount=99999999",
         "pay_4242abc",
@@ -606,6 +605,11 @@ def test_scrub_masks_luhn_valid_card_numbers(number):
 )
 def test_scrub_leaves_other_text_alone(text):
     assert scrub(text) == text
+
+
+def test_scrub_masks_mistyped_card_numbers_too():
+    # fails Luhn, but is still a customer's card number give or take a digit
+    assert scrub("card 4242424242424241 declined") == "card [redacted] declined"
 
 
 def test_scrub_filter_cleans_messages_arguments_and_tracebacks():
@@ -629,9 +633,9 @@ def test_scrub_filter_cleans_messages_arguments_and_tracebacks():
         logger.propagate = True
     output = stream.getvalue()
     assert VISA not in output and AMEX not in output and "4242 4242 4242 4242" not in output
-    assert "INFO card [card number removed] declined" in output
+    assert "INFO card [redacted] declined" in output
     assert "WARNING plain message with 42" in output
-    assert "ValueError: provider rejected [card number removed]" in output
+    assert "ValueError: provider rejected [redacted]" in output
     assert "Traceback" in output  # the traceback itself is kept, only the number goes
 
 
