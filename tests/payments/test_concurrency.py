@@ -478,3 +478,23 @@ def test_sandbox_modification_retried_concurrently_is_applied_once(db, kind):
         assert charge.status == "canceled"
     else:
         assert charge.amount_refunded == 400
+
+
+def test_merchant_rate_limit_holds_under_concurrency(api, merchant, test_key, monkeypatch):
+    """40 simultaneous requests against a limit of 15 per minute: exactly 15 get through.
+
+    The counter is one atomic INCR in Redis, so no two requests can read the same count.
+    The clock is pinned mid-window so the race cannot straddle two windows.
+    """
+    import types
+
+    from payments.api import throttling
+
+    monkeypatch.setattr(throttling, "time", types.SimpleNamespace(time=lambda: 1_800_000_030.0))
+    merchant.rate_limit_per_minute = 15
+    merchant.save()
+    results = race(40, Requests(test_key, lambda client, i: client.get("/v1/payments")))
+    counts = statuses(results)
+    assert counts == Counter({200: 15, 429: 25}), counts
+    assert codes(results, 429) == {"rate_limit"}
+    assert all(int(r.headers["Retry-After"]) >= 1 for r in results if r.status == 429)
