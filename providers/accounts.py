@@ -11,6 +11,10 @@ def account_config(account: ProviderAccount) -> AccountConfig:
         provider=account.provider,
         livemode=account.livemode,
         base_url=account.base_url,
+        credentials=account.get_credentials(),
+        connect_timeout=account.connect_timeout,
+        read_timeout=account.read_timeout,
+        account_id=account.id,
     )
 
 

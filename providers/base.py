@@ -36,7 +36,11 @@ class Card:
 
 @dataclass(frozen=True)
 class AccountConfig:
-    """What an adapter needs to know about the provider account it calls."""
+    """What an adapter needs to know about the provider account it calls.
+
+    `credentials` per provider: stripe {"secret_key"}; adyen {"api_key", "merchant_account"};
+    checkout {"secret_key", "processing_channel_id"}. Sandboxes accept any non-empty values.
+    """
 
     name: str
     provider: str
@@ -45,6 +49,7 @@ class AccountConfig:
     credentials: dict[str, str] = field(default_factory=dict, repr=False)
     connect_timeout: float = 3.0
     read_timeout: float = 10.0
+    account_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,7 @@ class AuthorizeRequest:
     card: Card
     capture: bool  # True: authorize and capture in one call (capture_method=automatic)
     description: str = ""
+    holder_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -81,12 +87,16 @@ class ModificationResult:
 
 @dataclass(frozen=True)
 class LookupResult:
-    """The provider's answer to "what happened to the request with our reference?"."""
+    """The provider's answer to "what happened to the request with our reference?".
+
+    found=False: the provider has no charge for it (it never processed the request).
+    """
 
     found: bool
     provider_reference: str = ""
     status: str = ""  # "authorized" | "captured" | "declined" | "canceled"
     amount: int = 0
+    decline_code: str = ""
 
 
 class ProviderError(Exception):
@@ -141,4 +151,15 @@ class Adapter(Protocol):
 
     def refund(self, request: ModificationRequest) -> ModificationResult: ...
 
-    def lookup(self, reference: str) -> LookupResult: ...
+    def lookup(self, request: AuthorizeRequest) -> LookupResult:
+        """Find out what became of an authorization, by our reference (request.reference).
+
+        Takes the whole original request because some providers (Adyen) can only answer by
+        an idempotent replay of it. Raises OutcomeUnknown when the provider cannot tell yet.
+        """
+        ...
+
+    def probe(self) -> None:
+        """A cheap authenticated call for the health probe; raises a ProviderError if the
+        provider is unreachable or refuses our credentials."""
+        ...

@@ -1,10 +1,20 @@
-"""Provider accounts and the sandboxes' ledger."""
+"""Provider accounts, and the sandboxes' own state (ledger, idempotency records, faults)."""
+
+from __future__ import annotations
+
+import json
 
 from django.db import models
 
-PROVIDER_CHOICES = [("stripe", "Stripe"), ("adyen", "Adyen"), ("checkout", "Checkout.com")]
+from providers import crypto
+from providers.ids import new_id
 
-# A base URL with this scheme means "the in-process sandbox for this provider type".
+PROVIDER_CHOICES = [("stripe", "Stripe"), ("adyen", "Adyen"), ("checkout", "Checkout.com")]
+PROVIDERS = [code for code, _ in PROVIDER_CHOICES]
+
+# A base URL with this scheme means "the in-process sandbox for this provider type" (reached
+# through httpx.WSGITransport). A sandbox served by `manage.py run_sandbox` is a plain
+# http://127.0.0.1:PORT URL instead.
 SANDBOX_URL = "sandbox://local"
 
 
@@ -23,6 +33,33 @@ class ProviderAccount(models.Model):
     priority = models.PositiveIntegerField(
         default=100, help_text="Lower goes first in the default provider order."
     )
+    # Credentials (API keys, merchant account names) are encrypted like vaulted cards.
+    credentials_encrypted = models.BinaryField(default=b"", blank=True, editable=False)
+    credentials_key_version = models.CharField(max_length=32, blank=True, editable=False)
+    currencies = models.JSONField(
+        default=list, blank=True, help_text='Supported ISO 4217 codes, e.g. ["USD", "EUR"]; '
+        "empty means every currency."
+    )
+    fees = models.JSONField(
+        default=dict, blank=True,
+        help_text='Per currency: {"USD": {"percent": "2.9", "fixed": 30}}; "*" is the '
+        "default. percent is a decimal string, fixed is in minor units.",
+    )
+    connect_timeout = models.FloatField(default=3.0, help_text="seconds")
+    read_timeout = models.FloatField(default=10.0, help_text="seconds")
+    breaker_fail_max = models.PositiveIntegerField(
+        default=5, help_text="Consecutive provider failures that open the circuit breaker.")
+    breaker_reset_timeout = models.PositiveIntegerField(
+        default=30, help_text="Seconds the breaker stays open before a half-open probe.")
+    rate_limit_per_second = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Requests per second to this account; empty = none.")
+    concurrency_limit = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Requests in flight at once; empty = none.")
+    # Health, written by the periodic probe (workers).
+    healthy = models.BooleanField(null=True, blank=True)
+    health_checked_at = models.DateTimeField(null=True, blank=True)
+    health_latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    health_error = models.CharField(max_length=255, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -39,14 +76,27 @@ class ProviderAccount(models.Model):
 
     def save(self, *args, **kwargs):
         if not self.id:
-            from providers.ids import new_id
-
             self.id = new_id("acct")
         super().save(*args, **kwargs)
 
     @property
     def is_sandbox(self) -> bool:
         return self.base_url.startswith("sandbox://")
+
+    def set_credentials(self, credentials: dict[str, str]) -> None:
+        if not self.id:
+            self.id = new_id("acct")
+        self.credentials_key_version, self.credentials_encrypted = crypto.encrypt(
+            json.dumps(credentials, sort_keys=True), associated=self.id)
+
+    def get_credentials(self) -> dict[str, str]:
+        if not self.credentials_encrypted:
+            return {}
+        return json.loads(crypto.decrypt(self.credentials_key_version,
+                                         self.credentials_encrypted, associated=self.id))
+
+    def supports_currency(self, currency: str) -> bool:
+        return not self.currencies or currency in self.currencies
 
 
 class SandboxCharge(models.Model):
@@ -57,39 +107,75 @@ class SandboxCharge(models.Model):
     """
 
     provider = models.CharField(max_length=16)
-    reference = models.CharField(max_length=64, help_text="The caller's idempotency key")
-    provider_reference = models.CharField(max_length=64, unique=True)
+    provider_reference = models.CharField(
+        max_length=64, unique=True, help_text="The provider's id (pi_…, pspReference, pay_…)")
+    reference = models.CharField(
+        max_length=80, db_index=True, blank=True,
+        help_text="The merchant's reference (Switchyard sends its attempt id)")
     amount = models.BigIntegerField()
     currency = models.CharField(max_length=3)
-    status = models.CharField(max_length=16)  # authorized | captured | declined | canceled
+    # authorized | captured | declined | canceled
+    status = models.CharField(max_length=16)
     decline_code = models.CharField(max_length=32, blank=True)
     amount_captured = models.BigIntegerField(default=0)
     amount_refunded = models.BigIntegerField(default=0)
+    card_last4 = models.CharField(max_length=4, blank=True)
+    card_brand = models.CharField(max_length=16, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["provider", "reference"], name="uniq_sandbox_ref")
-        ]
 
     def __str__(self) -> str:
         return f"{self.provider} {self.provider_reference} ({self.status})"
 
 
 class SandboxOperation(models.Model):
-    """A capture, cancel or refund the sandbox performed, keyed by the caller's reference."""
+    """A capture, cancel (void) or refund the sandbox performed on a charge."""
 
     provider = models.CharField(max_length=16)
-    reference = models.CharField(max_length=64)
+    provider_reference = models.CharField(max_length=64, unique=True)
+    reference = models.CharField(max_length=80, blank=True)
     charge = models.ForeignKey(SandboxCharge, on_delete=models.CASCADE, related_name="operations")
     kind = models.CharField(max_length=16)  # capture | cancel | refund
     amount = models.BigIntegerField()
     created_at = models.DateTimeField(auto_now_add=True)
 
+    def __str__(self) -> str:
+        return f"{self.provider} {self.kind} {self.provider_reference}"
+
+
+class SandboxIdempotencyRecord(models.Model):
+    """An idempotency key a sandbox has seen, with the response it will replay."""
+
+    provider = models.CharField(max_length=16)
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField(null=True)
+    headers = models.JSONField(default=dict)
+    body = models.TextField(blank=True)
+    completed = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["provider", "reference"], name="uniq_sandbox_op_ref")
+            models.UniqueConstraint(fields=["provider", "key"], name="uniq_sandbox_idem_key")
         ]
 
     def __str__(self) -> str:
-        return f"{self.provider} {self.kind} {self.reference}"
+        return f"{self.provider} {self.key}"
+
+
+class SandboxCondition(models.Model):
+    """Conditions of one simulated provider (`manage.py sandbox_fault`), seen by every process.
+
+    A real provider's outage hits every merchant, so conditions are per provider type.
+    """
+
+    provider = models.CharField(max_length=16, unique=True, choices=PROVIDER_CHOICES)
+    outage = models.BooleanField(default=False)
+    latency_ms = models.PositiveIntegerField(default=0)
+    soft_decline_rate = models.FloatField(default=0.0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.provider}: outage={self.outage} latency={self.latency_ms}ms " \
+               f"soft_decline_rate={self.soft_decline_rate}"

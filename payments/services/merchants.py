@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from payments.models import APIKey, Merchant
 from providers.models import SANDBOX_URL, ProviderAccount
+from providers.sandbox.apps import SANDBOX_CREDENTIALS
 
 SANDBOX_ACCOUNTS = (("stripe-sandbox", "stripe"), ("adyen-sandbox", "adyen"),
                     ("checkout-sandbox", "checkout"))
@@ -52,7 +53,7 @@ def merchant_create(*, name: str) -> tuple[Merchant, str, str]:
     live key)."""
     merchant = Merchant.objects.create(name=name)
     for priority, (account_name, provider) in enumerate(SANDBOX_ACCOUNTS):
-        ProviderAccount.objects.create(
+        account = ProviderAccount(
             merchant=merchant,
             name=account_name,
             provider=provider,
@@ -60,6 +61,8 @@ def merchant_create(*, name: str) -> tuple[Merchant, str, str]:
             base_url=SANDBOX_URL,
             priority=(priority + 1) * 10,
         )
+        account.set_credentials(SANDBOX_CREDENTIALS[provider])
+        account.save()
     _, test_key = api_key_create(merchant=merchant, livemode=False)
     _, live_key = api_key_create(merchant=merchant, livemode=True)
     return merchant, test_key, live_key

@@ -11,8 +11,9 @@ import datetime as dt
 import pytest
 
 from payments.models import Payment, PaymentAttempt
+from providers.accounts import adapter_for
+from providers.base import AuthorizeRequest, Card
 from providers.models import ProviderAccount, SandboxCharge
-from providers.sandbox.simulator import SandboxAdapter
 from tests.conftest import make_card, pay
 
 APPROVED = ["4242424242424242", "5555555555554444", "378282246310005"]
@@ -48,9 +49,12 @@ def ledger(attempt_id: str) -> SandboxCharge:
     return SandboxCharge.objects.get(reference=attempt_id)
 
 
-def sandbox_for(merchant, account_name: str) -> SandboxAdapter:
+def lookup(merchant, account_name: str, attempt_id: str, number: str):
+    """Ask the account's provider (its sandbox) what became of an attempt, as status sync will."""
     account = ProviderAccount.objects.get(merchant=merchant, livemode=False, name=account_name)
-    return SandboxAdapter(account.provider)
+    request = AuthorizeRequest(reference=attempt_id, amount=1050, currency="USD",
+                               card=Card(number, 12, 2034, "visa"), capture=True)
+    return adapter_for(account).lookup(request)
 
 
 def assert_error(resp, status, code, *, param="__any__", type_="invalid_request_error"):
@@ -376,7 +380,7 @@ def test_commit_then_timeout_is_unresolved_and_the_provider_has_the_charge(api, 
     [attempt] = body["attempts"]
     assert attempt["status"] == "unknown"
 
-    found = sandbox_for(merchant, attempt["provider"]).lookup(attempt["id"])
+    found = lookup(merchant, attempt["provider"], attempt["id"], "4000000000000408")
     assert found.found is True
     assert found.status == "captured"
     assert found.amount == 1050
@@ -393,7 +397,7 @@ def test_timeout_before_commit_is_unresolved_and_the_provider_has_nothing(api, m
     assert body["last_error"]["code"] == "outcome_unknown"
     [attempt] = body["attempts"]
     assert attempt["status"] == "unknown"
-    assert sandbox_for(merchant, attempt["provider"]).lookup(attempt["id"]).found is False
+    assert lookup(merchant, attempt["provider"], attempt["id"], "4000000000000606").found is False
     assert SandboxCharge.objects.count() == 0
 
 

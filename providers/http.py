@@ -1,0 +1,80 @@
+"""HTTP for adapters: one httpx client per call site, explicit timeouts, and the one place that
+decides what a transport failure means for money.
+
+- The request provably never left (connection refused, connect timeout, no pool slot):
+  `ProviderUnavailable`, safe to fail over.
+- Anything after the request may have been sent (read/write timeout, dropped connection,
+  protocol error): `OutcomeUnknown`, the provider may have charged.
+
+Logs carry our request id, method, path, status and duration; never bodies (card data).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+import httpx
+
+from providers.base import AccountConfig, OutcomeUnknown, ProviderUnavailable
+from providers.sandbox.apps import BASE_PATHS, app_for
+from providers.sandbox.ledger import DropConnection, Hang
+
+logger = logging.getLogger("providers.http")
+
+SANDBOX_HOST = "http://sandbox.invalid"
+
+
+class SandboxTransport(httpx.BaseTransport):
+    """httpx.WSGITransport to an in-process sandbox, with its faults turned into the errors a
+    real network gives: a dropped connection, a read timeout."""
+
+    def __init__(self, app):
+        self._inner = httpx.WSGITransport(app=app)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return self._inner.handle_request(request)
+        except DropConnection:
+            raise httpx.RemoteProtocolError(
+                "Server disconnected without sending a response.", request=request) from None
+        except Hang:
+            raise httpx.ReadTimeout("The read operation timed out", request=request) from None
+
+
+def client_for(config: AccountConfig) -> httpx.Client:
+    timeout = httpx.Timeout(config.read_timeout, connect=config.connect_timeout)
+    if config.base_url.startswith("sandbox://"):
+        return httpx.Client(base_url=SANDBOX_HOST + BASE_PATHS[config.provider],
+                            transport=SandboxTransport(app_for(config.provider)),
+                            timeout=timeout)
+    # retries=0: whether a retry is safe is decided above this layer, never by the transport
+    return httpx.Client(base_url=config.base_url, timeout=timeout,
+                        transport=httpx.HTTPTransport(retries=0))
+
+
+def send(client: httpx.Client, method: str, path: str, *, provider: str,
+         **kwargs) -> httpx.Response:
+    """Send one request; classify transport failures; log without bodies."""
+    request_id = "req_" + uuid.uuid4().hex[:20]
+    headers = {"X-Request-Id": request_id, **kwargs.pop("headers", {})}
+    started = time.monotonic()
+    try:
+        response = client.request(method, path, headers=headers, **kwargs)
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        _log(provider, method, path, request_id, started, error=type(exc).__name__)
+        raise ProviderUnavailable(f"Could not connect to {provider}: {type(exc).__name__}.",
+                                  raw_code=type(exc).__name__) from exc
+    except httpx.TransportError as exc:
+        _log(provider, method, path, request_id, started, error=type(exc).__name__)
+        raise OutcomeUnknown(f"No answer from {provider} after sending: "
+                             f"{type(exc).__name__}.", raw_code=type(exc).__name__) from exc
+    _log(provider, method, path, request_id, started, status=response.status_code)
+    return response
+
+
+def _log(provider, method, path, request_id, started, *, status=None, error=None):
+    logger.info("provider call provider=%s method=%s path=%s request_id=%s status=%s "
+                "error=%s duration_ms=%d", provider, method, path, request_id, status, error,
+                (time.monotonic() - started) * 1000)
