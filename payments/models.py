@@ -186,6 +186,35 @@ class PaymentEvent(models.Model):
         ordering = ["id"]
 
 
+class ModificationStatus(models.TextChoices):
+    PENDING = "pending"  # sent, or accepted by a provider that confirms asynchronously
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # provably not done
+    UNKNOWN = "unknown"  # the provider may have done it; it must be asked
+
+
+class Modification(PrefixedIdModel):
+    """A capture or a void of an authorization. Its id is the provider idempotency key.
+
+    Providers such as Adyen and Checkout.com only accept a modification at once and confirm it
+    later (webhook or status lookup): until then it stays `pending` and the payment stays
+    `processing`.
+    """
+
+    id_prefix = "mod"
+    payment = models.ForeignKey(Payment, on_delete=models.CASCADE, related_name="modifications")
+    attempt = models.ForeignKey(PaymentAttempt, on_delete=models.PROTECT, related_name="+")
+    kind = models.CharField(max_length=16, choices=[("capture", "capture"), ("cancel", "cancel")])
+    amount = models.BigIntegerField()
+    status = models.CharField(max_length=16, choices=ModificationStatus.choices)
+    provider_reference = models.CharField(max_length=128, blank=True)
+    error_code = models.CharField(max_length=64, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+
 class RefundStatus(models.TextChoices):
     PENDING = "pending"
     SUCCEEDED = "succeeded"

@@ -17,13 +17,9 @@ from payments.api.pagination import check_params, paginate, parse_int_param
 from payments.errors import InvalidRequest, ResourceMissing
 from payments.models import Payment, PaymentMethod, PaymentStatus, Refund
 from payments.services import idempotency
+from payments.services.modifications import payment_cancel, payment_capture
 from payments.services.payment_methods import payment_method_create, payment_method_get
-from payments.services.payments import (
-    payment_cancel,
-    payment_capture,
-    payment_confirm,
-    payment_create,
-)
+from payments.services.payments import payment_confirm, payment_create
 from payments.services.refunds import refund_create
 
 

@@ -57,12 +57,15 @@ def refund_create(*, payment: Payment, amount: int | None = None, reason: str = 
                                  provider_reference=attempt.provider_reference,
                                  amount=amount, currency=locked.currency),
     )
+    if outcome.kind == "approved" and not outcome.result.pending:
+        return refund_settle(refund=refund, succeeded=True, actor=actor,
+                             provider_reference=outcome.result.provider_reference)
     with transaction.atomic():
-        if outcome.kind == "approved":
-            return sm.transition_refund(
-                refund, RefundStatus.SUCCEEDED, actor=actor,
-                updates={"provider_reference": outcome.result.provider_reference},
-            )
+        if outcome.kind == "approved":  # accepted; the provider confirms it later
+            Refund.objects.filter(pk=refund.pk).update(
+                provider_reference=outcome.result.provider_reference)
+            refund.refresh_from_db()
+            return refund
         if outcome.kind == "unknown":
             return sm.transition_refund(refund, RefundStatus.UNRESOLVED, actor=actor,
                                         updates={"failure_code": outcome.error.code})
@@ -70,3 +73,19 @@ def refund_create(*, payment: Payment, amount: int | None = None, reason: str = 
                              updates={"failure_code": outcome.error.code})
     raise ProviderFailed("The provider could not refund the payment; nothing was refunded.",
                          refund=refund)
+
+
+def refund_settle(*, refund: Refund, succeeded: bool, actor: str,
+                  provider_reference: str = "", failure_code: str = "") -> Refund:
+    """Apply the provider's final word on a refund (at once, by webhook or by status sync)."""
+    with transaction.atomic():
+        current = Refund.objects.get(pk=refund.pk)
+        if current.status not in (RefundStatus.PENDING, RefundStatus.UNRESOLVED):
+            return current  # already settled
+        updates = {"provider_reference": provider_reference or current.provider_reference}
+        if succeeded:
+            return sm.transition_refund(current, RefundStatus.SUCCEEDED, actor=actor,
+                                        updates=updates)
+        return sm.transition_refund(current, RefundStatus.FAILED, actor=actor,
+                                    updates={**updates,
+                                             "failure_code": failure_code or "refund_failed"})

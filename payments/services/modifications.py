@@ -1,0 +1,152 @@
+"""Capture and cancel (void) of an authorized payment, and their later confirmation.
+
+Same three steps as every provider call (see payments.services.payments): lock and record a
+`Modification` (its id is the provider idempotency key) with the payment in `processing`;
+call the provider outside any transaction; record the answer. Providers that confirm
+modifications asynchronously (Adyen, Checkout.com) leave it `pending` and the payment
+`processing` until `modification_settle` applies their confirmation (webhook or status sync).
+"""
+
+from __future__ import annotations
+
+from django.db import transaction
+
+from payments import state_machine as sm
+from payments.errors import InvalidRequest, ProviderFailed, StateConflict
+from payments.models import (
+    AttemptStatus,
+    Modification,
+    ModificationStatus,
+    Payment,
+    PaymentAttempt,
+    PaymentStatus,
+)
+from payments.services.payments import _error_body, call_provider
+from providers import base
+
+S = PaymentStatus
+M = ModificationStatus
+
+# kind → (payment status on success, attempt status on success, failure message)
+_KINDS = {
+    "capture": (S.SUCCEEDED, AttemptStatus.CAPTURED,
+                "The provider could not capture the payment; it is still authorized and can "
+                "be captured again."),
+    "cancel": (S.CANCELED, AttemptStatus.VOIDED,
+               "The provider could not void the authorization; the payment is still "
+               "authorized."),
+}
+
+
+def _successful_attempt(payment: Payment) -> PaymentAttempt:
+    return payment.attempts.get(status__in=[AttemptStatus.AUTHORIZED, AttemptStatus.CAPTURED])
+
+
+def payment_capture(*, payment: Payment, amount: int | None = None,
+                    actor: str = "api") -> Payment:
+    """Capture once, in full or in part; a partial capture releases the rest."""
+    with transaction.atomic():
+        locked = sm.lock_payment(payment.pk)
+        if locked.status != S.REQUIRES_CAPTURE:
+            raise StateConflict(f"This payment is {locked.status}; only a payment that "
+                                f"requires_capture can be captured.")
+        amount = locked.amount_capturable if amount is None else amount
+        if amount > locked.amount_capturable:
+            raise InvalidRequest(
+                f"amount_to_capture must be at most {locked.amount_capturable}.",
+                code="amount_too_large", param="amount_to_capture",
+            )
+        modification = _start(locked, "capture", amount, actor=actor)
+    return _send(locked, modification, actor=actor)
+
+
+def payment_cancel(*, payment: Payment, reason: str = "", actor: str = "api") -> Payment:
+    """Cancel before confirmation, or void an uncaptured authorization."""
+    with transaction.atomic():
+        locked = sm.lock_payment(payment.pk)
+        if locked.status == S.REQUIRES_CONFIRMATION:
+            return sm.transition_payment(locked, S.CANCELED, event="payment.canceled",
+                                         actor=actor, updates={"cancellation_reason": reason})
+        if locked.status != S.REQUIRES_CAPTURE:
+            raise StateConflict(f"This payment is {locked.status}; only a payment that "
+                                f"requires_confirmation or requires_capture can be canceled.")
+        modification = _start(locked, "cancel", locked.amount_capturable, actor=actor,
+                              updates={"cancellation_reason": reason})
+    return _send(locked, modification, actor=actor)
+
+
+def _start(payment: Payment, kind: str, amount: int, *, actor: str,
+           updates: dict | None = None) -> Modification:
+    attempt = _successful_attempt(payment)
+    modification = Modification.objects.create(
+        payment=payment, attempt=attempt, kind=kind, amount=amount, status=M.PENDING)
+    sm.transition_payment(payment, S.PROCESSING, event=f"payment.{kind}_started", actor=actor,
+                          updates=updates,
+                          data={"modification": modification.id, "amount": amount})
+    return modification
+
+
+def _send(payment: Payment, modification: Modification, *, actor: str) -> Payment:
+    attempt = modification.attempt
+    outcome = call_provider(attempt.provider_account, modification.kind,
+                            base.ModificationRequest(
+                                reference=modification.id,
+                                provider_reference=attempt.provider_reference,
+                                amount=modification.amount, currency=payment.currency))
+    data = {"modification": modification.id, "amount": modification.amount,
+            "outcome": outcome.kind}
+    if outcome.kind == "approved" and not outcome.result.pending:
+        return modification_settle(modification=modification, succeeded=True, actor=actor,
+                                   provider_reference=outcome.result.provider_reference)
+    with transaction.atomic():
+        if outcome.kind == "approved":  # accepted; the provider confirms later
+            modification.status = M.PENDING
+            modification.provider_reference = outcome.result.provider_reference
+            modification.save()
+            return sm.transition_payment(
+                payment, None, event=f"payment.{modification.kind}_pending", actor=actor,
+                data=data)
+        modification.error_code = outcome.error.code
+        if outcome.kind == "unknown":
+            modification.status = M.UNKNOWN
+            modification.save()
+            return sm.transition_payment(
+                payment, S.UNRESOLVED, event=f"payment.{modification.kind}_outcome_unknown",
+                actor=actor, data=data, updates={"last_error": _error_body(outcome.error)})
+        modification.status = M.FAILED
+        modification.save()
+        sm.transition_payment(
+            payment, S.REQUIRES_CAPTURE, event=f"payment.{modification.kind}_failed",
+            actor=actor, data=data, updates={"last_error": _error_body(outcome.error)})
+    raise ProviderFailed(_KINDS[modification.kind][2], payment=payment)
+
+
+def modification_settle(*, modification: Modification, succeeded: bool, actor: str,
+                        provider_reference: str = "") -> Payment:
+    """Apply the provider's final word on a capture or void (at once, by webhook or by
+    status sync): the payment leaves `processing` (or `unresolved`)."""
+    kind = modification.kind
+    with transaction.atomic():
+        locked = Modification.objects.select_for_update().get(pk=modification.pk)
+        payment = sm.lock_payment(locked.payment_id)
+        if locked.status not in (M.PENDING, M.UNKNOWN):
+            return payment  # already settled: webhooks and status sync may both report it
+        locked.status = M.SUCCEEDED if succeeded else M.FAILED
+        locked.provider_reference = provider_reference or locked.provider_reference
+        locked.save()
+        data = {"modification": locked.id, "amount": locked.amount}
+        if not succeeded:
+            return sm.transition_payment(
+                payment, S.REQUIRES_CAPTURE, event=f"payment.{kind}_failed", actor=actor,
+                data=data, updates={"last_error": {
+                    "code": f"{kind}_failed", "decline_code": None,
+                    "message": "The provider refused the " + kind + "."}})
+        payment_status, attempt_status, _ = _KINDS[kind]
+        attempt = locked.attempt
+        attempt.status = attempt_status
+        attempt.save()
+        updates = {"amount_capturable": 0, "last_error": None}
+        if kind == "capture":
+            updates["amount_captured"] = locked.amount
+        return sm.transition_payment(payment, payment_status, event=f"payment.{kind}_succeeded",
+                                     actor=actor, data=data, updates=updates)
