@@ -3,7 +3,7 @@
 import pytest
 
 from payments.models import Payment
-from providers.accounts import adapter_for
+from providers import accounts
 from providers.models import ProviderAccount, SandboxCharge
 from providers.sandbox import ledger
 from tests.conftest import make_card
@@ -48,13 +48,15 @@ def test_an_account_without_an_adapter_fails_safely_and_charges_nothing(api, mer
 
 @pytest.mark.django_db
 def test_an_unexpected_adapter_exception_counts_as_outcome_unknown(api, monkeypatch):
-    def crash_after_charging(self, request):
-        ledger.authorize(self.provider, reference=request.reference, amount=request.amount,
+    def crash_after_charging(request):
+        ledger.authorize("stripe", reference=request.reference, amount=request.amount,
                          currency=request.currency, number=request.card.number, capture=True)
         raise KeyError("adapter bug")
 
-    monkeypatch.setattr(type(adapter_for(ProviderAccount.objects.first())), "authorize",
-                        crash_after_charging)
+    class Buggy:
+        authorize = staticmethod(crash_after_charging)
+
+    monkeypatch.setattr(accounts, "get_adapter", lambda config: Buggy())
     resp = api.post("/v1/payments", {"amount": 1050, "currency": "USD", "confirm": True,
                                      "payment_method": make_card(api)})
     assert resp.status_code == 202
