@@ -95,8 +95,8 @@ def payment_create(
     if confirm:
         # Fail a confirmation that cannot start (no account to route to) before the payment
         # exists: a 400 is not stored under the Idempotency-Key, so it must change nothing.
-        _route(Payment(merchant=merchant, livemode=livemode, provider_account=account,
-                       pinned=account is not None))
+        _route(Payment(merchant=merchant, livemode=livemode, currency=currency,
+                       provider_account=account, pinned=account is not None))
     with transaction.atomic():
         payment = sm.create_payment(
             merchant=merchant,
@@ -124,17 +124,24 @@ def _route(payment: Payment) -> tuple[ProviderAccount, dict]:
         if not account.enabled:
             raise InvalidRequest(f"Provider account {account.name!r} is disabled.",
                                  code="provider_disabled", param="provider")
+        if not account.supports_currency(payment.currency):
+            raise InvalidRequest(f"Provider account {account.name!r} does not support "
+                                 f"{payment.currency}.", code="currency_unsupported",
+                                 param="provider")
         return account, {"strategy": "pinned", "selected": account.name,
                          "candidates": [account.name], "skipped": []}
-    candidates = default_order(merchant_id=payment.merchant_id, livemode=payment.livemode)
+    enabled = default_order(merchant_id=payment.merchant_id, livemode=payment.livemode)
+    candidates = [a for a in enabled if a.supports_currency(payment.currency)]
+    skipped = [{"account": a.name, "reason": "currency_unsupported"}
+               for a in enabled if a not in candidates]
     if not candidates:
         raise InvalidRequest(
-            "No enabled provider account in this mode; add one with "
-            "`manage.py provider_account add`.",
+            f"No enabled provider account in this mode supports {payment.currency}; add one "
+            "with `manage.py provider_account add`.",
             code="no_provider_account",
         )
     return candidates[0], {"strategy": "default_order", "selected": candidates[0].name,
-                           "candidates": [a.name for a in candidates], "skipped": []}
+                           "candidates": [a.name for a in candidates], "skipped": skipped}
 
 
 def payment_confirm(*, payment: Payment, payment_method: PaymentMethod | None = None,

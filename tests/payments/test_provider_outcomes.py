@@ -66,3 +66,30 @@ def test_an_unexpected_adapter_exception_counts_as_outcome_unknown(api, monkeypa
     assert body["last_error"]["code"] == "outcome_unknown"
     # the charge really happened: failing over would have charged the customer twice
     assert SandboxCharge.objects.filter(reference=body["attempts"][0]["id"]).count() == 1
+
+
+@pytest.mark.django_db
+def test_accounts_that_do_not_support_the_currency_are_skipped(api, merchant):
+    ProviderAccount.objects.filter(merchant=merchant, name="stripe-sandbox").update(
+        currencies=["USD"])
+    resp = api.post("/v1/payments", {"amount": 1050, "currency": "EUR", "confirm": True,
+                                     "payment_method": make_card(api)})
+    assert resp.status_code == 200
+    routing = resp.json()["routing"]
+    assert routing["selected"] == "adyen-sandbox"
+    assert routing["skipped"] == [{"account": "stripe-sandbox", "reason": "currency_unsupported"}]
+
+
+@pytest.mark.django_db
+def test_a_pinned_account_must_support_the_currency(api, merchant):
+    ProviderAccount.objects.filter(merchant=merchant).update(currencies=["USD"])
+    resp = api.post("/v1/payments", {"amount": 1050, "currency": "EUR", "confirm": True,
+                                     "provider": "stripe-sandbox",
+                                     "payment_method": make_card(api)})
+    assert resp.status_code == 400
+    assert (resp.json()["error"]["code"], resp.json()["error"]["param"]) == (
+        "currency_unsupported", "provider")
+    resp = api.post("/v1/payments", {"amount": 1050, "currency": "EUR", "confirm": True,
+                                     "payment_method": make_card(api)})
+    assert resp.json()["error"]["code"] == "no_provider_account"
+    assert Payment.objects.count() == 0
