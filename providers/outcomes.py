@@ -175,6 +175,7 @@ RESULTS: dict[tuple[str, str], Outcome] = {
     ("checkout", "Card Verified"): Outcome(APPROVED),
     ("checkout", "Paid"): Outcome(APPROVED),
     ("checkout", "Pending"): Outcome(UNKNOWN),
+    ("checkout", "Retry Scheduled"): Outcome(UNKNOWN),
 }
 
 
@@ -206,6 +207,8 @@ def http_outcome(status_code: int, *, not_processed: bool = False) -> Outcome:
     if status_code >= 500:
         return Outcome(UNAVAILABLE, "provider_unavailable") if not_processed else Outcome(
             UNKNOWN, "outcome_unknown")
+    if status_code == 409:  # the same idempotency key is still being processed: may charge
+        return Outcome(UNKNOWN, "outcome_unknown")
     if status_code == 429:
         return Outcome(UNAVAILABLE, "provider_rate_limited")  # rejected before processing
     return Outcome(HARD, "provider_bad_request")

@@ -1,12 +1,13 @@
-"""Which adapter serves a provider account."""
+"""Which adapter serves a provider account: one per provider type, for its sandbox
+(`sandbox://local`, in-process) and its real API alike — the base URL decides where it goes."""
 
-from providers.base import AccountConfig, Adapter, ProviderUnavailable
-from providers.sandbox.simulator import SandboxAdapter
+from providers.adyen.adapter import AdyenAdapter
+from providers.base import AccountConfig, Adapter
+from providers.checkout.adapter import CheckoutAdapter
+from providers.stripe.adapter import StripeAdapter
+
+ADAPTERS = {"stripe": StripeAdapter, "adyen": AdyenAdapter, "checkout": CheckoutAdapter}
 
 
 def get_adapter(account: AccountConfig) -> Adapter:
-    if account.base_url.startswith("sandbox://"):
-        return SandboxAdapter(account.provider)
-    # The real provider adapters (Stripe, Adyen, Checkout.com) are not built yet: refusing
-    # before any request is sent is provably safe, so the caller sees "nothing was charged".
-    raise ProviderUnavailable(f"No adapter for provider {account.provider!r} at a real URL yet.")
+    return ADAPTERS[account.provider](account)

@@ -103,6 +103,11 @@ MERCHANT_RATE_LIMIT_PER_MINUTE = env.int("MERCHANT_RATE_LIMIT_PER_MINUTE", defau
 # How long an Idempotency-Key and its stored response are kept.
 IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
 
+# --- Sandbox providers -------------------------------------------------------------------
+# How long a sandbox served over HTTP stays silent for "times out before commit" (card
+# 4000000000000606) before closing the connection; clients time out first.
+SANDBOX_HANG_SECONDS = env.float("SANDBOX_HANG_SECONDS", default=15.0)
+
 # --- REST framework ----------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["payments.api.authentication.APIKeyAuthentication"],

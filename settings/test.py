@@ -19,3 +19,5 @@ os.environ.setdefault("CELERY_TASK_ALWAYS_EAGER", "true")
 from settings.base import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+SANDBOX_HANG_SECONDS = 2.0

@@ -1,0 +1,1 @@
+"""Adyen: the Checkout API v71 adapter (`adapter.AdyenAdapter`) and its sandbox (`sandbox.app`)."""

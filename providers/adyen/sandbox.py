@@ -1,0 +1,390 @@
+"""The Adyen sandbox: a WSGI app speaking Adyen's Checkout API v71 wire format
+(PROVIDERS.md section 2) on top of the shared sandbox ledger.
+
+What it reproduces, for everything `providers.adyen.adapter` sends:
+
+- Paths under `/v71` (the real test base URL is `https://checkout-test.adyen.com/v71`):
+  `POST /v71/payments`, `POST /v71/payments/{pspReference}/captures|cancels|refunds`,
+  `POST /v71/paymentMethods`; and the settlement details report download
+  `GET /reports/download/MerchantAccount/{merchantAccount}/settlement_detail_report_batch_{N}.csv`
+  (on the real platform that lives on the Customer Area host, not under `/v71`).
+- Auth: an `X-API-Key` header (or Basic auth) must be present, else 401 `ServiceError`
+  `errorCode "000"`, `errorType "security"`. Any non-empty key is accepted. Every body must
+  name a `merchantAccount`, else 403 `errorCode "901"` "Invalid Merchant Account".
+- JSON bodies; errors in Adyen's `ServiceError` shape
+  `{"status", "errorCode", "message", "errorType", "pspReference"}`.
+- `/payments` answers HTTP 200 for approvals *and* refusals: `resultCode` `Authorised`,
+  `Refused` (with `refusalReasonCode`, `refusalReason` and the issuer's ISO 8583 answer in
+  `additionalData.refusalReasonRaw`, e.g. "51 : Insufficient funds") or `Error` (code 4,
+  "Acquirer Error", for the soft-decline card 4000000000000119).
+  `additionalData.manualCapture = "true"` leaves the payment authorised; otherwise it is
+  captured. The holder-name trigger words of Adyen's test environment (`DECLINED`,
+  `NOT_ENOUGH_BALANCE`, `CARD_EXPIRED`, `ERROR`, PROVIDERS.md 2.10) force those refusals.
+- Modifications answer 201 `{"status": "received", "pspReference": <modification psp>,
+  "paymentPspReference", "reference", ...}`: Adyen confirms them later by webhook (not
+  simulated yet). A partial capture releases the remainder. DEVIATION: real Adyen also
+  accepts (201) a modification that cannot succeed (refund of an uncaptured payment, capture
+  after a cancel) and reports `success: "false"` in the webhook; until sandbox webhooks exist
+  the sandbox refuses those synchronously with 422 (`errorCode "137"` for amounts, `"167"`
+  for a payment that cannot be modified or is unknown).
+- Idempotency (PROVIDERS.md 2.5): the `Idempotency-Key` header (max 64 characters) makes a
+  POST run once; later requests with the key get the stored response (echoing the
+  `Idempotency-Key` header). Transient failures — the ones carrying the response header
+  `transient-error: true` — are not stored, so a retry is processed as new. A duplicate
+  arriving while the first is still being processed gets 422 `errorCode "704"` ("request
+  already processed or in progress") with `transient-error: true` (the duplicate itself had
+  no effect). The same key with a different body is undocumented at Adyen; like PROVIDERS.md
+  we assume the stored response is returned.
+- Faults: the provider-wide conditions (`sandbox_fault`: latency, outage) and the test cards
+  of API.md. An outage and card 4000000000000507 answer 503 with `transient-error: true`
+  before anything is processed; card …0408 commits, then drops the connection (a retry with
+  the same key replays the authorisation); card …0606 hangs before committing, on every
+  delivery (so a replay never finds it: see the adapter's `lookup`).
+- Error codes other than 000, 702, 704, 901, 14_030, 177 (seen in Adyen's spec/docs) are
+  sandbox choices in Adyen's numbering style.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import secrets
+import string
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+
+import iso4217
+
+from providers.models import SandboxCharge, SandboxOperation
+from providers.sandbox import ledger
+from providers.sandbox.apps import BASE_PATHS
+from providers.sandbox.wsgi import IdempotencyPolicy, Request, Response, idempotent, make_app
+
+PROVIDER = "adyen"
+PREFIX = BASE_PATHS[PROVIDER]  # "/v71"
+COMPANY_ACCOUNT = "SwitchyardSandboxCompany"
+MAX_IDEMPOTENCY_KEY = 64
+
+# Our decline codes (the ledger's) → Adyen's (resultCode, refusalReasonCode, refusalReason,
+# additionalData.refusalReasonRaw), as Adyen reports the test cards' issuer answers.
+REFUSALS: dict[str, tuple[str, str, str, str]] = {
+    "generic_decline": ("Refused", "2", "Refused", "05 : Do not honor"),
+    "insufficient_funds": ("Refused", "12", "Not enough balance", "51 : Insufficient funds"),
+    "expired_card": ("Refused", "6", "Expired Card", "54 : Expired card"),
+    "lost_card": ("Refused", "5", "Blocked Card", "41 : Lost card"),
+    # An acquirer-side failure: the issuer never answered, so there is no ISO 8583 code.
+    "processing_error": ("Error", "4", "Acquirer Error", "ERROR"),
+}
+
+# Holder-name trigger words of Adyen's test platform → the test card with that behaviour.
+HOLDER_TRIGGERS = {
+    "DECLINED": "4000000000000002",
+    "NOT_ENOUGH_BALANCE": "4000000000009995",
+    "CARD_EXPIRED": "4000000000000069",
+    "ERROR": "4000000000000119",
+}
+
+# Settlement details report columns, in Adyen's default order (PROVIDERS.md 2.9).
+SETTLEMENT_COLUMNS = [
+    "Company Account", "Merchant Account", "Psp Reference", "Merchant Reference",
+    "Payment Method", "Creation Date", "TimeZone", "Type", "Modification Reference",
+    "Gross Currency", "Gross Debit (GC)", "Gross Credit (GC)", "Exchange Rate", "Net Currency",
+    "Net Debit (NC)", "Net Credit (NC)", "Commission (NC)", "Markup (NC)", "Scheme Fees (NC)",
+    "Interchange (NC)", "Payment Method Variant", "Modification Merchant Reference",
+    "Batch Number", "Reserved4", "Reserved5", "Reserved6", "Reserved7", "Reserved8",
+    "Reserved9", "Reserved10",
+]
+# The sandbox closes one settlement batch per UTC day; batch 1 is this day.
+BATCH_EPOCH = date(2020, 1, 1)
+
+
+# --- responses ----------------------------------------------------------------------------
+def _psp() -> str:
+    return "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(16))
+
+
+def service_error(status: int, error_code: str, message: str, error_type: str = "validation",
+                  *, transient: bool = False) -> Response:
+    """Adyen's `ServiceError` body; `transient` adds the header that says "nothing happened,
+    retry with the same key"."""
+    headers = {"transient-error": "true"} if transient else {}
+    return Response(status, {"status": status, "errorCode": error_code, "message": message,
+                             "errorType": error_type, "pspReference": _psp()}, headers)
+
+
+def unavailable() -> Response:
+    return service_error(503, "503", "Service unavailable: the request was not processed; "
+                         "retry with the same Idempotency-Key.", "internal", transient=True)
+
+
+def _in_flight() -> Response:
+    return service_error(422, "704", "request already processed or in progress",
+                         transient=True)
+
+
+POLICY = IdempotencyPolicy(
+    # Transient failures had no effect and are not kept: a retry is processed as new.
+    store=lambda response: response.headers.get("transient-error") != "true",
+    in_flight=_in_flight,
+    mismatch=None,  # undocumented at Adyen; assumed: the stored response is returned
+)
+
+
+def _keyed(request: Request, handler) -> Response:
+    """Run `handler` under Adyen's idempotency semantics and echo the key."""
+    key = request.headers.get("idempotency-key") or None
+    if key is not None and len(key) > MAX_IDEMPOTENCY_KEY:
+        return service_error(422, "702", "Idempotency-Key must be at most 64 characters.")
+    response = idempotent(PROVIDER, key, request, POLICY, handler)
+    if key is not None:
+        response.headers = {**response.headers, "Idempotency-Key": key}
+    return response
+
+
+def _body(request: Request) -> dict | Response:
+    content_type = request.headers.get("content-type", "")
+    if "json" not in content_type:
+        return service_error(415, "702", f"Unexpected input: Content-Type {content_type!r}; "
+                             "send application/json.")
+    body = request.json()
+    if not isinstance(body, dict):
+        return service_error(400, "702", "Unexpected input: the body is not a JSON object.")
+    if not isinstance(body.get("merchantAccount"), str) or not body["merchantAccount"]:
+        return service_error(403, "901", "Invalid Merchant Account", "security")
+    return body
+
+
+def _amount(body: dict) -> tuple[int, str] | Response:
+    amount = body.get("amount")
+    if not isinstance(amount, dict) or "value" not in amount:
+        return service_error(422, "100", "Required field 'amount' is not provided.")
+    value, currency = amount.get("value"), amount.get("currency")
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        return service_error(422, "137", "Invalid amount specified")
+    if not isinstance(currency, str) or len(currency) != 3:
+        return service_error(422, "138", "Invalid currency specified")
+    return value, currency.upper()
+
+
+# --- /payments ----------------------------------------------------------------------------
+def payments(request: Request) -> Response:
+    body = _body(request)
+    if isinstance(body, Response):
+        return body
+    return _keyed(request, lambda: _authorize(body))
+
+
+def _authorize(body: dict) -> Response:
+    amount = _amount(body)
+    if isinstance(amount, Response):
+        return amount
+    value, currency = amount
+    reference = body.get("reference")
+    if not isinstance(reference, str) or not reference:
+        return service_error(422, "130", "Required field 'reference' is not provided.")
+    if len(reference) > 80:
+        return service_error(422, "130", "Field 'reference' exceeds 80 characters.")
+    if not body.get("returnUrl"):
+        return service_error(422, "14_030", "Return URL is missing.")
+    metadata = body.get("metadata") or {}
+    if not isinstance(metadata, dict) or len(metadata) > 20 or any(
+            len(str(k)) > 20 or len(str(v)) > 80 for k, v in metadata.items()):
+        return service_error(422, "177", "Metadata size exceeds limit")
+    card = body.get("paymentMethod")
+    if not isinstance(card, dict) or card.get("type", "scheme") != "scheme":
+        return service_error(422, "14_012", "The provided paymentMethod is not a card (scheme).")
+    number = card.get("number")
+    if not isinstance(number, str) or not re.fullmatch(r"\d{12,19}", number):
+        return service_error(422, "101", "Invalid card number")
+    month, year = card.get("expiryMonth"), card.get("expiryYear")
+    if not (isinstance(month, str) and re.fullmatch(r"0[1-9]|1[0-2]", month)
+            and isinstance(year, str) and re.fullmatch(r"\d{4}", year)):
+        return service_error(422, "129", "Expiry Date Invalid")
+    additional = body.get("additionalData") or {}
+    manual = str(additional.get("manualCapture", "")).lower() == "true"
+    behaviour_number = HOLDER_TRIGGERS.get(str(card.get("holderName", "")).upper(), number)
+    try:
+        authorization = ledger.authorize(
+            PROVIDER, reference=reference, amount=value, currency=currency,
+            number=behaviour_number, capture=not manual, brand=_brand(number),
+            metadata=metadata)
+    except ledger.ServiceUnavailable:
+        return unavailable()
+    charge = authorization.charge
+    if behaviour_number != number:  # a holder-name trigger: keep the real card's last4
+        SandboxCharge.objects.filter(pk=charge.pk).update(card_last4=number[-4:])
+    return Response(200, _payment_response(charge),
+                    drop_connection=authorization.drop_connection)
+
+
+def _brand(number: str) -> str:
+    """Adyen's brand names (`visa`, `mc`, `amex`) as its BIN detection reports them."""
+    if number.startswith("4"):
+        return "visa"
+    if number[:2] in ("34", "37"):
+        return "amex"
+    if number[:2] in {"51", "52", "53", "54", "55"} or "2221" <= number[:4] <= "2720":
+        return "mc"
+    return "scheme"
+
+
+def _payment_response(charge: SandboxCharge) -> dict:
+    response = {
+        "pspReference": charge.provider_reference,
+        "merchantReference": charge.reference,
+        "amount": {"currency": charge.currency, "value": charge.amount},
+        "paymentMethod": {"brand": charge.card_brand, "type": "scheme"},
+    }
+    if charge.status == "declined":
+        result_code, code, reason, raw = REFUSALS.get(charge.decline_code,
+                                                      REFUSALS["generic_decline"])
+        response.update(resultCode=result_code, refusalReason=reason, refusalReasonCode=code,
+                        additionalData={"refusalReasonRaw": raw})
+    else:
+        response.update(resultCode="Authorised", additionalData={
+            "authCode": "".join(secrets.choice(string.digits) for _ in range(6)),
+            "cvcResult": "1 Matches", "refusalReasonRaw": "AUTHORISED"})
+    return response
+
+
+# --- modifications ------------------------------------------------------------------------
+_KINDS = {"captures": "capture", "cancels": "cancel", "refunds": "refund"}
+
+
+def modification(request: Request, psp: str, action: str) -> Response:
+    body = _body(request)
+    if isinstance(body, Response):
+        return body
+    return _keyed(request, lambda: _modify(body, psp, _KINDS[action]))
+
+
+def _modify(body: dict, psp: str, kind: str) -> Response:
+    amount = None
+    if kind != "cancel":  # captures and refunds require an amount
+        parsed = _amount(body)
+        if isinstance(parsed, Response):
+            return parsed
+        amount, currency = parsed
+        charge = SandboxCharge.objects.filter(provider=PROVIDER, provider_reference=psp).first()
+        if charge is not None and charge.currency != currency:
+            return service_error(422, "137", "Invalid amount specified: the currency differs "
+                                 "from the payment's.")
+    reference = str(body.get("reference") or "")
+    try:
+        operation = ledger.modify(PROVIDER, kind, psp, amount=amount, reference=reference)
+    except ledger.UnknownCharge:
+        return service_error(422, "167", "Original pspReference required for this operation")
+    except ledger.InvalidState as exc:
+        code = "137" if "exceed" in str(exc) else "167"
+        return service_error(422, code, str(exc))
+    response = {"merchantAccount": body["merchantAccount"], "paymentPspReference": psp,
+                "pspReference": operation.provider_reference, "reference": reference,
+                "status": "received"}
+    if kind != "cancel":
+        response["amount"] = {"currency": operation.charge.currency, "value": operation.amount}
+    return Response(201, response)
+
+
+# --- /paymentMethods ----------------------------------------------------------------------
+def payment_methods(request: Request) -> Response:
+    body = _body(request)
+    if isinstance(body, Response):
+        return body
+    return Response(200, {"paymentMethods": [
+        {"brands": ["visa", "mc", "amex"], "name": "Cards", "type": "scheme"}]})
+
+
+# --- settlement details report ------------------------------------------------------------
+def batch_number(day: date) -> int:
+    """The settlement batch holding a UTC day's captures and refunds."""
+    return (day - BATCH_EPOCH).days + 1
+
+
+def batch_bounds(batch: int) -> tuple[datetime, datetime]:
+    start = datetime.combine(BATCH_EPOCH + timedelta(days=batch - 1), time(), tzinfo=UTC)
+    return start, start + timedelta(days=1)
+
+
+def major_units(amount: int, currency: str) -> str:
+    """Minor units → the report's major-unit decimal text (1050 USD → "10.50")."""
+    exponent = iso4217.Currency(currency).exponent or 0
+    return f"{Decimal(amount).scaleb(-exponent):.{exponent}f}"
+
+
+def settlement_report(request: Request, merchant: str, batch: str) -> Response:
+    number = int(batch)
+    if number < 1:
+        return service_error(404, "404", "Report not found", "validation")
+    since, until = batch_bounds(number)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=SETTLEMENT_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in ledger.settlement(PROVIDER, since=since, until=until):
+        writer.writerow(_settlement_line(row, merchant, number))
+    return Response(200, out.getvalue(), {
+        "Content-Type": "text/csv; charset=utf-8",
+        "Content-Disposition":
+            f'attachment; filename="settlement_detail_report_batch_{number}.csv"'})
+
+
+def _settlement_line(row: dict, merchant: str, batch: int) -> dict:
+    currency = row["currency"]
+    charge = SandboxCharge.objects.get(provider=PROVIDER,
+                                       provider_reference=row["provider_reference"])
+    modification_psp, modification_reference = row["operation_reference"], ""
+    if row["type"] == "capture":
+        capture = SandboxOperation.objects.filter(charge=charge, kind="capture").first()
+        if capture is not None:  # a manual capture; an automatic one has no modification
+            modification_psp, modification_reference = capture.provider_reference, \
+                capture.reference
+    else:
+        modification_reference = SandboxOperation.objects.get(
+            provider=PROVIDER, provider_reference=row["operation_reference"]).reference
+    gross = major_units(row["amount"], currency)
+    net = major_units(row["amount"] - row["fee"], currency)
+    line = dict.fromkeys(SETTLEMENT_COLUMNS, "")
+    line.update({
+        "Company Account": COMPANY_ACCOUNT, "Merchant Account": merchant,
+        "Psp Reference": row["provider_reference"], "Merchant Reference": row["reference"],
+        "Payment Method": charge.card_brand, "Payment Method Variant": charge.card_brand,
+        "Creation Date": row["created_at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+        "TimeZone": "UTC", "Modification Reference": modification_psp,
+        "Modification Merchant Reference": modification_reference,
+        "Gross Currency": currency, "Exchange Rate": "1", "Net Currency": currency,
+        "Batch Number": str(batch),
+    })
+    if row["type"] == "capture":
+        line.update({"Type": "Settled", "Gross Credit (GC)": gross, "Net Credit (NC)": net,
+                     "Commission (NC)": major_units(row["fee"], currency)})
+    else:
+        line.update({"Type": "Refunded", "Gross Debit (GC)": gross, "Net Debit (NC)": gross})
+    return line
+
+
+# --- the app ------------------------------------------------------------------------------
+def _before(request: Request) -> Response | None:
+    """Provider-wide faults first (an outage hits before anything else), then auth."""
+    try:
+        ledger.before_request(PROVIDER)
+    except ledger.ServiceUnavailable:
+        return unavailable()
+    basic = request.headers.get("authorization", "").startswith("Basic ")
+    if not request.headers.get("x-api-key") and not basic:
+        return service_error(401, "000", "HTTP Status Response - Unauthorized", "security")
+    return None
+
+
+def _not_found(request: Request) -> Response:
+    return service_error(404, "404", f"No endpoint {request.method} {request.path}",
+                         "validation")
+
+
+app = make_app([
+    ("POST", PREFIX + r"/payments", payments),
+    ("POST", PREFIX + r"/payments/(?P<psp>[A-Za-z0-9]+)/(?P<action>captures|cancels|refunds)",
+     modification),
+    ("POST", PREFIX + r"/paymentMethods", payment_methods),
+    ("GET", r"/reports/download/MerchantAccount/(?P<merchant>[^/]+)/"
+            r"settlement_detail_report_batch_(?P<batch>\d+)\.csv", settlement_report),
+], not_found=_not_found, before=_before)

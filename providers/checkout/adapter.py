@@ -1,0 +1,406 @@
+"""Checkout.com adapter: the unified Payments API (PROVIDERS.md section 3).
+
+Wire format
+- Base URL: the account's (`https://{prefix}.api.sandbox.checkout.com` /
+  `https://{prefix}.api.checkout.com`; `sandbox://local` → the in-process sandbox). JSON both
+  ways, no version header. Every request: `Authorization: Bearer <secret_key>`; every POST:
+  `Cko-Idempotency-Key: <our reference>` (the attempt id for an authorization, the operation id
+  for a capture/void/refund — unique per operation, so a retry of the same operation is safe).
+  Connect/read timeouts are the account's (providers/http.py); requests go through
+  `providers.http.send`, which logs method, path, status and duration, never bodies.
+- Authorize: `POST /payments` with `source {type: "card", number, expiry_month, expiry_year
+  (integers), cvv?, name?}`, `amount` (minor units), `currency` (uppercase), `reference` (ours),
+  `capture` (bool), `payment_type: "Regular"`, `processing_channel_id` (credentials),
+  `metadata {switchyard_attempt: reference}`.
+- Capture / void / refund: `POST /payments/{id}/captures|voids|refunds` with `amount` (not for
+  voids), `reference`, `metadata`. Checkout.com answers 202 `{action_id}`: *accepted*, not done.
+  The result is a `ModificationResult(provider_reference=action_id, pending=True)`; it stays
+  pending until a webhook (`payment_captured`, `payment_refunded`, `payment_voided` or the
+  `*_declined` ones) or a status lookup (`lookup_modification`, i.e.
+  `GET /payments/{id}/actions`) confirms it.
+- Lookup: `GET /payments?reference=<ours>` (newest first); the response code of a declined
+  payment comes from its Authorization action (`GET /payments/{id}/actions`).
+- Probe: `GET /payments?reference=switchyard-health-probe&limit=1`.
+
+How each outcome is mapped (data in providers/outcomes.py)
+- 201 `approved: true` → `classify_result("checkout", status)` (Authorized, Captured, Card
+  Verified, Paid) → `AuthorizeResult`. With `capture: true` an approved payment counts as
+  captured even if Checkout.com still says `Authorized` (it captures on its own shortly after).
+- 201 `approved: false` → `classify_decline("checkout", response_code)` → HardDecline or
+  SoftDecline (raw_code = the response code). A 4xx that carries a `response_code` is read the
+  same way (reported by integrators, PROVIDERS.md 3.6).
+- 202 `status: "Pending"` (e.g. 3-D Secure) → `classify_result` → OutcomeUnknown.
+- 503 on a POST: Checkout.com stores only 2xx results under an idempotency key, so a 5xx
+  means nothing was stored — but not necessarily that nothing was processed. We confirm at
+  once: authorize → `GET /payments?reference=`; capture/void/refund → `GET /payments/{id}/
+  actions`, looking for our reference. Nothing found → ProviderUnavailable (safe to fail over);
+  found → that result; the confirmation itself fails (including a 503 during a full outage) →
+  OutcomeUnknown (the status sync finds out later).
+- Any other 5xx, a read timeout after sending, a dropped connection → OutcomeUnknown.
+- 409 and 429 on a POST → OutcomeUnknown, not the rate-limit "unavailable" of
+  `outcomes.http_outcome`: Checkout.com documents 429 as "too many requests *or duplicate
+  request detected*", and our sandbox answers 409 to a request whose key is still in flight;
+  either may mean the same operation is being processed right now.
+- 401/403/404/422 and other 4xx → ProviderBadRequest (nothing was processed; our request or
+  our credentials are wrong).
+`lookup` never raises anything but OutcomeUnknown ("cannot tell yet"); `lookup_modification`
+also raises ProviderBadRequest for an action Checkout.com declined; the probe raises
+ProviderUnavailable or ProviderBadRequest (a GET never moves money).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import NoReturn
+
+import httpx
+
+from providers import outcomes
+from providers.base import (
+    AccountConfig,
+    AuthorizeRequest,
+    AuthorizeResult,
+    LookupResult,
+    ModificationRequest,
+    ModificationResult,
+    OutcomeUnknown,
+    ProviderBadRequest,
+    ProviderError,
+    ProviderUnavailable,
+)
+from providers.http import client_for, send
+
+logger = logging.getLogger("providers.checkout")
+
+PROVIDER = "checkout"
+PROBE_REFERENCE = "switchyard-health-probe"
+MAX_DESCRIPTION = 100
+
+# Checkout.com payment status → LookupResult.status. Pending and Retry Scheduled are not final.
+LOOKUP_STATUS = {
+    "Authorized": "authorized",
+    "Card Verified": "authorized",
+    "Captured": "captured",
+    "Partially Captured": "captured",
+    "Partially Refunded": "captured",
+    "Refunded": "captured",
+    "Paid": "captured",
+    "Declined": "declined",
+    "Voided": "canceled",
+    "Canceled": "canceled",
+    "Expired": "canceled",
+}
+CAPTURED_STATUSES = {"Captured", "Partially Captured", "Partially Refunded", "Refunded", "Paid"}
+ACTION_PATHS = {"capture": "captures", "cancel": "voids", "refund": "refunds"}
+
+
+class CheckoutAdapter:
+    provider = PROVIDER
+
+    def __init__(self, config: AccountConfig, client: httpx.Client | None = None):
+        self.config = config
+        self._client = client
+
+    # --- operations -----------------------------------------------------------------------
+    def authorize(self, request: AuthorizeRequest) -> AuthorizeResult:
+        source = {"type": "card", "number": request.card.number,
+                  "expiry_month": request.card.exp_month, "expiry_year": request.card.exp_year}
+        if request.card.cvc:
+            source["cvv"] = request.card.cvc
+        if request.holder_name:
+            source["name"] = request.holder_name
+        body = {
+            "source": source,
+            "amount": request.amount,
+            "currency": request.currency.upper(),
+            "reference": request.reference,
+            "capture": request.capture,
+            "payment_type": "Regular",
+            "metadata": {"switchyard_attempt": request.reference},
+        }
+        if self.config.credentials.get("processing_channel_id"):
+            body["processing_channel_id"] = self.config.credentials["processing_channel_id"]
+        if request.description:
+            body["description"] = request.description[:MAX_DESCRIPTION]
+        with self._session() as client:
+            response = self._post(client, "/payments", body, request.reference)
+            if response.status_code in (200, 201, 202):
+                return self._authorize_result(client, request, self._body(response))
+            if response.status_code == 503:
+                return self._confirm_authorization(client, request)
+            self._raise_for_error(response, "authorization")
+
+    def capture(self, request: ModificationRequest) -> ModificationResult:
+        return self._modify("capture", request)
+
+    def cancel(self, request: ModificationRequest) -> ModificationResult:
+        return self._modify("cancel", request)
+
+    def refund(self, request: ModificationRequest) -> ModificationResult:
+        return self._modify("refund", request)
+
+    def lookup(self, request: AuthorizeRequest) -> LookupResult:
+        """What became of the authorization with our reference (`GET /payments?reference=`)."""
+        with self._session() as client:
+            return self._lookup(client, request.reference)
+
+    def lookup_modification(self, request: ModificationRequest) -> ModificationResult | None:
+        """Confirm an accepted (pending) capture/void/refund from `GET /payments/{id}/actions`:
+        the action with our reference, no longer pending; None if Checkout.com lists none.
+        Raises ProviderBadRequest if Checkout.com declined it, OutcomeUnknown if it cannot
+        tell."""
+        with self._session() as client:
+            return self._confirm_action(client, request)
+
+    def probe(self) -> None:
+        with self._session() as client:
+            try:
+                response = send(client, "GET", "/payments", provider=PROVIDER,
+                                headers=self._headers(),
+                                params={"reference": PROBE_REFERENCE, "limit": 1})
+            except OutcomeUnknown as exc:  # a GET moves no money: just unreachable
+                raise ProviderUnavailable(exc.message, raw_code=exc.raw_code) from exc
+        if response.status_code == 200:
+            return
+        message = f"Checkout.com health probe failed: {self._describe(response)}."
+        if response.status_code >= 500 or response.status_code == 429:
+            raise ProviderUnavailable(message, raw_code=str(response.status_code))
+        raise ProviderBadRequest(message, raw_code=str(response.status_code))
+
+    # --- authorization --------------------------------------------------------------------
+    def _authorize_result(self, client: httpx.Client, request: AuthorizeRequest,
+                          payment: dict) -> AuthorizeResult:
+        status, payment_id = payment.get("status", ""), payment.get("id", "")
+        result = outcomes.classify_result(PROVIDER, status)
+        if payment.get("approved") is True and result is not None \
+                and result.kind == outcomes.APPROVED and payment_id:
+            captured = status in CAPTURED_STATUSES or request.capture
+            return AuthorizeResult(provider_reference=payment_id, captured=captured)
+        if payment.get("approved") is True or (result is not None
+                                               and result.kind != outcomes.APPROVED):
+            # approved with a status we cannot read, or Pending: the payment may go through
+            raise OutcomeUnknown(f"Checkout.com answered status {status or 'none'!r} for "
+                                 f"payment {payment_id or 'without id'}; not final.",
+                                 raw_code=status)
+        code = payment.get("response_code") or self._authorization_code(client, payment_id)
+        self._raise_decline(code, payment.get("response_summary", ""))
+
+    def _confirm_authorization(self, client: httpx.Client,
+                               request: AuthorizeRequest) -> AuthorizeResult:
+        """After a 503: did Checkout.com record a payment with our reference after all?"""
+        try:
+            found = self._payments_by_reference(client, request.reference)
+        except ProviderError as exc:
+            raise OutcomeUnknown("Checkout.com answered 503 and the lookup by reference "
+                                 f"failed too ({exc.message}); the payment may exist.",
+                                 raw_code="503") from exc
+        if not found:
+            raise ProviderUnavailable("Checkout.com answered 503 and has no payment with our "
+                                      "reference: nothing was charged.", raw_code="503")
+        return self._authorize_result(client, request, self._pick(found))
+
+    def _raise_decline(self, code: str, summary: str) -> NoReturn:
+        outcome = outcomes.classify_decline(PROVIDER, code)
+        if outcome.kind == outcomes.APPROVED:  # an approval code on a declined payment
+            outcome = outcomes.GENERIC_DECLINE
+        outcomes.raise_for(outcome, f"The card was declined (Checkout.com {code or 'no code'}"
+                                    f"{': ' + summary if summary else ''}).", raw_code=code)
+        raise AssertionError("unreachable")  # pragma: no cover - raise_for raised
+
+    # --- capture / void / refund ----------------------------------------------------------
+    def _modify(self, kind: str, request: ModificationRequest) -> ModificationResult:
+        body: dict = {"reference": request.reference,
+                      "metadata": {"switchyard_operation": request.reference}}
+        if kind != "cancel":
+            body["amount"] = request.amount
+        path = f"/payments/{request.provider_reference}/{ACTION_PATHS[kind]}"
+        with self._session() as client:
+            response = self._post(client, path, body, request.reference)
+            if 200 <= response.status_code < 300:
+                action_id = self._body(response).get("action_id")
+                if not action_id:
+                    raise OutcomeUnknown(f"Checkout.com accepted the {kind} without an "
+                                         "action id.", raw_code=str(response.status_code))
+                return ModificationResult(provider_reference=action_id, pending=True)
+            if response.status_code == 503:
+                confirmed = self._confirm_action(client, request)
+                if confirmed is None:
+                    raise ProviderUnavailable(f"Checkout.com answered 503 and lists no {kind} "
+                                              "with our reference: nothing was done.",
+                                              raw_code="503")
+                return confirmed
+            self._raise_for_error(response, kind)
+
+    def _confirm_action(self, client: httpx.Client,
+                        request: ModificationRequest) -> ModificationResult | None:
+        try:
+            actions = self._actions(client, request.provider_reference)
+        except ProviderError as exc:
+            raise OutcomeUnknown(f"The actions of {request.provider_reference} could not be "
+                                 f"read: {exc.message}", raw_code=exc.raw_code) from exc
+        for action in actions:
+            if action.get("reference") == request.reference and action.get("type") != \
+                    "Authorization":
+                if action.get("approved") is False:
+                    raise ProviderBadRequest(
+                        f"Checkout.com declined the {action.get('type', 'action')} "
+                        f"({action.get('response_code', '')}).",
+                        code="provider_declined_action", raw_code=action.get("response_code", ""))
+                return ModificationResult(provider_reference=action.get("id", ""),
+                                          pending=False)
+        return None
+
+    # --- lookups --------------------------------------------------------------------------
+    def _lookup(self, client: httpx.Client, reference: str) -> LookupResult:
+        try:
+            found = self._payments_by_reference(client, reference)
+            if not found:
+                return LookupResult(found=False)
+            payment = self._pick(found)
+            status = LOOKUP_STATUS.get(payment.get("status", ""))
+            if status is None:
+                raise OutcomeUnknown(f"Checkout.com payment {payment.get('id')} is "
+                                     f"{payment.get('status')!r}: not final yet.",
+                                     raw_code=str(payment.get("status", "")))
+            decline_code = ""
+            if status == "declined":
+                code = payment.get("response_code") or self._authorization_code(
+                    client, payment.get("id", ""))
+                outcome = outcomes.classify_decline(PROVIDER, code)
+                if outcome.kind == outcomes.APPROVED:
+                    outcome = outcomes.GENERIC_DECLINE
+                decline_code = outcome.decline_code
+            return LookupResult(found=True, provider_reference=payment.get("id", ""),
+                                status=status, amount=int(payment.get("amount") or 0),
+                                decline_code=decline_code)
+        except OutcomeUnknown:
+            raise
+        except ProviderError as exc:
+            raise OutcomeUnknown(f"Checkout.com could not be asked about {reference}: "
+                                 f"{exc.message}", raw_code=exc.raw_code) from exc
+
+    def _payments_by_reference(self, client: httpx.Client, reference: str) -> list[dict]:
+        response = send(client, "GET", "/payments", provider=PROVIDER, headers=self._headers(),
+                        params={"reference": reference, "limit": 100})
+        if response.status_code != 200:
+            raise ProviderUnavailable(f"Lookup by reference failed: {self._describe(response)}.",
+                                      raw_code=str(response.status_code))
+        data = self._body(response, unknown=False).get("data")
+        if not isinstance(data, list):
+            raise ProviderUnavailable("Lookup by reference returned no data list.")
+        return [item for item in data if isinstance(item, dict)]
+
+    def _actions(self, client: httpx.Client, payment_id: str) -> list[dict]:
+        response = send(client, "GET", f"/payments/{payment_id}/actions", provider=PROVIDER,
+                        headers=self._headers())
+        if response.status_code != 200:
+            raise ProviderUnavailable(f"Reading the actions failed: {self._describe(response)}.",
+                                      raw_code=str(response.status_code))
+        try:
+            actions = response.json()
+        except ValueError:
+            actions = None
+        if not isinstance(actions, list):
+            raise ProviderUnavailable("The actions of the payment are not a list.")
+        return [action for action in actions if isinstance(action, dict)]
+
+    def _authorization_code(self, client: httpx.Client, payment_id: str) -> str:
+        """The response code of a payment's Authorization action (list items carry none)."""
+        if not payment_id:
+            return ""
+        try:
+            actions = self._actions(client, payment_id)
+        except ProviderError as exc:
+            raise OutcomeUnknown(f"The decline reason of {payment_id} could not be read: "
+                                 f"{exc.message}", raw_code=exc.raw_code) from exc
+        for action in actions:
+            if action.get("type") == "Authorization":
+                return str(action.get("response_code") or "")
+        return ""
+
+    @staticmethod
+    def _pick(payments: list[dict]) -> dict:
+        """The payment that answers for our reference: the newest one that moved money, else
+        the newest. Several payments with one reference mean a request was executed twice
+        (Checkout.com re-executes a retry whose first answer was not a 2xx)."""
+        approved = [p for p in payments if p.get("approved") is True]
+        if len(approved) > 1:
+            logger.warning("checkout: %d approved payments share one reference: %s",
+                           len(approved), ", ".join(str(p.get("id")) for p in approved))
+        return (approved or payments)[0]
+
+    # --- HTTP -----------------------------------------------------------------------------
+    @contextmanager
+    def _session(self) -> Iterator[httpx.Client]:
+        if self._client is not None:
+            yield self._client
+            return
+        client = client_for(self.config)
+        try:
+            yield client
+        finally:
+            client.close()
+
+    def _headers(self, idempotency_key: str | None = None) -> dict[str, str]:
+        secret = self.config.credentials.get("secret_key")
+        if not secret:  # refused before anything is sent
+            raise ProviderBadRequest(f"Account {self.config.name!r} has no Checkout.com "
+                                     "secret_key.", code="provider_misconfigured")
+        headers = {"Authorization": f"Bearer {secret}", "Accept": "application/json"}
+        if idempotency_key:
+            headers["Cko-Idempotency-Key"] = idempotency_key
+        return headers
+
+    def _post(self, client: httpx.Client, path: str, body: dict, key: str) -> httpx.Response:
+        return send(client, "POST", path, provider=PROVIDER, headers=self._headers(key),
+                    json=body)
+
+    @staticmethod
+    def _body(response: httpx.Response, *, unknown: bool = True) -> dict:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            return body
+        error = OutcomeUnknown if unknown else ProviderUnavailable
+        raise error(f"Checkout.com answered {response.status_code} with an unreadable body.",
+                    raw_code=str(response.status_code))
+
+    @staticmethod
+    def _describe(response: httpx.Response) -> str:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        text = f"HTTP {response.status_code}"
+        if isinstance(body, dict) and body.get("error_type"):
+            codes = body.get("error_codes") or []
+            text += f" {body['error_type']}"
+            if isinstance(codes, list) and codes:
+                text += " (" + ", ".join(str(c) for c in codes) + ")"
+        request_id = response.headers.get("Cko-Request-Id") or (
+            body.get("request_id") if isinstance(body, dict) else None)
+        if request_id:
+            text += f" [request {request_id}]"
+        return text
+
+    def _raise_for_error(self, response: httpx.Response, what: str) -> NoReturn:
+        """Raise for a non-2xx answer to a POST (503 is confirmed by the callers first)."""
+        status = response.status_code
+        if status in (409, 429):
+            raise OutcomeUnknown(f"Checkout.com answered {status} to the {what} (a duplicate of "
+                                 f"a request in flight?): {self._describe(response)}.",
+                                 raw_code=str(status))
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if what == "authorization" and 400 <= status < 500 and isinstance(body, dict) \
+                and body.get("response_code"):
+            self._raise_decline(str(body["response_code"]), body.get("response_summary", ""))
+        message = f"Checkout.com refused the {what}: {self._describe(response)}."
+        outcomes.raise_for(outcomes.http_outcome(status), message, raw_code=str(status))
+        raise OutcomeUnknown(message, raw_code=str(status))  # pragma: no cover - 2xx handled
