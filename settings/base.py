@@ -107,6 +107,16 @@ IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
 # How long a sandbox served over HTTP stays silent for "times out before commit" (card
 # 4000000000000606) before closing the connection; clients time out first.
 SANDBOX_HANG_SECONDS = env.float("SANDBOX_HANG_SECONDS", default=15.0)
+# For how long resends of a request whose connection dropped after commit (card
+# 4000000000000408) drop too, so that immediate safe retries cannot resolve it and the payment
+# shows the unresolved path; later lookups and replays get the stored answer.
+SANDBOX_DROP_WINDOW_SECONDS = env.float("SANDBOX_DROP_WINDOW_SECONDS", default=5.0)
+
+# --- Provider resilience (providers/resilience): retries only where provably safe -----------
+PROVIDER_RETRY_MAX_ATTEMPTS = env.int("PROVIDER_RETRY_MAX_ATTEMPTS", default=3)
+PROVIDER_RETRY_MAX_SECONDS = env.float("PROVIDER_RETRY_MAX_SECONDS", default=2.0)
+PROVIDER_RETRY_BACKOFF_SECONDS = env.float("PROVIDER_RETRY_BACKOFF_SECONDS", default=0.1)
+PROVIDER_RETRY_BACKOFF_MAX_SECONDS = env.float("PROVIDER_RETRY_BACKOFF_MAX_SECONDS", default=1.0)
 
 # --- REST framework ----------------------------------------------------------------------
 REST_FRAMEWORK = {

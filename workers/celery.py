@@ -34,6 +34,12 @@ app.conf.update(
             "task": "switchyard.cleanup.purge_idempotency_keys",
             "schedule": 3600.0,
         },
+        "probe-provider-accounts": {
+            "task": "switchyard.providers.probe_accounts",
+            "schedule": 60.0,
+            # a probe that could not start within its minute is stale: the next one is due
+            "options": {"expires": 55.0},
+        },
     },
 )
 app.autodiscover_tasks(["workers"], related_name="tasks")

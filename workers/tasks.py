@@ -8,3 +8,10 @@ def purge_idempotency_keys() -> int:
     from payments.services.idempotency import purge_expired
 
     return purge_expired()
+
+
+@app.task(name="switchyard.providers.probe_accounts", ignore_result=True)
+def probe_accounts() -> int:
+    from providers.health import probe_all
+
+    return probe_all()

@@ -26,8 +26,8 @@ from payments.models import (
     PaymentStatus,
 )
 from payments.services.payment_methods import card_for_provider
-from providers import base
-from providers.accounts import adapter_for, default_order
+from providers import base, gateway
+from providers.accounts import default_order
 from providers.models import ProviderAccount
 
 logger = logging.getLogger(__name__)
@@ -44,10 +44,11 @@ class Outcome:
 
 
 def call_provider(account: ProviderAccount, operation: str, request) -> Outcome:
-    """Call `operation` (authorize, capture, cancel, refund) on the account's adapter and
-    classify what happened. Never raises: every failure becomes an outcome."""
+    """Call `operation` (authorize, capture, cancel, refund) on the account through the
+    provider gateway (limits, circuit breaker, safe retries, adapter) and classify what
+    happened. Never raises: every failure becomes an outcome."""
     try:
-        return Outcome("approved", result=getattr(adapter_for(account), operation)(request))
+        return Outcome("approved", result=gateway.call(account, operation, request))
     except (base.HardDecline, base.SoftDecline) as exc:
         return Outcome("declined", error=exc)
     except (base.ProviderUnavailable, base.ProviderBadRequest) as exc:

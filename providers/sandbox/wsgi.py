@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from urllib.parse import parse_qsl
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from providers.models import SandboxIdempotencyRecord
 from providers.sandbox.ledger import DropConnection, Hang
@@ -124,6 +126,9 @@ class IdempotencyPolicy:
     replay_headers: dict[str, str] = field(default_factory=dict)
 
 
+_DROP = "x-sandbox-drop-connection"  # internal marker on a stored response, never sent
+
+
 def idempotent(provider: str, key: str | None, request: Request, policy: IdempotencyPolicy,
                handler: Callable[[], Response]) -> Response:
     """Run `handler` at most once per key, as the real provider does."""
@@ -142,8 +147,15 @@ def idempotent(provider: str, key: str | None, request: Request, policy: Idempot
             return policy.in_flight()
         if record.fingerprint != fp and policy.mismatch is not None:
             return policy.mismatch()
-        return Response(record.status_code, record.body.encode(),
-                        {**record.headers, **policy.replay_headers})
+        headers = {**record.headers, **policy.replay_headers}
+        # The network path of a request whose connection dropped (card …0408) stays broken
+        # for SANDBOX_DROP_WINDOW_SECONDS: immediate resends drop too (the payment is left
+        # unresolved, as API.md says), a later status lookup or replay gets the answer.
+        dropped = headers.pop(_DROP, None) is not None
+        age = (timezone.now() - record.created_at).total_seconds()
+        drop = dropped and age < settings.SANDBOX_DROP_WINDOW_SECONDS
+        return Response(record.status_code, record.body.encode(), headers,
+                        drop_connection=drop)
     try:
         response = handler()
     except (Hang, Exception):
@@ -151,9 +163,12 @@ def idempotent(provider: str, key: str | None, request: Request, policy: Idempot
         raise
     if policy.store(response):
         body, content_type = response.encoded()
+        stored_headers = {"Content-Type": content_type, **response.headers}
+        if response.drop_connection:
+            stored_headers[_DROP] = "1"
         SandboxIdempotencyRecord.objects.filter(pk=record.pk).update(
             status_code=response.status, body=body.decode(), completed=True,
-            headers={"Content-Type": content_type, **response.headers})
+            headers=stored_headers)
     else:
         record.delete()
     return response

@@ -287,7 +287,9 @@ def test_503_before_processing_is_provider_unavailable_and_charges_nothing(adapt
 
 
 @pytest.mark.django_db
-def test_commit_then_dropped_connection_is_unknown_and_a_retry_replays_it(adapter):
+def test_commit_then_dropped_connection_is_unknown_and_a_retry_replays_it(adapter, settings):
+    # the network path has recovered by the time of the retry (see SANDBOX_DROP_WINDOW_SECONDS)
+    settings.SANDBOX_DROP_WINDOW_SECONDS = 0
     request = auth("4000000000000408")
     with pytest.raises(OutcomeUnknown):
         adapter.authorize(request)
@@ -894,7 +896,9 @@ def test_http_decline_and_503(server_url):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_http_dropped_connection_after_commit_then_retry(server_url):
+def test_http_dropped_connection_after_commit_then_retry(server_url, settings):
+    # the network path has recovered by the time of the retry (see SANDBOX_DROP_WINDOW_SECONDS)
+    settings.SANDBOX_DROP_WINDOW_SECONDS = 0
     adapter = http_adapter(server_url)
     request = auth("4000000000000408", capture=True)
     with pytest.raises(OutcomeUnknown) as caught:

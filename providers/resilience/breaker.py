@@ -1,0 +1,255 @@
+"""A circuit breaker per provider account, shared by every process through Redis.
+
+pybreaker keeps the state (closed / open / half-open, failure counter, opened-at) in its
+CircuitRedisStorage, so a breaker tripped in one gunicorn worker is open in all of them. The
+embedded default without REDIS_URL uses pybreaker's in-memory storage.
+
+Why not `CircuitBreaker.call`: it holds the breaker's RLock for the whole guarded call, so all
+calls through one breaker in a process run one at a time. Here the lock is held only to decide
+(admit) and to record the result, never over the network call:
+
+    admit()   under the lock: closed → pass; open → refuse until reset_timeout has passed, then
+              become half-open; half-open → exactly one trial call, holding a probe slot that
+              is shared across processes (a Redis key with an expiry, so a trial whose process
+              died does not keep the breaker half-open for ever). Everyone else is refused.
+    the call  outside the lock, concurrently with any other.
+    record()  under the lock: a provider failure (ProviderUnavailable, OutcomeUnknown) counts
+              and trips the breaker at fail_max; any answer from the provider — success,
+              decline, bad request — resets the count; the trial's result closes or re-opens.
+
+A refusal raises ProviderUnavailable(code="breaker_open"): nothing was sent, safe to fail over.
+
+pybreaker's Redis storage keeps opened_at in whole seconds, so an open breaker may offer its
+trial call up to one second before reset_timeout has passed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import pybreaker
+import redis
+
+from providers.base import OutcomeUnknown, ProviderError, ProviderUnavailable
+from providers.models import ProviderAccount
+from providers.resilience import retry, store
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PROVIDER_FAILURES = (ProviderUnavailable, OutcomeUnknown)
+CLOSED, PROBE = "closed", "probe"  # how a call was admitted
+
+
+def _not_a_provider_failure(exc: BaseException) -> bool:
+    return not isinstance(exc, PROVIDER_FAILURES)
+
+
+class ProbeSlot:
+    """At most one half-open trial call at a time, across processes; expires on its own."""
+
+    _RELEASE = """
+    if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+    return 0
+    """
+
+    def __init__(self, client: redis.Redis | None, key: str, ttl_seconds: float):
+        self._client = client
+        self._key = key
+        self.ttl_seconds = ttl_seconds
+        self._lock = threading.Lock()
+        self._local: tuple[str, float] | None = None  # (token, expires at) without Redis
+
+    def acquire(self) -> str | None:
+        token = uuid.uuid4().hex
+        if self._client is None:
+            with self._lock:
+                if self._local and self._local[1] > time.monotonic():
+                    return None
+                self._local = (token, time.monotonic() + self.ttl_seconds)
+                return token
+        try:
+            ok = self._client.set(self._key, token, nx=True,
+                                  px=max(1, int(self.ttl_seconds * 1000)))
+        except redis.RedisError:
+            # pybreaker reads a closed state when Redis fails; be as lenient with the trial
+            logger.exception("breaker probe slot unavailable in Redis; letting the trial pass")
+            return token
+        return token if ok else None
+
+    def release(self, token: str) -> None:
+        if self._client is None:
+            with self._lock:
+                if self._local and self._local[0] == token:
+                    self._local = None
+            return
+        try:
+            self._client.eval(self._RELEASE, 1, self._key, token)
+        except redis.RedisError:
+            logger.exception("could not release the breaker probe slot; it expires by itself")
+
+
+class BreakerOpen(ProviderUnavailable):
+    code = "breaker_open"
+
+
+class AccountBreaker(pybreaker.CircuitBreaker):
+    """pybreaker's breaker and storage, with admission and recording split around the call."""
+
+    def __init__(self, *, name: str, fail_max: int, reset_timeout: float,
+                 storage: pybreaker.CircuitBreakerStorage, probe_slot: ProbeSlot):
+        super().__init__(fail_max=fail_max, reset_timeout=reset_timeout, state_storage=storage,
+                         name=name, exclude=[_not_a_provider_failure])
+        # pybreaker's own handle on the storage is private; this one is ours.
+        self.storage = storage
+        self.probe_slot = probe_slot
+
+    # -- the concurrent replacement for pybreaker's call() -----------------------------------
+    def admit(self) -> tuple[str, str | None]:
+        """Decide whether a call may go out now: (CLOSED, None) or (PROBE, slot token).
+        Raises BreakerOpen otherwise."""
+        with self._lock:
+            # current_state reads the shared storage. (pybreaker's `state` property would also
+            # "sync" the local state object, which resets the shared failure counter whenever
+            # another process changed the state: failures counted elsewhere would be lost.)
+            state = self.current_state
+            if state == pybreaker.STATE_CLOSED:
+                return CLOSED, None
+            if state == pybreaker.STATE_OPEN and not self._reset_timeout_elapsed():
+                raise self._refusal("open")
+            token = self.probe_slot.acquire()
+            if token is None:
+                raise self._refusal("half-open, a trial call is in flight")
+            if state == pybreaker.STATE_OPEN:
+                self.half_open()
+            return PROBE, token
+
+    def record(self, admission: tuple[str, str | None], exc: BaseException | None) -> None:
+        """Record how an admitted call ended (exc None: it returned)."""
+        mode, token = admission
+        with self._lock:
+            try:
+                if exc is not None and not isinstance(exc, ProviderError):
+                    # Not an answer in the adapter taxonomy (a bug, an interrupt): it proves
+                    # nothing about the provider either way, so it neither counts nor resets.
+                    return
+                failed = exc is not None and self.is_system_error(exc)
+                for listener in self.listeners:
+                    if failed:
+                        listener.failure(self, exc)
+                    else:
+                        listener.success(self)
+                if mode == PROBE:
+                    if failed:
+                        self.open()  # another reset_timeout before the next trial
+                        logger.warning("breaker %s: trial call failed, open again", self.name)
+                    else:
+                        self.close()
+                        logger.info("breaker %s: trial call succeeded, closed", self.name)
+                    return
+                if not failed:
+                    if self.storage.counter:
+                        self.storage.reset_counter()  # failures must be consecutive
+                    return
+                if self.current_state != pybreaker.STATE_CLOSED:
+                    # Admitted before the breaker tripped: its failure is already old news, and
+                    # only the trial call decides what happens next.
+                    return
+                self.storage.increment_counter()
+                if self.storage.counter >= self.fail_max:
+                    self.open()
+                    logger.warning("breaker %s: %d consecutive provider failures, open",
+                                   self.name, self.fail_max)
+            finally:
+                if token is not None:
+                    self.probe_slot.release(token)
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        """`with breaker.guard(): <one provider call>` — refuses, or lets the body run outside
+        the breaker's lock and records how it ended."""
+        admission = self.admit()
+        try:
+            yield
+        except BaseException as exc:
+            self.record(admission, exc)
+            raise
+        self.record(admission, None)
+
+    def call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """pybreaker's call(), without holding the lock over `func` (see the module doc)."""
+        with self.guard():
+            return func(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def calling(self) -> Iterator[None]:
+        with self.guard():
+            yield
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _reset_timeout_elapsed(self) -> bool:
+        # The same test as pybreaker's CircuitOpenState.before_call (which would also run the
+        # call under the lock, so it cannot be used as is).
+        opened_at = self.storage.opened_at
+        return not opened_at or datetime.now(UTC) >= opened_at + timedelta(
+            seconds=self.reset_timeout)
+
+    def _refusal(self, why: str) -> BreakerOpen:
+        return BreakerOpen(f"Circuit breaker for provider account {self.name} is {why}; "
+                           "the request was not sent.")
+
+
+_breakers: dict[tuple[str, str], AccountBreaker] = {}
+_breakers_lock = threading.Lock()
+
+
+def breaker_for(account: ProviderAccount) -> AccountBreaker:
+    """This process's handle on the account's shared breaker, with the account's current
+    thresholds."""
+    client = store.redis_client()
+    cache_key = (store.redis_url(), account.id)
+    with _breakers_lock:
+        breaker = _breakers.get(cache_key)
+        if breaker is None:
+            try:
+                breaker = _breakers[cache_key] = _new_breaker(account, client)
+            except redis.RedisError:
+                # Redis is down: like pybreaker's storage on a failed read, let the call through
+                # (a throwaway local breaker, not cached: Redis is tried again next call).
+                logger.exception("breaker state unavailable in Redis; using a local breaker")
+                breaker = _new_breaker(account, None)
+    breaker.fail_max = account.breaker_fail_max
+    breaker.reset_timeout = account.breaker_reset_timeout
+    breaker.probe_slot.ttl_seconds = _probe_ttl(account)
+    return breaker
+
+
+def breaker_state(account: ProviderAccount) -> str:
+    """closed | open | half-open, as every process sees it (for the admin and routing)."""
+    return breaker_for(account).current_state
+
+
+def _new_breaker(account: ProviderAccount, client: redis.Redis | None) -> AccountBreaker:
+    if client is None:
+        storage: pybreaker.CircuitBreakerStorage = pybreaker.CircuitMemoryStorage(
+            pybreaker.STATE_CLOSED)
+    else:
+        storage = pybreaker.CircuitRedisStorage(
+            pybreaker.STATE_CLOSED, client, namespace=store.account_key(account.id, "breaker"))
+    return AccountBreaker(
+        name=account.id, fail_max=account.breaker_fail_max,
+        reset_timeout=account.breaker_reset_timeout, storage=storage,
+        probe_slot=ProbeSlot(client, store.account_key(account.id, "breaker", "probe"),
+                             _probe_ttl(account)))
+
+
+def _probe_ttl(account: ProviderAccount) -> float:
+    return retry.worst_case_seconds(connect_timeout=account.connect_timeout,
+                                    read_timeout=account.read_timeout)

@@ -1,0 +1,52 @@
+"""The sandbox toolkit shared by every provider sandbox (providers/sandbox/)."""
+
+import pytest
+
+from providers.base import AccountConfig, AuthorizeRequest, Card, OutcomeUnknown
+from providers.models import SANDBOX_URL, SandboxCharge
+from providers.registry import get_adapter
+from providers.sandbox.apps import SANDBOX_CREDENTIALS
+from providers.sandbox.wsgi import Request
+
+pytestmark = pytest.mark.django_db
+
+
+def adapter(provider: str):
+    return get_adapter(AccountConfig(name=provider, provider=provider, livemode=False,
+                                     base_url=SANDBOX_URL,
+                                     credentials=SANDBOX_CREDENTIALS[provider]))
+
+
+def request_0408(provider: str) -> AuthorizeRequest:
+    return AuthorizeRequest(reference=f"att_drop_{provider}", amount=500, currency="USD",
+                            card=Card("4000000000000408", 12, 2034, "visa"), capture=True)
+
+
+@pytest.mark.parametrize("provider", ["stripe", "adyen"])
+def test_resends_inside_the_drop_window_drop_too_and_charge_once(provider, settings):
+    settings.SANDBOX_DROP_WINDOW_SECONDS = 60
+    request = request_0408(provider)
+    for _ in range(3):  # the first delivery and two immediate resends with the same key
+        with pytest.raises(OutcomeUnknown):
+            adapter(provider).authorize(request)
+    assert SandboxCharge.objects.filter(reference=request.reference).count() == 1
+
+
+@pytest.mark.parametrize("provider", ["stripe", "adyen"])
+def test_after_the_drop_window_a_resend_gets_the_stored_answer(provider, settings):
+    settings.SANDBOX_DROP_WINDOW_SECONDS = 0
+    request = request_0408(provider)
+    with pytest.raises(OutcomeUnknown):
+        adapter(provider).authorize(request)
+    result = adapter(provider).authorize(request)
+    [charge] = SandboxCharge.objects.filter(reference=request.reference)
+    assert result.provider_reference == charge.provider_reference
+
+
+def test_stripe_style_form_parsing_nests_brackets():
+    body = (b"card[number]=4242&card[exp_month]=12&metadata[order]=A1"
+            b"&payment_method_types[0]=card&confirm=true")
+    form = Request("POST", "/", {}, {}, body).form()
+    assert form == {"card": {"number": "4242", "exp_month": "12"},
+                    "metadata": {"order": "A1"},
+                    "payment_method_types": {"0": "card"}, "confirm": "true"}
