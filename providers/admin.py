@@ -1,22 +1,82 @@
+import json
+
+from django import forms
 from django.contrib import admin
 
+from providers.accounts import AccountError, validate_account
 from providers.models import ProviderAccount
 from providers.resilience.breaker import breaker_state
 
 
+class ProviderAccountForm(forms.ModelForm):
+    """Credentials are write-only: they are encrypted at rest and never shown again."""
+
+    new_credentials = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 3}),
+        help_text='JSON object, e.g. {"secret_key": "sk_live_…"}. Leave empty to keep the '
+                  "current credentials; they are stored encrypted and never displayed.")
+
+    class Meta:
+        model = ProviderAccount
+        fields = ("merchant", "name", "provider", "livemode", "base_url", "enabled", "priority",
+                  "currencies", "fees", "connect_timeout", "read_timeout", "breaker_fail_max",
+                  "breaker_reset_timeout", "rate_limit_per_second", "concurrency_limit")
+
+    def clean(self):
+        cleaned = super().clean()
+        raw = cleaned.get("new_credentials", "").strip()
+        if raw:
+            try:
+                credentials = json.loads(raw)
+            except ValueError:
+                raise forms.ValidationError({"new_credentials": "Not valid JSON."}) from None
+            if not isinstance(credentials, dict) or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in credentials.items()):
+                raise forms.ValidationError(
+                    {"new_credentials": "Use an object of string keys and values."})
+        else:
+            credentials = self.instance.get_credentials() if self.instance.pk else {}
+        self._credentials = credentials
+        account = self.instance
+        for name in ("provider", "base_url", "livemode", "connect_timeout", "read_timeout",
+                     "fees"):
+            if name in cleaned:
+                setattr(account, name, cleaned[name])
+        try:
+            validate_account(account, credentials)
+        except AccountError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return cleaned
+
+    def save(self, commit=True):
+        account = super().save(commit=False)
+        if self.cleaned_data.get("new_credentials", "").strip() or not account.pk:
+            account.set_credentials(self._credentials)
+        if commit:
+            account.save()
+        return account
+
+
 @admin.register(ProviderAccount)
 class ProviderAccountAdmin(admin.ModelAdmin):
+    form = ProviderAccountForm
     list_display = ("name", "merchant", "provider", "livemode", "enabled", "priority",
                     "healthy", "health_latency_ms", "health_checked_at", "breaker",
                     "base_url")
     list_filter = ("provider", "livemode", "enabled", "healthy")
     search_fields = ("name", "merchant__name")
     # Health is written by the periodic probe (providers.health), never by hand.
-    readonly_fields = ("id", "created_at", "healthy", "health_checked_at", "health_latency_ms",
-                       "health_error", "breaker")
+    readonly_fields = ("id", "created_at", "credential_keys", "healthy", "health_checked_at",
+                       "health_latency_ms", "health_error", "breaker")
 
     @admin.display(description="breaker")
     def breaker(self, account: ProviderAccount) -> str:
         if not account.pk:
             return "-"
         return breaker_state(account)
+
+    @admin.display(description="credentials set")
+    def credential_keys(self, account: ProviderAccount) -> str:
+        if not account.pk:
+            return "-"
+        return ", ".join(sorted(account.get_credentials())) or "-"
