@@ -95,3 +95,32 @@ def test_void_on_each_provider(api, account):
     assert canceled.json()["status"] == expected
     assert SandboxCharge.objects.get(reference=resp.json()["attempts"][0]["id"]).status == (
         "canceled")
+
+
+@pytest.mark.parametrize("account", ["stripe-sandbox", "adyen-sandbox"])
+def test_a_sandbox_outage_fails_the_payment_safely(api, account):
+    """Stripe and Adyen say "not processed" on their 503s: nothing charged, safe to fail over
+    (the failover itself comes with routing)."""
+    from django.core.management import call_command
+
+    provider = account.split("-")[0]
+    call_command("sandbox_fault", "--provider", provider, "--outage", "on")
+    resp = api.post("/v1/payments", {"amount": 1050, "currency": "USD", "confirm": True,
+                                     "provider": account, "payment_method": make_card(api)})
+    assert resp.status_code == 503, resp.json()
+    assert resp.json()["payment"]["status"] == "failed"
+    assert resp.json()["payment"]["attempts"][0]["status"] == "failed"
+    assert SandboxCharge.objects.count() == 0
+
+
+def test_a_checkout_outage_is_not_assumed_to_be_harmless(api):
+    """Checkout.com marks no 503 as "not processed" and its lookup is down too: the payment
+    is unresolved (no failover), never failed on a guess."""
+    from django.core.management import call_command
+
+    call_command("sandbox_fault", "--provider", "checkout", "--outage", "on")
+    resp = api.post("/v1/payments", {"amount": 1050, "currency": "USD", "confirm": True,
+                                     "provider": "checkout-sandbox",
+                                     "payment_method": make_card(api)})
+    assert resp.status_code == 202, resp.json()
+    assert resp.json()["status"] == "unresolved"
