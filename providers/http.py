@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 
@@ -52,6 +54,19 @@ def client_for(config: AccountConfig) -> httpx.Client:
     # retries=0: whether a retry is safe is decided above this layer, never by the transport
     return httpx.Client(base_url=config.base_url, timeout=timeout,
                         transport=httpx.HTTPTransport(retries=0))
+
+
+@contextmanager
+def session(config: AccountConfig, client: httpx.Client | None = None) -> Iterator[httpx.Client]:
+    """The caller's client if it gave one (kept open), else a new one closed afterwards."""
+    if client is not None:
+        yield client
+        return
+    own = client_for(config)
+    try:
+        yield own
+    finally:
+        own.close()
 
 
 def send(client: httpx.Client, method: str, path: str, *, provider: str,

@@ -69,8 +69,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -92,7 +90,7 @@ from providers.base import (
     ProviderBadRequest,
     ProviderError,
 )
-from providers.http import client_for, send
+from providers.http import send, session
 
 PROVIDER = "adyen"
 DEFAULT_RETURN_URL = "https://switchyard.invalid/adyen/return"
@@ -234,16 +232,8 @@ class AdyenAdapter:
                                  f"{data.get('status')!r}.")
         return ModificationResult(provider_reference=data["pspReference"], pending=True)
 
-    @contextmanager
-    def _session(self) -> Iterator[httpx.Client]:
-        if self._client is not None:
-            yield self._client
-            return
-        client = client_for(self.config)
-        try:
-            yield client
-        finally:
-            client.close()
+    def _session(self):
+        return session(self.config, self._client)
 
     def _call(self, method: str, path: str, *, json: dict, key: str | None = None) -> dict:
         """Send one JSON request; return the 2xx body or raise the classified error."""

@@ -51,8 +51,6 @@ ProviderUnavailable or ProviderBadRequest (a GET never moves money).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import NoReturn
 
 import httpx
@@ -70,7 +68,7 @@ from providers.base import (
     ProviderError,
     ProviderUnavailable,
 )
-from providers.http import client_for, send
+from providers.http import send, session
 
 logger = logging.getLogger("providers.checkout")
 
@@ -332,16 +330,8 @@ class CheckoutAdapter:
         return (approved or payments)[0]
 
     # --- HTTP -----------------------------------------------------------------------------
-    @contextmanager
-    def _session(self) -> Iterator[httpx.Client]:
-        if self._client is not None:
-            yield self._client
-            return
-        client = client_for(self.config)
-        try:
-            yield client
-        finally:
-            client.close()
+    def _session(self):
+        return session(self.config, self._client)
 
     def _headers(self, idempotency_key: str | None = None) -> dict[str, str]:
         secret = self.config.credentials.get("secret_key")

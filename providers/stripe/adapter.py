@@ -53,8 +53,7 @@ messages quote Stripe's messages, which never echo card numbers.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from urllib.parse import urlencode
 
 import httpx
@@ -71,7 +70,7 @@ from providers.base import (
     OutcomeUnknown,
     ProviderBadRequest,
 )
-from providers.http import client_for, send
+from providers.http import send, session
 
 PROVIDER = "stripe"
 API_VERSION = "2026-06-24.dahlia"
@@ -214,16 +213,8 @@ class StripeAdapter:
             self._get(client, "/v1/balance", None)
 
     # --- wire ---------------------------------------------------------------------------
-    @contextmanager
-    def _http(self) -> Iterator[httpx.Client]:
-        if self._client is not None:
-            yield self._client
-            return
-        client = client_for(self.config)
-        try:
-            yield client
-        finally:
-            client.close()
+    def _http(self):
+        return session(self.config, self._client)
 
     def _headers(self) -> dict[str, str]:
         secret = self.config.credentials.get("secret_key", "")

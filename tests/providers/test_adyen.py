@@ -266,7 +266,7 @@ def test_automatic_capture_omits_manual_capture_and_cvc_is_optional():
 
 
 def test_adapter_closes_the_clients_it_creates(monkeypatch):
-    from providers.adyen import adapter as module
+    from providers import http as module
 
     created = []
     real_client_for = module.client_for

@@ -27,7 +27,6 @@ from providers.base import (
     ProviderUnavailable,
     SoftDecline,
 )
-from providers.checkout import adapter as adapter_module
 from providers.checkout.adapter import CheckoutAdapter
 from providers.checkout.sandbox import app
 from providers.http import client_for
@@ -521,7 +520,7 @@ def test_adapter_closes_the_clients_it_creates_and_not_given_ones(monkeypatch):
         created.append(client)
         return client
 
-    monkeypatch.setattr(adapter_module, "client_for", tracking_client_for)
+    monkeypatch.setattr("providers.http.client_for", tracking_client_for)
     CheckoutAdapter(config()).authorize(auth())
     assert len(created) == 1 and created[0].is_closed
     given = client_for(config())

@@ -188,7 +188,7 @@ def test_authorize_sends_stripes_wire_format(caplog):
 
 @pytest.mark.django_db
 def test_the_adapter_closes_the_client_it_created(monkeypatch):
-    from providers.stripe import adapter as module
+    from providers import http as module
 
     created = []
     real = module.client_for
