@@ -41,7 +41,6 @@ class UnknownCharge(Exception):
 class Authorization:
     charge: SandboxCharge
     drop_connection: bool  # the charge is committed, then the connection drops
-    soft_declined_by_condition: bool = False
 
 
 def current_conditions(provider: str) -> SandboxCondition:
@@ -84,11 +83,9 @@ def authorize(provider: str, *, reference: str, amount: int, currency: str, numb
     (or the provider's conditions) say nothing is recorded."""
     behaviour = behaviour_for(number)
     conditions = conditions or current_conditions(provider)
-    by_condition = False
     if (behaviour.result == "approve" and conditions.soft_decline_rate
             and random.random() < conditions.soft_decline_rate):
-        behaviour = behaviour_for("4000000000000119")
-        by_condition = True
+        behaviour = behaviour_for("4000000000000119")  # the soft-decline test card
     if behaviour.result == "unavailable":
         raise ServiceUnavailable()
     if behaviour.result == "timeout_before_commit":
@@ -111,16 +108,7 @@ def authorize(provider: str, *, reference: str, amount: int, currency: str, numb
         metadata=metadata or {},
     )
     return Authorization(charge=charge,
-                         drop_connection=behaviour.result == "commit_then_timeout",
-                         soft_declined_by_condition=by_condition)
-
-
-def is_soft(charge: SandboxCharge) -> bool:
-    return behaviour_for_code(charge.decline_code) == "soft_decline"
-
-
-def behaviour_for_code(decline_code: str) -> str:
-    return "soft_decline" if decline_code == "processing_error" else "hard_decline"
+                         drop_connection=behaviour.result == "commit_then_timeout")
 
 
 def get_charge(provider: str, provider_reference: str, *, lock: bool = False) -> SandboxCharge:
