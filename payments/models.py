@@ -113,6 +113,9 @@ class Payment(PrefixedIdModel):
     reference = models.CharField(max_length=255, blank=True, db_index=True)
     metadata = models.JSONField(default=dict, blank=True)
     cancellation_reason = models.CharField(max_length=255, blank=True)
+    needs_operator = models.BooleanField(
+        default=False, db_index=True,
+        help_text="Status sync gave up: an operator must settle this payment.")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -137,6 +140,9 @@ class AttemptStatus(models.TextChoices):
     FAILED = "failed"  # provider unavailable: provably nothing charged
     UNKNOWN = "unknown"  # the provider may have charged; status sync must find out
     VOIDED = "voided"
+    # an extra charge (found after another attempt succeeded, or on a payment that failed)
+    # that Switchyard voided or refunded
+    REVERSED = "reversed"
 
 
 class PaymentAttempt(PrefixedIdModel):
@@ -152,6 +158,10 @@ class PaymentAttempt(PrefixedIdModel):
     error_code = models.CharField(max_length=64, blank=True)
     decline_code = models.CharField(max_length=64, blank=True)
     error_message = models.CharField(max_length=500, blank=True)
+    # Status sync of an unknown outcome: when to ask the provider next, how often it was asked
+    next_sync_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    sync_count = models.PositiveIntegerField(default=0)
+    unknown_since = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

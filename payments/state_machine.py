@@ -34,7 +34,9 @@ PAYMENT_TRANSITIONS: dict[str, frozenset[str]] = {
     S.REQUIRES_CAPTURE: frozenset({S.PROCESSING}),
     # unresolved: the provider may have moved money; only its answer (status sync) or an
     # operator decides what happened
-    S.UNRESOLVED: frozenset({S.REQUIRES_CAPTURE, S.SUCCEEDED, S.FAILED, S.CANCELED}),
+    # (processing: the provider said it never charged, and failover goes on)
+    S.UNRESOLVED: frozenset({S.PROCESSING, S.REQUIRES_CAPTURE, S.SUCCEEDED, S.FAILED,
+                             S.CANCELED}),
     S.SUCCEEDED: frozenset(),
     S.CANCELED: frozenset(),
     S.FAILED: frozenset(),
@@ -182,6 +184,15 @@ def _outbox(obj, event_type: str, summary: dict[str, Any]) -> None:
         payload={"id": event_id, "object": "event", "type": event_type,
                  "livemode": obj.livemode, "data": {"object": summary}},
     )
+
+
+def record_event(payment: Payment, event: str, *, actor: str, data: dict[str, Any]) -> None:
+    """Append an event that changes neither status nor amounts (allowed in any status, e.g.
+    a duplicate charge reversed on a failed payment)."""
+    locked = lock_payment(payment.pk)
+    PaymentEvent.objects.create(
+        payment=locked, type=event, from_status=locked.status, to_status=locked.status,
+        actor=actor, data={**data, **{name: getattr(locked, name) for name in _SNAPSHOT_FIELDS}})
 
 
 def replay_events(payment: Payment) -> dict[str, Any]:

@@ -103,6 +103,18 @@ MERCHANT_RATE_LIMIT_PER_MINUTE = env.int("MERCHANT_RATE_LIMIT_PER_MINUTE", defau
 # How long an Idempotency-Key and its stored response are kept.
 IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
 
+# --- Authorization: failover and status sync of unknown outcomes ------------------------
+# Provider attempts per payment, the first included (failover only after a soft decline or a
+# provably-not-processed error).
+PAYMENT_MAX_ATTEMPTS = env.int("PAYMENT_MAX_ATTEMPTS", default=3)
+# When status sync asks a provider about an unknown outcome: these delays (seconds, from the
+# unknown outcome), then every STATUS_SYNC_REPEAT_SECONDS until STATUS_SYNC_GIVE_UP_SECONDS,
+# after which the payment stays unresolved and is flagged for an operator.
+STATUS_SYNC_SCHEDULE = [int(x) for x in env.list(
+    "STATUS_SYNC_SCHEDULE", default=["10", "60", "300", "1800", "7200"])]
+STATUS_SYNC_REPEAT_SECONDS = env.int("STATUS_SYNC_REPEAT_SECONDS", default=6 * 3600)
+STATUS_SYNC_GIVE_UP_SECONDS = env.int("STATUS_SYNC_GIVE_UP_SECONDS", default=3 * 24 * 3600)
+
 # --- Sandbox providers -------------------------------------------------------------------
 # How long a sandbox served over HTTP stays silent for "times out before commit" (card
 # 4000000000000606) before closing the connection; clients time out first.

@@ -21,7 +21,7 @@ from payments.models import (
     PaymentAttempt,
     PaymentStatus,
 )
-from payments.services.payments import _error_body, call_provider
+from payments.services.provider_calls import _error_body, call_provider
 from providers import base
 
 S = PaymentStatus

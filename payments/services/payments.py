@@ -1,4 +1,5 @@
-"""Payment lifecycle services: create, confirm, capture, cancel.
+"""Payment lifecycle services: create and confirm (the authorization loop itself is in
+payments.services.authorization; capture and cancel in payments.services.modifications).
 
 The pattern for every provider call, so that a crash or a race never charges twice:
 1. in one short transaction, lock the payment, check its status, move it to `processing` and
@@ -11,57 +12,19 @@ The pattern for every provider call, so that a crash or a race never charges twi
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 from django.db import transaction
 
 from payments import state_machine as sm
 from payments.errors import CardDeclined, InvalidRequest, ProviderFailed, StateConflict
-from payments.models import (
-    AttemptStatus,
-    Merchant,
-    Payment,
-    PaymentAttempt,
-    PaymentMethod,
-    PaymentStatus,
-)
+from payments.models import Merchant, Payment, PaymentMethod, PaymentStatus
+from payments.services import authorization
 from payments.services.payment_methods import card_for_provider
-from providers import base, gateway
 from providers.accounts import default_order
 from providers.models import ProviderAccount
 
 logger = logging.getLogger(__name__)
 S = PaymentStatus
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What a provider call came to, in the terms the state machine needs."""
-
-    kind: str  # approved | declined | unavailable | unknown
-    result: object = None
-    error: base.ProviderError | None = None
-
-
-def call_provider(account: ProviderAccount, operation: str, request) -> Outcome:
-    """Call `operation` (authorize, capture, cancel, refund) on the account through the
-    provider gateway (limits, circuit breaker, safe retries, adapter) and classify what
-    happened. Never raises: every failure becomes an outcome."""
-    try:
-        return Outcome("approved", result=gateway.call(account, operation, request))
-    except (base.HardDecline, base.SoftDecline) as exc:
-        return Outcome("declined", error=exc)
-    except (base.ProviderUnavailable, base.ProviderBadRequest) as exc:
-        return Outcome("unavailable", error=exc)
-    except base.OutcomeUnknown as exc:
-        return Outcome("unknown", error=exc)
-    except Exception as exc:  # an adapter bug after sending: the money may have moved
-        logger.exception("provider call raised unexpectedly; treating the outcome as unknown")
-        return Outcome("unknown", error=base.OutcomeUnknown(type(exc).__name__))
-
-
-def _error_body(error: base.ProviderError) -> dict:
-    return {"code": error.code, "decline_code": error.decline_code, "message": error.message}
 
 
 # --- create -------------------------------------------------------------------------------
@@ -130,7 +93,8 @@ def _route(payment: Payment) -> tuple[ProviderAccount, dict]:
                                  f"{payment.currency}.", code="currency_unsupported",
                                  param="provider")
         return account, {"strategy": "pinned", "selected": account.name,
-                         "candidates": [account.name], "skipped": []}
+                         "candidates": [account.name], "skipped": [],
+                         "order": [account.name]}
     enabled = default_order(merchant_id=payment.merchant_id, livemode=payment.livemode)
     candidates = [a for a in enabled if a.supports_currency(payment.currency)]
     skipped = [{"account": a.name, "reason": "currency_unsupported"}
@@ -141,8 +105,9 @@ def _route(payment: Payment) -> tuple[ProviderAccount, dict]:
             "with `manage.py provider_account add`.",
             code="no_provider_account",
         )
+    names = [a.name for a in candidates]
     return candidates[0], {"strategy": "default_order", "selected": candidates[0].name,
-                           "candidates": [a.name for a in candidates], "skipped": skipped}
+                           "candidates": names, "skipped": skipped, "order": names}
 
 
 def payment_confirm(*, payment: Payment, payment_method: PaymentMethod | None = None,
@@ -160,79 +125,22 @@ def payment_confirm(*, payment: Payment, payment_method: PaymentMethod | None = 
             raise StateConflict(f"This payment is {locked.status}; only a payment that "
                                 f"requires_confirmation can be confirmed.")
         account, routing = _route(locked)
-        attempt = PaymentAttempt.objects.create(
-            payment=locked, provider_account=account, status=AttemptStatus.PENDING
-        )
         sm.transition_payment(
-            locked, S.PROCESSING, event="payment.authorization_started", actor=actor,
+            locked, S.PROCESSING, event="payment.confirmed", actor=actor,
             updates={"payment_method": pm, "provider_account": account, "routing": routing},
-            data={"attempt": attempt.id, "provider": account.name},
+            data={"candidates": routing["order"]},
         )
+    payment, outcome = authorization.authorize(locked, card, actor=actor)
+    return raise_for_failure(payment, outcome)
 
-    request = base.AuthorizeRequest(
-        reference=attempt.provider_idempotency_key,
-        amount=locked.amount,
-        currency=locked.currency,
-        card=card,
-        capture=locked.capture_method == "automatic",
-        description=locked.description,
-    )
-    outcome = call_provider(account, "authorize", request)
-    payment = _record_authorization(locked, attempt, outcome, actor=actor)
 
+def raise_for_failure(payment: Payment, outcome) -> Payment:
+    """The API's answer for a payment that just failed: 402 for a decline, 503 when no
+    provider could process it (nothing charged); the payment itself otherwise."""
+    if payment.status != S.FAILED or outcome is None:
+        return payment
     if outcome.kind == "declined":
         raise CardDeclined(outcome.error.message, code=outcome.error.code,
                            decline_code=outcome.error.decline_code, payment=payment)
-    if outcome.kind == "unavailable":
-        raise ProviderFailed(
-            f"{account.name} could not process the payment; nothing was charged.",
-            payment=payment,
-        )
-    return payment
-
-
-def _record_authorization(payment: Payment, attempt: PaymentAttempt, outcome: Outcome,
-                          *, actor: str) -> Payment:
-    with transaction.atomic():
-        data = {"attempt": attempt.id, "outcome": outcome.kind}
-        if outcome.kind == "approved":
-            result: base.AuthorizeResult = outcome.result
-            attempt.status = AttemptStatus.CAPTURED if result.captured else AttemptStatus.AUTHORIZED
-            attempt.provider_reference = result.provider_reference
-            attempt.save()
-            if result.captured:
-                return sm.transition_payment(
-                    payment, S.SUCCEEDED, event="payment.captured", actor=actor, data=data,
-                    updates={"amount_captured": payment.amount, "amount_capturable": 0,
-                             "last_error": None},
-                )
-            return sm.transition_payment(
-                payment, S.REQUIRES_CAPTURE, event="payment.authorized", actor=actor, data=data,
-                updates={"amount_capturable": payment.amount, "last_error": None},
-            )
-
-        error = outcome.error
-        attempt.error_code = error.code
-        attempt.decline_code = error.decline_code or ""
-        attempt.error_message = error.message[:500]
-        data["code"] = error.code
-        if outcome.kind == "unknown":
-            attempt.status = AttemptStatus.UNKNOWN
-            attempt.save()
-            return sm.transition_payment(
-                payment, S.UNRESOLVED, event="payment.outcome_unknown", actor=actor, data=data,
-                updates={"last_error": {
-                    "code": "outcome_unknown",
-                    "decline_code": None,
-                    "message": "The provider did not answer; the payment may have been "
-                               "charged. Switchyard will find out from the provider. Do not "
-                               "retry with a new Idempotency-Key.",
-                }},
-            )
-        attempt.status = (AttemptStatus.DECLINED if outcome.kind == "declined"
-                          else AttemptStatus.FAILED)
-        attempt.save()
-        return sm.transition_payment(
-            payment, S.FAILED, event=f"payment.{attempt.status}", actor=actor, data=data,
-            updates={"last_error": _error_body(error)},
-        )
+    raise ProviderFailed("No provider could process the payment; nothing was charged.",
+                         payment=payment)

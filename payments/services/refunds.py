@@ -13,7 +13,7 @@ from django.db.models import Sum
 from payments import state_machine as sm
 from payments.errors import InvalidRequest, ProviderFailed, StateConflict
 from payments.models import AttemptStatus, Payment, PaymentStatus, Refund, RefundStatus
-from payments.services.payments import call_provider
+from payments.services.provider_calls import call_provider
 from providers import base
 
 
