@@ -179,3 +179,83 @@ class SandboxCondition(models.Model):
     def __str__(self) -> str:
         return f"{self.provider}: outage={self.outage} latency={self.latency_ms}ms " \
                f"soft_decline_rate={self.soft_decline_rate}"
+
+
+ROUTING_STRATEGY_CHOICES = [
+    ("ordered", "Ordered list"),
+    ("weighted", "Weighted volume split"),
+    ("least_cost", "Least cost"),
+    ("success_rate", "Best success rate"),
+]
+
+
+class RoutingRule(models.Model):
+    """A merchant's routing rule in one mode: when `conditions` match a payment, `strategy`
+    orders `accounts` (see providers/routing). Enabled rules are tried by ascending priority;
+    the first that matches decides; without one, the default order (accounts by priority)."""
+
+    id = models.CharField(primary_key=True, max_length=40, editable=False)
+    merchant = models.ForeignKey(
+        "payments.Merchant", on_delete=models.CASCADE, related_name="routing_rules"
+    )
+    livemode = models.BooleanField(default=False)
+    priority = models.PositiveIntegerField(default=100, help_text="Lower is tried first.")
+    enabled = models.BooleanField(default=True)
+    description = models.CharField(max_length=500, blank=True)
+    conditions = models.JSONField(
+        default=dict, blank=True,
+        help_text='All optional, all must hold: {"amount_gte": 1000, "amount_lte": 50000, '
+        '"currencies": ["USD"], "card_brands": ["visa"], "bin_prefixes": ["4242"], '
+        '"billing_countries": ["US"], "metadata": {"channel": "web"}}. Empty matches every '
+        "payment.")
+    strategy = models.CharField(max_length=16, choices=ROUTING_STRATEGY_CHOICES,
+                                default="ordered")
+    accounts = models.JSONField(
+        default=list, blank=True,
+        help_text='Provider account names of this mode. ordered, least_cost, success_rate: '
+        '["stripe-main", "adyen-main"]; weighted: [{"account": "stripe-main", "weight": 70}, '
+        '{"account": "adyen-main", "weight": 30}].')
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["priority", "created_at", "id"]
+        indexes = [models.Index(fields=["merchant", "livemode", "priority"],
+                                name="routing_rule_lookup")]
+
+    def __str__(self) -> str:
+        return f"{self.id} (priority {self.priority}, {self.strategy})"
+
+    def save(self, *args, **kwargs):
+        if not self.id:
+            self.id = new_id("rr")
+        super().save(*args, **kwargs)
+
+
+class RetryRule(models.Model):
+    """A merchant's override of whether one decline code may be retried on another provider
+    account (providers/routing/retry.py has the default table and what cannot be overridden)."""
+
+    id = models.CharField(primary_key=True, max_length=40, editable=False)
+    merchant = models.ForeignKey(
+        "payments.Merchant", on_delete=models.CASCADE, related_name="retry_rules"
+    )
+    livemode = models.BooleanField(default=False)
+    decline_code = models.CharField(max_length=64)
+    retry = models.BooleanField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["merchant", "livemode", "decline_code"],
+                                    name="uniq_retry_rule_per_code")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.decline_code}: {'retry' if self.retry else 'do not retry'}"
+
+    def save(self, *args, **kwargs):
+        if not self.id:
+            self.id = new_id("rtr")
+        super().save(*args, **kwargs)

@@ -21,3 +21,4 @@ from settings.base import *  # noqa: E402,F403
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 SANDBOX_HANG_SECONDS = 2.0
+STATUS_SYNC_NUDGE = False  # tests run status sync explicitly

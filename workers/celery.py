@@ -34,6 +34,11 @@ app.conf.update(
             "task": "switchyard.cleanup.purge_idempotency_keys",
             "schedule": 3600.0,
         },
+        "sync-unknown-outcomes": {
+            "task": "switchyard.payments.sync_unknown_outcomes",
+            "schedule": 10.0,
+            "options": {"expires": 9.0},
+        },
         "probe-provider-accounts": {
             "task": "switchyard.providers.probe_accounts",
             "schedule": 60.0,

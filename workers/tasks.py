@@ -15,3 +15,12 @@ def probe_accounts() -> int:
     from providers.health import probe_all
 
     return probe_all()
+
+
+@app.task(name="switchyard.payments.sync_unknown_outcomes", ignore_result=True)
+def sync_unknown_outcomes() -> int:
+    """Ask providers about due unknown outcomes (claims rows with SKIP LOCKED, so any number
+    of workers can run it at once)."""
+    from payments.services.status_sync import sync_due
+
+    return sync_due()

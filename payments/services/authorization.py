@@ -133,6 +133,9 @@ def record_attempt(payment: Payment, attempt: PaymentAttempt, outcome: Outcome, 
             attempt.unknown_since = now
             attempt.next_sync_at = next_sync_time(now, sync_count=0, now=now)
             attempt.save()
+            if attempt.next_sync_at is not None:
+                delay = (attempt.next_sync_at - now).total_seconds()
+                transaction.on_commit(lambda: _nudge_status_sync(delay))
             return sm.transition_payment(
                 payment, S.UNRESOLVED, event="payment.outcome_unknown", actor=actor,
                 data=data, updates={"last_error": UNKNOWN_ERROR})
@@ -165,6 +168,12 @@ def mark_approved(payment: Payment, attempt: PaymentAttempt, provider_reference:
         payment, S.REQUIRES_CAPTURE, event="payment.authorized", actor=actor, data=data,
         updates={"amount_capturable": payment.amount, "last_error": None,
                  "provider_account": attempt.provider_account})
+
+
+def _nudge_status_sync(delay: float) -> None:
+    from payments.services import status_sync  # it imports this module
+
+    status_sync.nudge(delay)
 
 
 def next_sync_time(since: dt.datetime, *, sync_count: int, now: dt.datetime) -> dt.datetime | None:

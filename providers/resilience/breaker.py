@@ -30,7 +30,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -83,6 +83,16 @@ class ProbeSlot:
             logger.exception("breaker probe slot unavailable in Redis; letting the trial pass")
             return token
         return token if ok else None
+
+    def taken(self) -> bool:
+        """Is a trial call holding the slot right now? Read-only (for routing)."""
+        if self._client is None:
+            with self._lock:
+                return bool(self._local and self._local[1] > time.monotonic())
+        try:
+            return bool(self._client.exists(self._key))
+        except redis.RedisError:
+            return False  # as acquire(): an unreachable Redis lets the trial pass
 
     def release(self, token: str) -> None:
         if self._client is None:
@@ -234,6 +244,56 @@ def breaker_for(account: ProviderAccount) -> AccountBreaker:
 def breaker_state(account: ProviderAccount) -> str:
     """closed | open | half-open, as every process sees it (for the admin and routing)."""
     return breaker_for(account).current_state
+
+
+def refusing(accounts: Iterable[ProviderAccount]) -> set[str]:
+    """Ids of the accounts whose breaker would refuse a call right now — what `admit()` would
+    decide, without its side effects (admit moves an open breaker whose reset timeout has
+    passed to half-open and takes the trial slot). Refused: open within its reset timeout, or
+    past it / half-open while another process holds the trial call. Read-only; one Redis round
+    trip for all the accounts (routing asks on every payment).
+
+    Like the breaker itself, an unreachable Redis refuses nothing."""
+    accounts = list(accounts)
+    client = store.redis_client()
+    if client is None:
+        refused = set()
+        for account in accounts:
+            breaker = breaker_for(account)
+            if _refuses(breaker.current_state, breaker.storage.opened_at,
+                        account.breaker_reset_timeout, breaker.probe_slot.taken):
+                refused.add(account.id)
+        return refused
+    base = pybreaker.CircuitRedisStorage.BASE_NAMESPACE
+    try:
+        pipe = client.pipeline(transaction=False)
+        for account in accounts:
+            namespace = store.account_key(account.id, "breaker")
+            # one hash slot per account (store.account_key), so MGET is cluster-safe
+            pipe.mget(f"{namespace}:{base}:state", f"{namespace}:{base}:opened_at")
+            pipe.exists(store.account_key(account.id, "breaker", "probe"))
+        replies = pipe.execute()
+    except redis.RedisError:
+        logger.exception("breaker states unavailable in Redis; routing treats them as closed")
+        return set()
+    refused = set()
+    for i, account in enumerate(accounts):
+        (state, opened_at), probe_taken = replies[2 * i], replies[2 * i + 1]
+        state = state.decode() if state else pybreaker.STATE_CLOSED
+        opened = (datetime.fromtimestamp(int(opened_at), UTC) if opened_at else None)
+        if _refuses(state, opened, account.breaker_reset_timeout, lambda t=probe_taken: t):
+            refused.add(account.id)
+    return refused
+
+
+def _refuses(state: str, opened_at: datetime | None, reset_timeout: float,
+             probe_taken: Callable[[], bool]) -> bool:
+    if state == pybreaker.STATE_CLOSED:
+        return False
+    if state == pybreaker.STATE_OPEN and opened_at and datetime.now(UTC) < opened_at + \
+            timedelta(seconds=reset_timeout):
+        return True
+    return bool(probe_taken())  # the trial call: refused only while another one holds it
 
 
 def _new_breaker(account: ProviderAccount, client: redis.Redis | None) -> AccountBreaker:

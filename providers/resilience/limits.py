@@ -29,7 +29,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict, deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import redis
@@ -72,6 +72,26 @@ end
 return ''
 """
 
+# Would `_ACQUIRE` refuse now? The same tests, read-only (nothing removed, nothing added).
+_PEEK = """
+-- KEYS[1] rate log, KEYS[2] leases; ARGV: rate limit, window ms, concurrency limit, now ms
+local now
+if ARGV[4] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+else
+  now = tonumber(ARGV[4])
+end
+local rate, window, cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+if cap > 0 and redis.call('ZCOUNT', KEYS[2], '(' .. now, '+inf') >= cap then
+  return 'provider_concurrency_limited'
+end
+if rate > 0 and redis.call('ZCOUNT', KEYS[1], '(' .. (now - window), '+inf') >= rate then
+  return 'provider_rate_limited'
+end
+return ''
+"""
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -104,6 +124,26 @@ class RedisLimiter:
             logger.exception("provider limits unavailable in Redis; letting the call through")
             return ""
         return refusal.decode() if isinstance(refusal, bytes) else refusal
+
+    def peek(self, checks: list[tuple[str, Limits]], now_ms: int | None) -> dict[str, str]:
+        """Refusal code per account id that `acquire` would refuse now (one round trip)."""
+        pipe = self._client.pipeline(transaction=False)
+        for account_id, limits in checks:
+            # per account: its keys share one hash slot (store.account_key)
+            pipe.eval(_PEEK, 2, store.account_key(account_id, "rate"),
+                      store.account_key(account_id, "leases"), limits.rate_per_second,
+                      WINDOW_MS, limits.concurrency, "" if now_ms is None else now_ms)
+        try:
+            replies = pipe.execute()
+        except redis.RedisError:
+            logger.exception("provider limits unavailable in Redis; routing ignores them")
+            return {}
+        out = {}
+        for (account_id, _), reply in zip(checks, replies, strict=True):
+            refusal = reply.decode() if isinstance(reply, bytes) else reply
+            if refusal:
+                out[account_id] = refusal
+        return out
 
     def release(self, account_id: str, token: str) -> None:
         try:
@@ -144,6 +184,22 @@ class LocalLimiter:
             if limits.concurrency:
                 leases[token] = now + limits.lease_ms
             return ""
+
+    def peek(self, checks: list[tuple[str, Limits]], now_ms: int | None) -> dict[str, str]:
+        now = time.monotonic() * 1000 if now_ms is None else now_ms
+        out = {}
+        with self._lock:
+            for account_id, limits in checks:
+                leases = self._leases[account_id]
+                grants = self._grants[account_id]
+                if limits.concurrency and sum(
+                        1 for expires in leases.values() if expires > now) >= limits.concurrency:
+                    out[account_id] = CONCURRENCY_LIMITED
+                elif limits.rate_per_second and sum(
+                        1 for granted in grants if granted > now - WINDOW_MS
+                ) >= limits.rate_per_second:
+                    out[account_id] = RATE_LIMITED
+        return out
 
     def release(self, account_id: str, token: str) -> None:
         with self._lock:
@@ -195,6 +251,19 @@ def try_acquire(account: ProviderAccount, *, now_ms: int | None = None) -> Lease
                 f"Provider account {account.id} is at its {what}; the request was not sent.",
                 code=refusal)
     return Lease(account.id, token, holds_slot=bool(limits.concurrency), _backend=backend)
+
+
+def refusals(accounts: Iterable[ProviderAccount], *,
+             now_ms: int | None = None) -> dict[str, str]:
+    """Which of these accounts `try_acquire` would refuse right now, and why: account id →
+    "provider_rate_limited" | "provider_concurrency_limited". Read-only (takes no grant, no
+    slot), one Redis round trip for all of them, none when no account has a limit. For
+    routing; like the limits themselves, an unreachable Redis refuses nothing."""
+    checks = [(account.id, limits) for account in accounts
+              if (limits := Limits.of(account)).rate_per_second or limits.concurrency]
+    if not checks:
+        return {}
+    return limiter().peek(checks, now_ms)
 
 
 @contextlib.contextmanager

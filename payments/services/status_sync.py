@@ -1,0 +1,215 @@
+"""Status sync: resolve unknown outcomes by asking the provider, never by charging elsewhere.
+
+An attempt whose outcome is unknown carries `next_sync_at`. A periodic worker claims due
+attempts (`claim_due`, SELECT … FOR UPDATE SKIP LOCKED) and calls `attempt_sync` for each,
+which asks the provider by our reference (the attempt id) and applies the answer as if the
+provider had answered at once:
+
+- charged (authorized or captured): the payment continues as approved — unless another attempt
+  of the payment already succeeded, or the payment has already ended: then this charge is
+  extra and is voided or refunded at once (double-charge compensation), with an event and a
+  metric;
+- declined, or no charge at all: the attempt is over without a charge and failover continues
+  if the payment is still within its attempt budget, else the payment fails;
+- still unknown (the provider cannot tell, or is unreachable): ask again on the back-off
+  schedule; when it runs out, the payment stays `unresolved` and is flagged for an operator.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from payments import metrics
+from payments import state_machine as sm
+from payments.models import AttemptStatus, Payment, PaymentAttempt, PaymentStatus
+from payments.services import authorization
+from payments.services.payment_methods import card_for_provider
+from payments.services.provider_calls import Outcome, _error_body, call_provider
+from providers import base, outcomes
+
+logger = logging.getLogger(__name__)
+S = PaymentStatus
+ACTOR = "status_sync"
+# A claimed attempt is not handed to another worker for this long (a crashed worker's claim
+# expires by itself).
+CLAIM_SECONDS = 120
+
+KEPT = (AttemptStatus.AUTHORIZED, AttemptStatus.CAPTURED)
+
+
+def claim_due(*, limit: int = 100, now: dt.datetime | None = None) -> list[str]:
+    """Ids of unknown attempts due for a lookup, claimed so that no other worker takes them."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        due = list(
+            PaymentAttempt.objects.select_for_update(skip_locked=True)
+            .filter(status=AttemptStatus.UNKNOWN, next_sync_at__lte=now)
+            .order_by("next_sync_at")
+            .values_list("id", flat=True)[:limit]
+        )
+        PaymentAttempt.objects.filter(id__in=due).update(
+            next_sync_at=now + dt.timedelta(seconds=CLAIM_SECONDS))
+    return due
+
+
+def attempt_sync(attempt_id: str, *, actor: str = ACTOR) -> Payment:
+    """Ask the provider what became of one attempt and apply the answer."""
+    attempt = PaymentAttempt.objects.select_related(
+        "payment", "payment__payment_method", "provider_account").get(pk=attempt_id)
+    payment = attempt.payment
+    if attempt.status != AttemptStatus.UNKNOWN:
+        return payment
+    card = card_for_provider(payment.payment_method)
+    request = authorization.authorize_request(payment, attempt, card)
+    answer = call_provider(attempt.provider_account, "lookup", request)
+    if answer.kind != "approved":  # the lookup itself failed: ask again later
+        return _reschedule(attempt, reason=answer.error.code if answer.error else "")
+    return apply_lookup(attempt, answer.result, card=card, actor=actor)
+
+
+def apply_lookup(attempt: PaymentAttempt, found: base.LookupResult, *, card: base.Card,
+                 actor: str = ACTOR) -> Payment:
+    charged = found.found and found.status in ("authorized", "captured")
+    with transaction.atomic():
+        payment = sm.lock_payment(attempt.payment_id)
+        attempt = PaymentAttempt.objects.select_for_update().get(pk=attempt.pk)
+        if attempt.status != AttemptStatus.UNKNOWN:
+            return payment  # another worker (or a webhook) got there first
+        data = {"attempt": attempt.id, "lookup": found.status or "not_found"}
+        if charged:
+            other = payment.attempts.filter(status__in=KEPT).exclude(pk=attempt.pk).first()
+            if other is None and payment.status == S.UNRESOLVED:
+                return authorization.mark_approved(
+                    payment, attempt, found.provider_reference,
+                    captured=found.status == "captured", actor=actor, data=data)
+            # extra charge: reverse it below, outside this transaction
+            attempt.provider_reference = found.provider_reference
+            attempt.next_sync_at = None
+            attempt.save()
+        else:
+            attempt.status = (AttemptStatus.DECLINED if found.status == "declined"
+                              else AttemptStatus.FAILED)
+            attempt.decline_code = found.decline_code or attempt.decline_code
+            attempt.next_sync_at = None
+            attempt.save()
+            if payment.status != S.UNRESOLVED:
+                return payment
+            outcome = _not_charged_outcome(found)
+            if authorization.is_retriable(payment, outcome) and \
+                    authorization._next_account(payment) is not None:
+                sm.transition_payment(payment, S.PROCESSING, event="payment.failover",
+                                      actor=actor, data=data)
+            else:
+                return sm.transition_payment(
+                    payment, S.FAILED, event="payment.failed", actor=actor, data=data,
+                    updates={"last_error": _error_body(outcome.error)})
+    if charged:
+        return compensate(attempt, found, actor=actor)
+    payment, outcome = authorization.authorize(payment, card, actor=actor)
+    return payment
+
+
+def _not_charged_outcome(found: base.LookupResult) -> Outcome:
+    if found.status == "declined":
+        normalized = outcomes.classify_decline("stripe", found.decline_code) \
+            if found.decline_code else outcomes.GENERIC_DECLINE
+        error_type = base.SoftDecline if normalized.kind == outcomes.SOFT else base.HardDecline
+        return Outcome("declined", error=error_type(
+            "The provider declined the card.", code=normalized.code,
+            decline_code=normalized.decline_code or None))
+    return Outcome("unavailable", error=base.ProviderUnavailable(
+        "The provider never processed the request.", code="provider_not_processed"))
+
+
+def compensate(attempt: PaymentAttempt, found: base.LookupResult, *, actor: str) -> Payment:
+    """Void (authorized) or refund (captured) a charge the payment must not keep."""
+    operation = "cancel" if found.status == "authorized" else "refund"
+    payment = attempt.payment
+    answer = call_provider(attempt.provider_account, operation, base.ModificationRequest(
+        reference=f"{attempt.id}-reversal", provider_reference=found.provider_reference,
+        amount=found.amount or payment.amount, currency=payment.currency))
+    with transaction.atomic():
+        locked = PaymentAttempt.objects.select_for_update().get(pk=attempt.pk)
+        data = {"attempt": attempt.id, "operation": operation, "outcome": answer.kind,
+                "provider_reference": found.provider_reference, "amount": found.amount}
+        if answer.kind == "approved":
+            locked.status = AttemptStatus.REVERSED
+            locked.save()
+            sm.record_event(payment, "payment.duplicate_charge_reversed", actor=actor,
+                            data=data)
+            metrics.duplicate_charges_reversed.labels(
+                provider=attempt.provider_account.provider).inc()
+            logger.warning("reversed an extra charge payment=%s attempt=%s provider=%s",
+                           payment.id, attempt.id, attempt.provider_account.provider)
+        else:  # could not reverse it yet: keep asking, an operator sees the event
+            sm.record_event(payment, "payment.duplicate_charge_reversal_failed", actor=actor,
+                            data=data)
+            locked.next_sync_at = timezone.now() + dt.timedelta(minutes=5)
+            locked.save()
+    return Payment.objects.get(pk=payment.pk)
+
+
+def _reschedule(attempt: PaymentAttempt, *, reason: str) -> Payment:
+    with transaction.atomic():
+        payment = sm.lock_payment(attempt.payment_id)
+        locked = PaymentAttempt.objects.select_for_update().get(pk=attempt.pk)
+        if locked.status != AttemptStatus.UNKNOWN:
+            return payment
+        now = timezone.now()
+        locked.sync_count += 1
+        locked.next_sync_at = authorization.next_sync_time(
+            locked.unknown_since or now, sync_count=locked.sync_count, now=now)
+        locked.save()
+        if locked.next_sync_at is None and not payment.needs_operator:
+            sm.record_event(payment, "payment.flagged_for_operator", actor=ACTOR,
+                            data={"attempt": locked.id, "lookups": locked.sync_count,
+                                  "reason": reason})
+            Payment.objects.filter(pk=payment.pk).update(needs_operator=True)
+    return Payment.objects.get(pk=attempt.payment_id)
+
+
+def sync_due(*, limit: int = 100) -> int:
+    """One pass of the periodic job: sync every due attempt; returns how many."""
+    ids = claim_due(limit=limit)
+    for attempt_id in ids:
+        try:
+            attempt_sync(attempt_id)
+        except Exception:  # one bad attempt must not stop the others; it is retried later
+            logger.exception("status sync failed for attempt %s", attempt_id)
+    return len(ids)
+
+
+
+
+def nudge(delay_seconds: float) -> None:
+    """Ask for a sync pass soon, by task name (payments never imports workers). Nothing
+    depends on it: the periodic job finds due attempts anyway. In the embedded default
+    (Celery eager, no worker) a timer thread runs the pass in this process instead."""
+    if not settings.STATUS_SYNC_NUDGE:
+        return
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        timer = threading.Timer(delay_seconds + 0.5, _sync_in_thread)
+        timer.daemon = True
+        timer.start()
+        return
+    from celery import current_app
+
+    current_app.send_task(SYNC_TASK, countdown=delay_seconds)
+
+
+def _sync_in_thread() -> None:
+    from django.db import connection
+
+    try:
+        sync_due()
+    finally:
+        connection.close()
+
+
+SYNC_TASK = "switchyard.payments.sync_unknown_outcomes"
