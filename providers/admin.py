@@ -2,10 +2,13 @@ import json
 
 from django import forms
 from django.contrib import admin
+from django.core.exceptions import NON_FIELD_ERRORS
 
 from providers.accounts import AccountError, validate_account
-from providers.models import ProviderAccount
+from providers.models import ProviderAccount, RetryRule, RoutingRule
 from providers.resilience.breaker import breaker_state
+from providers.routing.retry import can_override, default_retry
+from providers.routing.rules import RuleError, check_rule_fields, clean_decline_code
 
 
 class ProviderAccountForm(forms.ModelForm):
@@ -80,3 +83,83 @@ class ProviderAccountAdmin(admin.ModelAdmin):
         if not account.pk:
             return "-"
         return ", ".join(sorted(account.get_credentials())) or "-"
+
+
+class RoutingRuleForm(forms.ModelForm):
+    """Checked exactly as the API checks it (providers.routing.rules)."""
+
+    class Meta:
+        model = RoutingRule
+        fields = ("merchant", "livemode", "priority", "enabled", "description", "conditions",
+                  "strategy", "accounts")
+
+    def clean(self):
+        cleaned = super().clean()
+        merchant = cleaned.get("merchant")
+        if merchant is None or self.errors:
+            return cleaned
+        try:
+            checked = check_rule_fields(
+                merchant_id=merchant.pk, livemode=cleaned.get("livemode", False),
+                strategy=cleaned.get("strategy"), accounts=cleaned.get("accounts"),
+                conditions=cleaned.get("conditions"), priority=cleaned.get("priority"))
+        except RuleError as exc:
+            field = exc.param.split(".", 1)[0]
+            raise forms.ValidationError(
+                {field if field in self.fields else NON_FIELD_ERRORS: f"{exc.param}: {exc.message}"}
+            ) from None
+        cleaned.update(checked)
+        return cleaned
+
+
+@admin.register(RoutingRule)
+class RoutingRuleAdmin(admin.ModelAdmin):
+    form = RoutingRuleForm
+    list_display = ("id", "merchant", "livemode", "priority", "enabled", "strategy",
+                    "account_list", "description", "updated_at")
+    list_filter = ("livemode", "enabled", "strategy")
+    search_fields = ("id", "merchant__name", "description")
+    ordering = ("merchant", "livemode", "priority", "created_at")
+    readonly_fields = ("id", "created_at", "updated_at")
+
+    @admin.display(description="accounts")
+    def account_list(self, rule: RoutingRule) -> str:
+        try:
+            return ", ".join(
+                f"{e['account']} ({e['weight']})" if isinstance(e, dict) else str(e)
+                for e in rule.accounts)
+        except (KeyError, TypeError):
+            return str(rule.accounts)
+
+
+class RetryRuleForm(forms.ModelForm):
+    class Meta:
+        model = RetryRule
+        fields = ("merchant", "livemode", "decline_code", "retry")
+
+    def clean(self):
+        cleaned = super().clean()
+        code, retry = cleaned.get("decline_code"), cleaned.get("retry")
+        if code is None:
+            return cleaned
+        try:
+            clean_decline_code(code)
+        except RuleError as exc:
+            raise forms.ValidationError({"decline_code": exc.message}) from None
+        if not can_override(code, bool(retry)):
+            raise forms.ValidationError(
+                {"retry": f"{code} is never retried (card-network rules)."})
+        return cleaned
+
+
+@admin.register(RetryRule)
+class RetryRuleAdmin(admin.ModelAdmin):
+    form = RetryRuleForm
+    list_display = ("decline_code", "retry", "default", "merchant", "livemode", "updated_at")
+    list_filter = ("livemode", "retry")
+    search_fields = ("decline_code", "merchant__name", "id")
+    readonly_fields = ("id", "created_at", "updated_at")
+
+    @admin.display(description="default", boolean=True)
+    def default(self, rule: RetryRule) -> bool:
+        return default_retry(rule.decline_code)

@@ -18,21 +18,33 @@ above is a ProviderUnavailable, raised before anything was sent.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from providers.accounts import adapter_for
+from providers.base import ProviderBadRequest, ProviderError
 from providers.models import ProviderAccount
 from providers.resilience import limits, retry
 from providers.resilience.breaker import breaker_for
 
+logger = logging.getLogger(__name__)
 OPERATIONS = frozenset({"authorize", "capture", "cancel", "refund", "lookup"})
 
 
 def call(account: ProviderAccount, operation: str, request: Any) -> Any:
     if operation not in OPERATIONS:
         raise ValueError(f"Unknown provider operation {operation!r}.")
-    # Resolving the adapter is configuration, not traffic: an account without an adapter is
-    # refused (ProviderUnavailable) before it takes a limit slot or counts against its breaker.
-    method = getattr(adapter_for(account), operation)
+    # Resolving the adapter is configuration, not traffic: an account that cannot be used
+    # (no adapter, credentials that no vault key decrypts) is refused before anything is
+    # sent, before it takes a limit slot or counts against its breaker.
+    try:
+        method = getattr(adapter_for(account), operation)
+    except ProviderError:
+        raise
+    except Exception as exc:
+        logger.exception("provider account %s is misconfigured", account.pk)
+        raise ProviderBadRequest(f"Provider account {account.name!r} is misconfigured: "
+                                 f"{type(exc).__name__}.", code="provider_misconfigured",
+                                 raw_code=type(exc).__name__) from exc
     with limits.limited(account), breaker_for(account).guard():
         return retry.call_with_retry(account.provider, lambda: method(request))

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from payments.api import views
+from payments.api import routing, views
 
 urlpatterns = [
     path("payment_methods", views.PaymentMethodListView.as_view()),
@@ -12,4 +12,8 @@ urlpatterns = [
     path("payments/<str:payment_id>/cancel", views.PaymentCancelView.as_view()),
     path("refunds", views.RefundListView.as_view()),
     path("refunds/<str:refund_id>", views.RefundDetailView.as_view()),
+    path("routing_rules", routing.RoutingRuleListView.as_view()),
+    path("routing_rules/<str:rule_id>", routing.RoutingRuleDetailView.as_view()),
+    path("retry_rules", routing.RetryRuleListView.as_view()),
+    path("retry_rules/<str:rule_id>", routing.RetryRuleDetailView.as_view()),
 ]

@@ -83,3 +83,20 @@ def payment_methods_reencrypt(*, batch_size: int = 500) -> int:
         done += len(batch)
         if len(batch) < batch_size:
             return done
+
+
+def provider_credentials_reencrypt() -> int:
+    """Re-encrypt provider-account credentials not under the active vault key."""
+    from django.conf import settings
+
+    from providers.models import ProviderAccount
+
+    done = 0
+    with transaction.atomic():
+        for account in (ProviderAccount.objects.select_for_update()
+                        .exclude(credentials_key_version=settings.VAULT_ACTIVE_KEY)
+                        .exclude(credentials_encrypted=b"")):
+            account.set_credentials(account.get_credentials())
+            account.save(update_fields=["credentials_encrypted", "credentials_key_version"])
+            done += 1
+    return done

@@ -93,6 +93,8 @@ from providers.base import (
 from providers.http import send, session
 
 PROVIDER = "adyen"
+# The resultCodes that carry a refusal reason; any other unknown code is not a decline.
+REFUSAL_RESULT_CODES = frozenset({"Refused", "Error"})
 DEFAULT_RETURN_URL = "https://switchyard.invalid/adyen/return"
 MAX_IDEMPOTENCY_KEY = 64
 IN_PROGRESS = "704"  # "request already processed or in progress"
@@ -216,7 +218,10 @@ class AdyenAdapter:
             "authenticationData": {"attemptAuthentication": "never"},
             "metadata": {"switchyard_attempt": request.reference},
         }
-        if not request.capture:
+        if request.capture:
+            # ask for the capture explicitly: the account's own default may delay it
+            body["captureDelayHours"] = 0
+        else:
             body["additionalData"] = {"manualCapture": "true"}
         return body
 
@@ -278,7 +283,11 @@ class AdyenAdapter:
             raise OutcomeUnknown("Adyen answered for another reference.")
         result_code = str(data.get("resultCode", ""))
         outcome = outcomes.classify_result(PROVIDER, result_code)
-        if outcome is None:  # Refused, Error or a code we do not know: a decline
+        if outcome is None and result_code not in REFUSAL_RESULT_CODES:
+            # a result code we do not know (or none): the payment may have gone through
+            raise OutcomeUnknown(f"Adyen answered resultCode {result_code or 'none'!r}; "
+                                 "not a known final result.", raw_code=result_code)
+        if outcome is None:  # Refused or Error: a decline, classified by its reason
             outcome = outcomes.classify_decline(
                 PROVIDER, str(data.get("refusalReasonCode", "")),
                 text=str(data.get("refusalReason", "")),

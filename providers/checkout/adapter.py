@@ -182,6 +182,10 @@ class CheckoutAdapter:
             raise OutcomeUnknown(f"Checkout.com answered status {status or 'none'!r} for "
                                  f"payment {payment_id or 'without id'}; not final.",
                                  raw_code=status)
+        if payment.get("approved") is not False:
+            # neither approved nor declined (a body we cannot read): the money may have moved
+            raise OutcomeUnknown(f"Checkout.com answered without a decision for payment "
+                                 f"{payment_id or 'without id'}.", raw_code=status)
         code = payment.get("response_code") or self._authorization_code(client, payment_id)
         self._raise_decline(code, payment.get("response_summary", ""))
 

@@ -26,7 +26,7 @@ from typing import TypeVar
 import tenacity
 from django.conf import settings
 
-from providers.base import OutcomeUnknown, ProviderUnavailable
+from providers.base import OutcomeUnknown, ProviderBadRequest, ProviderUnavailable
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -67,8 +67,9 @@ def call_with_retry(provider: str, fn: Callable[[], T]) -> T:
     """Run `fn` (one provider call, the same request every time) under the retry policy.
 
     The last exception propagates, except that once any try's outcome was unknown, a later
-    "unavailable" (a refused connection, a 503 that says "not processed") speaks only of that
-    later try: the first may still have charged, so the call stays OutcomeUnknown.
+    "unavailable" (a refused connection, a 503 that says "not processed") or "bad request"
+    speaks only of that later try: the first may still have charged, so the call stays
+    OutcomeUnknown.
     """
     unknown: list[OutcomeUnknown] = []
 
@@ -91,7 +92,7 @@ def call_with_retry(provider: str, fn: Callable[[], T]) -> T:
     )
     try:
         return retrying(once)
-    except ProviderUnavailable as exc:
+    except (ProviderUnavailable, ProviderBadRequest) as exc:
         if unknown:
             raise unknown[-1] from exc
         raise

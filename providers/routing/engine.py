@@ -310,3 +310,22 @@ def _by_success_rate(eligible: list[ProviderAccount], rng: random.Random
     scored = [{"account": a.name, "score": round(rates[a.id].rate, 4),
                "samples": rates[a.id].samples} for a in ordered]
     return ordered, scored, explored
+
+
+def summarize(record: dict) -> str:
+    """A routing record in one line, for operators (admin, logs):
+    "rule rr_… (weighted): stripe-main 70, adyen-main 30; skipped: checkout-main breaker_open"."""
+    if not record:
+        return "-"
+    rule = record.get("rule")
+    head = f"rule {rule} ({record.get('strategy')})" if rule else str(record.get("strategy"))
+    candidates = ", ".join(f"{c.get('account')} {c.get('score')}"
+                           for c in record.get("candidates") or []) or "no candidate"
+    text = f"{head}: {candidates}"
+    if record.get("explored"):
+        text += f"; explored {record['explored']}"
+    skipped = record.get("skipped") or []
+    if skipped:
+        text += "; skipped: " + ", ".join(f"{s.get('account')} {s.get('reason')}"
+                                          for s in skipped)
+    return text

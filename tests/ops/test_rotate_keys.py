@@ -27,3 +27,24 @@ def test_rotate_keys_reencrypts_old_cards_under_the_active_key(merchant):
         assert vault.decrypt("k2", pm.encrypted_number, associated=pm.id) == expected
     # cards already under the active key are left alone
     assert bytes(PaymentMethod.objects.get(pk=current.pk).encrypted_number) == before
+
+
+@pytest.mark.django_db
+def test_rotate_keys_reencrypts_provider_credentials_too(merchant):
+    from providers.models import ProviderAccount
+
+    with override_settings(VAULT_ACTIVE_KEY="k1"):
+        for account in ProviderAccount.objects.filter(merchant=merchant):
+            account.set_credentials({"secret_key": f"sk_test_{account.name}"})
+            account.save()
+    assert set(ProviderAccount.objects.values_list("credentials_key_version", flat=True)) == {
+        "k1"}
+    out = StringIO()
+    call_command("rotate_keys", stdout=out)
+    assert "the credentials of 3 provider account(s)" in out.getvalue()
+    for account in ProviderAccount.objects.filter(merchant=merchant):
+        assert account.credentials_key_version == "k2"
+        assert account.get_credentials() == {"secret_key": f"sk_test_{account.name}"}
+    # and with the old key gone, the accounts still work
+    with override_settings(VAULT_KEYS={"k2": "dGVzdC1vbmx5LXZhdWx0LWtleS10d28tMzJieXRlcyE="}):
+        assert ProviderAccount.objects.first().get_credentials()

@@ -93,3 +93,16 @@ def test_a_pinned_account_must_support_the_currency(api, merchant):
                                      "payment_method": make_card(api)})
     assert resp.json()["error"]["code"] == "no_provider_account"
     assert Payment.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_an_account_whose_credentials_cannot_be_read_fails_safely(api, merchant):
+    """Nothing can be sent without credentials: a provably-not-charged failure, not an
+    unknown outcome (which would leave the payment unresolved)."""
+    ProviderAccount.objects.filter(merchant=merchant).update(credentials_key_version="gone")
+    resp = api.post("/v1/payments", {"amount": 1050, "currency": "USD", "confirm": True,
+                                     "provider": "stripe-sandbox",
+                                     "payment_method": make_card(api)})
+    assert resp.status_code == 503, resp.json()
+    assert resp.json()["payment"]["status"] == "failed"
+    assert resp.json()["payment"]["last_error"]["code"] == "provider_misconfigured"

@@ -431,6 +431,7 @@ def test_unknown_outcome_is_retried_for_replaying_providers(fast_retries, provid
 @pytest.mark.parametrize("later", [
     ProviderUnavailable(raw_code="ConnectError"),  # the retry could not connect
     ProviderUnavailable("503 before processing", raw_code="503"),  # the retry was refused
+    ProviderBadRequest("422 on the retry", raw_code="422"),
 ])
 def test_unknown_first_try_stays_unknown_whatever_a_retry_says(fast_retries, later):
     """A later "not processed" speaks only of the retry: the first try may have charged, so

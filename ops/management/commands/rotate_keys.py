@@ -1,11 +1,14 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from payments.services.payment_methods import payment_methods_reencrypt
+from payments.services.payment_methods import (
+    payment_methods_reencrypt,
+    provider_credentials_reencrypt,
+)
 
 
 class Command(BaseCommand):
-    help = ("Re-encrypt vaulted cards under VAULT_ACTIVE_KEY. Add the new key to VAULT_KEYS, "
+    help = ("Re-encrypt vaulted cards and provider credentials under VAULT_ACTIVE_KEY. Add the new key to VAULT_KEYS, "
             "make it active, deploy, run this; then the old key can be removed.")
 
     def add_arguments(self, parser):
@@ -13,4 +16,6 @@ class Command(BaseCommand):
 
     def handle(self, *args, batch_size: int, **options):
         count = payment_methods_reencrypt(batch_size=batch_size)
-        self.stdout.write(f"Re-encrypted {count} card(s) under key {settings.VAULT_ACTIVE_KEY}.")
+        accounts = provider_credentials_reencrypt()
+        self.stdout.write(f"Re-encrypted {count} card(s) and the credentials of {accounts} "
+                          f"provider account(s) under key {settings.VAULT_ACTIVE_KEY}.")
