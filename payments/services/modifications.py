@@ -99,8 +99,13 @@ def _send(payment: Payment, modification: Modification, *, actor: str) -> Paymen
         return modification_settle(modification=modification, succeeded=True, actor=actor,
                                    provider_reference=outcome.result.provider_reference)
     with transaction.atomic():
+        # Lock order everywhere: the payment, then its modification. A webhook or status sync
+        # may have settled it while we waited for the provider: then its word stands.
+        payment = sm.lock_payment(payment.pk)
+        modification = Modification.objects.select_for_update().get(pk=modification.pk)
+        if modification.status != M.PENDING:
+            return payment
         if outcome.kind == "approved":  # accepted; the provider confirms later
-            modification.status = M.PENDING
             modification.provider_reference = outcome.result.provider_reference
             modification.save()
             return sm.transition_payment(
@@ -127,8 +132,8 @@ def modification_settle(*, modification: Modification, succeeded: bool, actor: s
     status sync): the payment leaves `processing` (or `unresolved`)."""
     kind = modification.kind
     with transaction.atomic():
+        payment = sm.lock_payment(modification.payment_id)  # the payment first, always
         locked = Modification.objects.select_for_update().get(pk=modification.pk)
-        payment = sm.lock_payment(locked.payment_id)
         if locked.status not in (M.PENDING, M.UNKNOWN):
             return payment  # already settled: webhooks and status sync may both report it
         locked.status = M.SUCCEEDED if succeeded else M.FAILED

@@ -61,10 +61,14 @@ def refund_create(*, payment: Payment, amount: int | None = None, reason: str = 
         return refund_settle(refund=refund, succeeded=True, actor=actor,
                              provider_reference=outcome.result.provider_reference)
     with transaction.atomic():
+        # the payment, then the refund; a webhook or status sync may have settled it already
+        sm.lock_payment(refund.payment_id)
+        refund = Refund.objects.select_for_update().get(pk=refund.pk)
+        if refund.status != RefundStatus.PENDING:
+            return refund
         if outcome.kind == "approved":  # accepted; the provider confirms it later
-            Refund.objects.filter(pk=refund.pk).update(
-                provider_reference=outcome.result.provider_reference)
-            refund.refresh_from_db()
+            refund.provider_reference = outcome.result.provider_reference
+            refund.save(update_fields=["provider_reference", "updated_at"])
             return refund
         if outcome.kind == "unknown":
             return sm.transition_refund(refund, RefundStatus.UNRESOLVED, actor=actor,
@@ -79,7 +83,8 @@ def refund_settle(*, refund: Refund, succeeded: bool, actor: str,
                   provider_reference: str = "", failure_code: str = "") -> Refund:
     """Apply the provider's final word on a refund (at once, by webhook or by status sync)."""
     with transaction.atomic():
-        current = Refund.objects.get(pk=refund.pk)
+        sm.lock_payment(refund.payment_id)  # the payment first, always
+        current = Refund.objects.select_for_update().get(pk=refund.pk)
         if current.status not in (RefundStatus.PENDING, RefundStatus.UNRESOLVED):
             return current  # already settled
         updates = {"provider_reference": provider_reference or current.provider_reference}

@@ -158,3 +158,35 @@ def test_refused_pending_refund_releases_the_reservation(api, async_provider):
     payment.refresh_from_db()
     assert payment.amount_refunded == 0
     assert refundable_amount(payment) == 1050
+
+
+def test_a_confirmation_that_arrives_during_the_call_is_not_overwritten(api, monkeypatch):
+    """The webhook can beat the provider's own HTTP answer: its final word stands."""
+    def capture_confirmed_meanwhile(request):
+        mod = Modification.objects.get(pk=request.reference)
+        modification_settle(modification=mod, succeeded=True, actor="webhook")
+        return ModificationResult(provider_reference="psp_late", pending=True)
+
+    provider_with(monkeypatch, capture=capture_confirmed_meanwhile)
+    payment = authorized(api)
+    resp = api.post(f"/v1/payments/{payment.id}/capture")
+    assert resp.status_code == 200
+    assert resp.json()["status"] == "succeeded"
+    mod = Modification.objects.get(payment=payment)
+    assert mod.status == "succeeded"
+    assert_log_matches(payment)
+
+
+def test_a_refund_confirmation_during_the_call_is_not_overwritten(api, monkeypatch):
+    def refund_confirmed_meanwhile(request):
+        refund_settle(refund=Refund.objects.get(pk=request.reference), succeeded=True,
+                      actor="webhook")
+        return ModificationResult(provider_reference="psp_late", pending=True)
+
+    provider_with(monkeypatch, refund=refund_confirmed_meanwhile)
+    payment = Payment.objects.get(pk=pay(api).json()["id"])
+    resp = api.post("/v1/refunds", {"payment": payment.id, "amount": 300})
+    assert resp.status_code == 200
+    assert resp.json()["status"] == "succeeded"
+    payment.refresh_from_db()
+    assert payment.amount_refunded == 300
