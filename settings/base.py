@@ -114,6 +114,9 @@ STATUS_SYNC_SCHEDULE = [int(x) for x in env.list(
     "STATUS_SYNC_SCHEDULE", default=["10", "60", "300", "1800", "7200"])]
 STATUS_SYNC_REPEAT_SECONDS = env.int("STATUS_SYNC_REPEAT_SECONDS", default=6 * 3600)
 STATUS_SYNC_GIVE_UP_SECONDS = env.int("STATUS_SYNC_GIVE_UP_SECONDS", default=3 * 24 * 3600)
+# An attempt still pending this long after it was sent belongs to a process that died
+# mid-call: status sync treats its outcome as unknown. Longer than any live call can last.
+STATUS_SYNC_PENDING_GRACE_SECONDS = env.int("STATUS_SYNC_PENDING_GRACE_SECONDS", default=600)
 # Nudge a sync pass right after an unknown outcome (a task by name; a timer thread in the
 # embedded default). The periodic job does not depend on it.
 STATUS_SYNC_NUDGE = env.bool("STATUS_SYNC_NUDGE", default=True)

@@ -62,8 +62,12 @@ def authorize(payment: Payment, card: base.Card, *, actor: str) -> tuple[Payment
             account = _next_account(locked)
             if account is None:
                 return _give_up(locked, last, actor=actor), last
+            # If this process dies during the call, status sync picks the attempt up after
+            # the grace period (longer than any live call) and asks the provider.
             attempt = PaymentAttempt.objects.create(
-                payment=locked, provider_account=account, status=AttemptStatus.PENDING)
+                payment=locked, provider_account=account, status=AttemptStatus.PENDING,
+                next_sync_at=timezone.now() + dt.timedelta(
+                    seconds=settings.STATUS_SYNC_PENDING_GRACE_SECONDS))
             sm.transition_payment(
                 locked, None, event="payment.attempt_started", actor=actor,
                 updates={"provider_account": account},
@@ -141,6 +145,7 @@ def record_attempt(payment: Payment, attempt: PaymentAttempt, outcome: Outcome, 
                 data=data, updates={"last_error": UNKNOWN_ERROR})
         attempt.status = (AttemptStatus.DECLINED if outcome.kind == "declined"
                           else AttemptStatus.FAILED)
+        attempt.next_sync_at = None
         attempt.save()
         locked = sm.lock_payment(payment.pk)
         if is_retriable(locked, outcome) and _next_account(locked) is not None:

@@ -66,7 +66,7 @@ def claim(*, merchant: Merchant, livemode: bool, key: str, fingerprint: str) -> 
                                             key=key).first()
         if row is None:  # released (validation error) in between: try to claim it again
             continue
-        if _expired(row):
+        if _expired(row) and not row.in_flight:
             IdempotencyKey.objects.filter(pk=row.pk, created_at=row.created_at).delete()
             continue
         if row.fingerprint != fingerprint:
@@ -100,7 +100,13 @@ def release(row: IdempotencyKey) -> None:
 
 
 def purge_expired() -> int:
-    """Delete keys past their retention; returns how many."""
+    """Delete finished keys past their retention; returns how many.
+
+    A key still in flight past its retention belongs to a request whose process died; it is
+    kept (retries keep getting 409) rather than freed, because a retry that re-executed the
+    request could charge again: an operator looks at the payment first.
+    """
     cutoff = timezone.now() - dt.timedelta(hours=settings.IDEMPOTENCY_KEY_TTL_HOURS)
-    deleted, _ = IdempotencyKey.objects.filter(created_at__lt=cutoff).delete()
+    deleted, _ = IdempotencyKey.objects.filter(created_at__lt=cutoff,
+                                               completed_at__isnull=False).delete()
     return deleted

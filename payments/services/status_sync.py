@@ -49,7 +49,8 @@ def claim_due(*, limit: int = 100, now: dt.datetime | None = None) -> list[str]:
     with transaction.atomic():
         due = list(
             PaymentAttempt.objects.select_for_update(skip_locked=True)
-            .filter(status=AttemptStatus.UNKNOWN, next_sync_at__lte=now)
+            .filter(status__in=[AttemptStatus.UNKNOWN, AttemptStatus.PENDING],
+                    next_sync_at__lte=now)
             .order_by("next_sync_at")
             .values_list("id", flat=True)[:limit]
         )
@@ -63,6 +64,9 @@ def attempt_sync(attempt_id: str, *, actor: str = ACTOR) -> Payment:
     attempt = PaymentAttempt.objects.select_related(
         "payment", "payment__payment_method", "provider_account").get(pk=attempt_id)
     payment = attempt.payment
+    if attempt.status == AttemptStatus.PENDING:
+        payment = _abandoned(attempt, actor=actor)
+        attempt.refresh_from_db()
     if attempt.status != AttemptStatus.UNKNOWN:
         return payment
     card = card_for_provider(payment.payment_method)
@@ -113,6 +117,23 @@ def apply_lookup(attempt: PaymentAttempt, found: base.LookupResult, *, card: bas
         return compensate(attempt, found, actor=actor)
     payment, outcome = authorization.authorize(payment, card, actor=actor)
     return payment
+
+
+def _abandoned(attempt: PaymentAttempt, *, actor: str) -> Payment:
+    """An attempt still `pending` after the grace period: the process that sent it died
+    before recording the answer. The provider may have charged: its outcome is unknown."""
+    with transaction.atomic():
+        payment = sm.lock_payment(attempt.payment_id)
+        locked = PaymentAttempt.objects.select_for_update().get(pk=attempt.pk)
+        if locked.status != AttemptStatus.PENDING or payment.status != S.PROCESSING:
+            return payment
+        now = timezone.now()
+        locked.status = AttemptStatus.UNKNOWN
+        locked.unknown_since = now
+        locked.save()
+        return sm.transition_payment(
+            payment, S.UNRESOLVED, event="payment.attempt_abandoned", actor=actor,
+            data={"attempt": locked.id}, updates={"last_error": authorization.UNKNOWN_ERROR})
 
 
 def _not_charged_outcome(found: base.LookupResult) -> Outcome:

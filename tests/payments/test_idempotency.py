@@ -367,15 +367,19 @@ def test_expired_key_may_be_used_with_another_body(api, merchant, body):
     assert other.json()["amount"] == 99
 
 
-def test_expired_in_flight_key_is_treated_as_new(api, merchant, body):
-    """A request that died mid-way must not block its key forever."""
+def test_expired_in_flight_key_still_blocks(api, merchant, body):
+    """A request that died mid-way may have charged: re-executing it after the retention
+    period could charge again, so its key keeps answering 409 until an operator looks."""
     IdempotencyKey.objects.create(
         merchant=merchant, livemode=False, key="stuck",
         fingerprint=request_fingerprint("POST", "/v1/payments", body),
     )
     _age(merchant, "stuck", TTL + dt.timedelta(minutes=1))
     resp = api.post("/v1/payments", body, idempotency_key="stuck")
-    assert resp.status_code == 200, resp.json()
+    assert resp.status_code == 409, resp.json()
+    assert resp.json()["error"]["code"] == "idempotency_key_in_use"
+    assert idempotency.purge_expired() == 0  # never purged while in flight
+    assert Payment.objects.count() == 0
 
 
 def test_purge_expired_deletes_only_old_keys(api, merchant, other_api, body):

@@ -228,3 +228,34 @@ def test_lookup_declined_after_unknown_is_a_decline(api, monkeypatch):
         card=card)
     assert payment.status == "failed"
     assert payment.last_error["decline_code"] == "insufficient_funds"
+
+
+@pytest.mark.django_db
+def test_an_attempt_abandoned_by_a_dead_process_is_resolved(api, monkeypatch):
+    """The process dies after the provider charged and before the answer was recorded: the
+    attempt stays pending; after the grace period status sync asks the provider."""
+    from providers import gateway
+
+    real_call = gateway.call
+
+    def charge_then_die(account, operation, request):
+        real_call(account, operation, request)
+        raise KeyboardInterrupt("worker killed")  # not an Exception: nothing catches it
+
+    monkeypatch.setattr(gateway, "call", charge_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        pay(api, "4242424242424242", provider="stripe-sandbox")
+    monkeypatch.setattr(gateway, "call", real_call)
+
+    payment = Payment.objects.get()
+    [attempt] = payment.attempts.all()
+    assert (payment.status, attempt.status) == ("processing", "pending")
+    assert status_sync.sync_due() == 0  # within the grace period: it may still be running
+    PaymentAttempt.objects.filter(pk=attempt.pk).update(
+        next_sync_at=timezone.now() - dt.timedelta(seconds=1))
+    assert status_sync.sync_due() == 1
+    payment.refresh_from_db()
+    assert payment.status == "succeeded"
+    assert payment.events.filter(type="payment.attempt_abandoned").count() == 1
+    assert SandboxCharge.objects.filter(reference=attempt.id).count() == 1
+    assert_consistent(payment)
