@@ -56,12 +56,12 @@ def payment_create(
     if confirm and payment_method is None:
         raise InvalidRequest("payment_method is required to confirm.", code="parameter_missing",
                              param="payment_method")
-    if confirm:
-        # Fail a confirmation that cannot start (no account to route to) before the payment
-        # exists: a 400 is not stored under the Idempotency-Key, so it must change nothing.
-        _route(Payment(merchant=merchant, livemode=livemode, currency=currency,
-                       provider_account=account, pinned=account is not None))
+    # Decrypt before anything moves: a vault failure must leave nothing behind.
+    card = card_for_provider(payment_method) if confirm else None
     with transaction.atomic():
+        # Creating and starting the confirmation is one transaction: a confirmation that
+        # cannot start (no account to route to) rolls the payment back, so the 400 changes
+        # nothing — which is what lets it be released from the Idempotency-Key.
         payment = sm.create_payment(
             merchant=merchant,
             livemode=livemode,
@@ -75,8 +75,10 @@ def payment_create(
             provider_account=account,
             pinned=account is not None,
         )
+        if confirm:
+            _start_confirmation(payment, payment_method, actor="api")
     if confirm:
-        return payment_confirm(payment=payment)
+        return _authorize(payment, card, actor="api")
     return payment
 
 
@@ -120,17 +122,26 @@ def payment_confirm(*, payment: Payment, payment_method: PaymentMethod | None = 
     # in processing.
     card = card_for_provider(pm)
     with transaction.atomic():
-        locked = sm.lock_payment(payment.pk)
-        if locked.status != S.REQUIRES_CONFIRMATION:
-            raise StateConflict(f"This payment is {locked.status}; only a payment that "
-                                f"requires_confirmation can be confirmed.")
-        account, routing = _route(locked)
-        sm.transition_payment(
-            locked, S.PROCESSING, event="payment.confirmed", actor=actor,
-            updates={"payment_method": pm, "provider_account": account, "routing": routing},
-            data={"candidates": routing["order"]},
-        )
-    payment, outcome = authorization.authorize(locked, card, actor=actor)
+        _start_confirmation(payment, pm, actor=actor)
+    return _authorize(payment, card, actor=actor)
+
+
+def _start_confirmation(payment: Payment, pm: PaymentMethod, *, actor: str) -> None:
+    """Lock, check, route and move to processing (inside the caller's transaction)."""
+    locked = sm.lock_payment(payment.pk)
+    if locked.status != S.REQUIRES_CONFIRMATION:
+        raise StateConflict(f"This payment is {locked.status}; only a payment that "
+                            f"requires_confirmation can be confirmed.")
+    account, routing = _route(locked)
+    sm.transition_payment(
+        locked, S.PROCESSING, event="payment.confirmed", actor=actor,
+        updates={"payment_method": pm, "provider_account": account, "routing": routing},
+        data={"candidates": routing["order"]},
+    )
+
+
+def _authorize(payment: Payment, card, *, actor: str) -> Payment:
+    payment, outcome = authorization.authorize(payment, card, actor=actor)
     return raise_for_failure(payment, outcome)
 
 

@@ -430,3 +430,20 @@ def test_raw_sql_duplicate_is_rejected_too(merchant):
         cursor.execute(sql, [merchant.id])
         with pytest.raises(IntegrityError), transaction.atomic():
             cursor.execute(sql, [merchant.id])
+
+
+def test_a_confirm_that_cannot_route_leaves_nothing_behind(api, merchant, body):
+    """Create and the start of confirmation are one transaction: if routing refuses (the
+    only account was disabled meanwhile), no payment exists, so releasing the key is right
+    and a retry with the key cannot make a second payment."""
+    from providers.models import ProviderAccount
+
+    ProviderAccount.objects.filter(merchant=merchant).update(enabled=False)
+    resp = api.post("/v1/payments", {**body, "confirm": True}, idempotency_key="no-route")
+    assert resp.status_code == 400
+    assert resp.json()["error"]["code"] == "no_provider_account"
+    assert Payment.objects.count() == 0
+    ProviderAccount.objects.filter(merchant=merchant).update(enabled=True)
+    again = api.post("/v1/payments", {**body, "confirm": True}, idempotency_key="no-route")
+    assert again.status_code == 200, again.json()
+    assert Payment.objects.count() == 1
