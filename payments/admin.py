@@ -74,7 +74,7 @@ class PaymentMethodAdmin(ReadOnlyAdmin):
 class AttemptInline(ReadOnlyInline):
     model = PaymentAttempt
     fields = ("id", "provider_account", "status", "provider_reference", "error_code",
-              "decline_code", "created_at")
+              "decline_code", "sync_count", "next_sync_at", "created_at")
     readonly_fields = fields
 
 
@@ -92,9 +92,9 @@ class RefundInline(ReadOnlyInline):
 
 @admin.register(Payment)
 class PaymentAdmin(ReadOnlyAdmin):
-    list_display = ("id", "merchant", "amount", "currency", "status", "provider_account",
-                    "livemode", "created_at")
-    list_filter = ("status", "livemode", "currency", "capture_method")
+    list_display = ("id", "merchant", "amount", "currency", "status", "needs_operator",
+                    "provider_account", "livemode", "created_at")
+    list_filter = ("needs_operator", "status", "livemode", "currency", "capture_method")
     search_fields = ("id", "reference", "attempts__id", "attempts__provider_reference")
     inlines = [AttemptInline, RefundInline, EventInline]
 
