@@ -3,15 +3,21 @@
 A merchant with 10 provider accounts (fee schedules; half of them with a rate limit and a
 concurrency cap, so the limits are read too) and 200 enabled routing rules. The first 195
 rules get as far as their last condition before failing (currency, brand, amount and BIN
-prefix all hold; the metadata differs), which is the most work a non-matching rule can cost;
-rule 196 matches; 4 more follow. The matching rule's strategy is each of the four in turn.
+prefix all hold; the metadata differs), which is the most work a non-matching rule can cost
+when tested one by one; rule 196 matches; 4 more follow. The matching rule's strategy is
+each of the four in turn.
 
 Variants, each timed per decision over many iterations (median and p95):
-- match only: finding the rule in the compiled rules (pure Python, no I/O);
+- match only: finding the rule in the compiled rules (pure Python, no I/O), through the
+  engine's RuleIndex and, for reference, by testing the rules one by one; plus a second
+  merchant whose 195 rules differ only in their amount range, which the index cannot rule
+  out (every one is tested in full);
 - route(context, config=config): the decision with the rules and accounts already loaded
   (what a failover re-route within one request costs): matching, the breaker states (one Redis
-  round trip), the limits (one), the success rates for that strategy (one), the strategy;
-- route(context): the same plus loading the configuration (two Postgres queries).
+  command), the limits (one), the success rates for that strategy (one), the strategy;
+- route(context): the same plus `load_config` (one Postgres query while the rules are
+  unchanged: the accounts with the rules' version);
+- for reference, a Redis PING and a Postgres SELECT 1 round trip.
 
     .venv/bin/python bench/bench_routing.py [--iterations 3000] [--rounds 3]
 
@@ -113,9 +119,31 @@ def main() -> None:
                         "bin_prefixes": ["4242", "5555"],
                         "metadata": {"channel": "web" if matches else f"store-{i}"}})
     matching = RoutingRule.objects.get(merchant=merchant, priority=MATCH_AT - 1)
+    # the same, but the other rules fail on their amount range, which no index narrows down
+    by_amount = Merchant.objects.create(name=f"bench-routing-amount-{uuid.uuid4().hex[:8]}")
+    for acct in accounts:
+        ProviderAccount.objects.create(merchant=by_amount, name=acct.name,
+                                       provider=acct.provider, base_url=SANDBOX_URL,
+                                       priority=acct.priority)
+    for i in range(RULES):
+        low = 100 if i == MATCH_AT - 1 else 50000 + i
+        RoutingRule.objects.create(
+            merchant=by_amount, livemode=False, priority=i, strategy="ordered",
+            accounts=names[i % 7: i % 7 + 3],
+            conditions={"currencies": ["USD", "EUR"], "card_brands": ["visa", "mastercard"],
+                        "amount_gte": low, "amount_lte": 100000,
+                        "bin_prefixes": ["4242", "5555"], "metadata": {"channel": "web"}})
     context = RoutingContext(merchant_id=merchant.id, livemode=False, amount=2500,
                              currency="USD", card_brand="visa", card_bin="42424242",
                              billing_country="US", metadata={"channel": "web"})
+
+    amount_config = load_config(by_amount.id, False)
+    amount_context = RoutingContext(
+        merchant_id=by_amount.id, livemode=False, amount=2500, currency="USD",
+        card_brand="visa", card_bin="42424242", billing_country="US",
+        metadata={"channel": "web"})
+    assert route(amount_context, config=amount_config).record["rule"] == RoutingRule.objects.get(
+        merchant=by_amount, priority=MATCH_AT - 1).id
 
     strategies = {
         "ordered": names,
@@ -123,8 +151,20 @@ def main() -> None:
         "least_cost": names,
         "success_rate": names,
     }
+    from providers.resilience import store
+
+    def select_one() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+
     results: dict[str, list[float]] = {}
     for _ in range(args.rounds):
+        # the floor under every variant that does I/O, measured alongside
+        results.setdefault("reference: Redis PING", []).extend(
+            timed(store.redis_client().ping, args.iterations))
+        results.setdefault("reference: Postgres SELECT 1", []).extend(
+            timed(select_one, args.iterations))
         for strategy, rule_accounts in strategies.items():
             RoutingRule.objects.filter(pk=matching.pk).update(strategy=strategy,
                                                               accounts=rule_accounts)
@@ -133,20 +173,27 @@ def main() -> None:
             assert decision.record["rule"] == matching.id
             assert len(decision.candidates) == ACCOUNTS, decision.record
             if strategy == "ordered":
-                results.setdefault("match only (200 rules, pure Python)", []).extend(timed(
+                results.setdefault("match only, index", []).extend(timed(
+                    lambda c=config: c.first_match(context), args.iterations))
+                results.setdefault("match only, one by one (reference)", []).extend(timed(
                     lambda c=config: next(r for r in c.rules if r.matches(context)),
                     args.iterations))
+                results.setdefault("match only, index, rules differ by amount", []).extend(
+                    timed(lambda: amount_config.first_match(amount_context), args.iterations))
+                results.setdefault("route, config loaded, rules differ by amount",
+                                   []).extend(timed(
+                    lambda: route(amount_context, config=amount_config), args.iterations))
             results.setdefault(f"route, config loaded, {strategy}", []).extend(
                 timed(lambda c=config: route(context, config=c), args.iterations))
-            results.setdefault(f"route incl. 2 queries, {strategy}", []).extend(
+            results.setdefault(f"route incl. load_config, {strategy}", []).extend(
                 timed(lambda: route(context), args.iterations // 3))
 
     connection.close()
     print(f"{RULES} rules (match at #{MATCH_AT}), {ACCOUNTS} accounts (5 with limits), "
           f"{args.rounds} rounds; microseconds per decision")
-    print(f"{'variant':<46} {'n':>6} {'median':>9} {'p95':>9}")
+    print(f"{'variant':<48} {'n':>6} {'median':>9} {'p95':>9}")
     for label, samples in results.items():
-        print(f"{label:<46} {len(samples):>6} {statistics.median(samples):>9.1f} "
+        print(f"{label:<48} {len(samples):>6} {statistics.median(samples):>9.1f} "
               f"{p95(samples):>9.1f}")
 
 

@@ -104,10 +104,9 @@ class RoutingRuleForm(forms.ModelForm):
                 strategy=cleaned.get("strategy"), accounts=cleaned.get("accounts"),
                 conditions=cleaned.get("conditions"), priority=cleaned.get("priority"))
         except RuleError as exc:
-            field = exc.param.split(".", 1)[0]
+            field = (exc.param or "").split(".", 1)[0]
             raise forms.ValidationError(
-                {field if field in self.fields else NON_FIELD_ERRORS: f"{exc.param}: {exc.message}"}
-            ) from None
+                {field if field in self.fields else NON_FIELD_ERRORS: exc.message}) from None
         cleaned.update(checked)
         return cleaned
 

@@ -250,8 +250,8 @@ def refusing(accounts: Iterable[ProviderAccount]) -> set[str]:
     """Ids of the accounts whose breaker would refuse a call right now — what `admit()` would
     decide, without its side effects (admit moves an open breaker whose reset timeout has
     passed to half-open and takes the trial slot). Refused: open within its reset timeout, or
-    past it / half-open while another process holds the trial call. Read-only; one Redis round
-    trip for all the accounts (routing asks on every payment).
+    past it / half-open while another process holds the trial call. Read-only; one Redis
+    command for all the accounts (routing asks on every payment).
 
     Like the breaker itself, an unreachable Redis refuses nothing."""
     accounts = list(accounts)
@@ -265,23 +265,23 @@ def refusing(accounts: Iterable[ProviderAccount]) -> set[str]:
                 refused.add(account.id)
         return refused
     base = pybreaker.CircuitRedisStorage.BASE_NAMESPACE
+    keys = []
+    for account in accounts:
+        namespace = store.account_key(account.id, "breaker")
+        keys += [f"{namespace}:{base}:state", f"{namespace}:{base}:opened_at",
+                 store.account_key(account.id, "breaker", "probe")]
     try:
-        pipe = client.pipeline(transaction=False)
-        for account in accounts:
-            namespace = store.account_key(account.id, "breaker")
-            # one hash slot per account (store.account_key), so MGET is cluster-safe
-            pipe.mget(f"{namespace}:{base}:state", f"{namespace}:{base}:opened_at")
-            pipe.exists(store.account_key(account.id, "breaker", "probe"))
-        replies = pipe.execute()
+        # one MGET for every account (the single Redis that store.py connects to)
+        values = client.mget(keys) if keys else []
     except redis.RedisError:
         logger.exception("breaker states unavailable in Redis; routing treats them as closed")
         return set()
     refused = set()
     for i, account in enumerate(accounts):
-        (state, opened_at), probe_taken = replies[2 * i], replies[2 * i + 1]
+        state, opened_at, probe = values[3 * i: 3 * i + 3]
         state = state.decode() if state else pybreaker.STATE_CLOSED
-        opened = (datetime.fromtimestamp(int(opened_at), UTC) if opened_at else None)
-        if _refuses(state, opened, account.breaker_reset_timeout, lambda t=probe_taken: t):
+        opened = datetime.fromtimestamp(int(opened_at), UTC) if opened_at else None
+        if _refuses(state, opened, account.breaker_reset_timeout, lambda p=probe: p is not None):
             refused.add(account.id)
     return refused
 

@@ -72,24 +72,33 @@ end
 return ''
 """
 
-# Would `_ACQUIRE` refuse now? The same tests, read-only (nothing removed, nothing added).
+# Would `_ACQUIRE` refuse now? The same tests, read-only (nothing removed, nothing added), for
+# several accounts in one call: KEYS are each account's rate log and leases, ARGV[1] the
+# window (ms), ARGV[2] now (ms, '' for the server's clock), then each account's rate limit and
+# concurrency limit. Returns one refusal code ('' = would be granted) per account. (Several
+# accounts' keys in one script: fine on the single Redis that store.py connects to.)
 _PEEK = """
--- KEYS[1] rate log, KEYS[2] leases; ARGV: rate limit, window ms, concurrency limit, now ms
 local now
-if ARGV[4] == '' then
+if ARGV[2] == '' then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 else
-  now = tonumber(ARGV[4])
+  now = tonumber(ARGV[2])
 end
-local rate, window, cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-if cap > 0 and redis.call('ZCOUNT', KEYS[2], '(' .. now, '+inf') >= cap then
-  return 'provider_concurrency_limited'
+local window = tonumber(ARGV[1])
+local out = {}
+for i = 1, #KEYS / 2 do
+  local rate, cap = tonumber(ARGV[1 + 2 * i]), tonumber(ARGV[2 + 2 * i])
+  local refusal = ''
+  if cap > 0 and redis.call('ZCOUNT', KEYS[2 * i], '(' .. now, '+inf') >= cap then
+    refusal = 'provider_concurrency_limited'
+  elseif rate > 0 and redis.call('ZCOUNT', KEYS[2 * i - 1], '(' .. (now - window), '+inf')
+      >= rate then
+    refusal = 'provider_rate_limited'
+  end
+  out[i] = refusal
 end
-if rate > 0 and redis.call('ZCOUNT', KEYS[1], '(' .. (now - window), '+inf') >= rate then
-  return 'provider_rate_limited'
-end
-return ''
+return out
 """
 
 
@@ -111,6 +120,7 @@ class RedisLimiter:
     def __init__(self, client: redis.Redis):
         self._client = client
         self._acquire = client.register_script(_ACQUIRE)
+        self._peek = client.register_script(_PEEK)
 
     def acquire(self, account_id: str, limits: Limits, token: str,
                 now_ms: int | None) -> str:
@@ -126,15 +136,14 @@ class RedisLimiter:
         return refusal.decode() if isinstance(refusal, bytes) else refusal
 
     def peek(self, checks: list[tuple[str, Limits]], now_ms: int | None) -> dict[str, str]:
-        """Refusal code per account id that `acquire` would refuse now (one round trip)."""
-        pipe = self._client.pipeline(transaction=False)
+        """Refusal code per account id that `acquire` would refuse now (one command)."""
+        keys: list[str] = []
+        args: list[object] = [WINDOW_MS, "" if now_ms is None else now_ms]
         for account_id, limits in checks:
-            # per account: its keys share one hash slot (store.account_key)
-            pipe.eval(_PEEK, 2, store.account_key(account_id, "rate"),
-                      store.account_key(account_id, "leases"), limits.rate_per_second,
-                      WINDOW_MS, limits.concurrency, "" if now_ms is None else now_ms)
+            keys += [store.account_key(account_id, "rate"), store.account_key(account_id, "leases")]
+            args += [limits.rate_per_second, limits.concurrency]
         try:
-            replies = pipe.execute()
+            replies = self._peek(keys=keys, args=args)
         except redis.RedisError:
             logger.exception("provider limits unavailable in Redis; routing ignores them")
             return {}
@@ -259,8 +268,10 @@ def refusals(accounts: Iterable[ProviderAccount], *,
     "provider_rate_limited" | "provider_concurrency_limited". Read-only (takes no grant, no
     slot), one Redis round trip for all of them, none when no account has a limit. For
     routing; like the limits themselves, an unreachable Redis refuses nothing."""
-    checks = [(account.id, limits) for account in accounts
-              if (limits := Limits.of(account)).rate_per_second or limits.concurrency]
+    checks = [(account.id, Limits(rate_per_second=account.rate_limit_per_second or 0,
+                                  concurrency=account.concurrency_limit or 0, lease_ms=0))
+              for account in accounts
+              if account.rate_limit_per_second or account.concurrency_limit]  # no lease taken
     if not checks:
         return {}
     return limiter().peek(checks, now_ms)

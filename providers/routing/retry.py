@@ -21,8 +21,26 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
+from providers.base import (
+    HardDecline,
+    ProviderBadRequest,
+    ProviderError,
+    ProviderUnavailable,
+    SoftDecline,
+)
 from providers.models import RetryRule
-from providers.outcomes import APPROVED, DECLINES, HARD, RESULTS, SOFT, UNAVAILABLE, UNKNOWN
+from providers.outcomes import (
+    APPROVED,
+    DECLINES,
+    HARD,
+    RESULTS,
+    SOFT,
+    UNAVAILABLE,
+    UNKNOWN,
+    Outcome,
+)
+from providers.resilience.breaker import BreakerOpen
+from providers.resilience.limits import CONCURRENCY_LIMITED, RATE_LIMITED
 
 # Decline codes the issuer will never approve, whatever the provider (Visa's category 1
 # "issuer will never approve", Mastercard's "do not try again" advice codes): never retried.
@@ -99,3 +117,30 @@ def is_retriable(merchant_id: str, livemode: bool, outcome: HasKind, *,
     else:
         override = overrides.get(code)
     return default if override is None else bool(override)
+
+
+def outcome_of(error: ProviderError | None) -> Outcome:
+    """The outcome of one gateway call that returned (error None) or raised `error`, in the
+    terms of `is_retriable` and `stats.record_outcome`: a bad request is hard (resending it
+    elsewhere fails the same way), an unreadable or lost answer unknown."""
+    if error is None:
+        return Outcome(APPROVED)
+    if isinstance(error, SoftDecline):
+        kind = SOFT
+    elif isinstance(error, (HardDecline, ProviderBadRequest)):
+        kind = HARD
+    elif isinstance(error, ProviderUnavailable):
+        kind = UNAVAILABLE
+    else:
+        kind = UNKNOWN
+    return Outcome(kind, error.code or "", error.decline_code or "")
+
+
+def refused_before_sending(error: ProviderError | None) -> bool:
+    """Did our own breaker or limits refuse the call (nothing reached the provider, so it says
+    nothing about the provider's success rate)? The limiter's refusals carry no provider code
+    (raw_code), unlike a provider's own HTTP 429."""
+    if isinstance(error, BreakerOpen):
+        return True
+    return (isinstance(error, ProviderUnavailable) and not error.raw_code
+            and error.code in (RATE_LIMITED, CONCURRENCY_LIMITED))

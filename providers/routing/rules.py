@@ -37,7 +37,7 @@ def max_rules() -> int:
 
 
 class RuleError(ValueError):
-    def __init__(self, message: str, *, param: str, code: str = "parameter_invalid"):
+    def __init__(self, message: str, *, param: str | None, code: str = "parameter_invalid"):
         super().__init__(message)
         self.message = message
         self.param = param
@@ -236,7 +236,7 @@ def _save_rule(rule: RoutingRule, *, strategy, accounts, conditions, priority, e
                                                livemode=rule.livemode).count()
             if count >= max_rules():
                 raise RuleError(f"A merchant has at most {max_rules()} routing rules per mode.",
-                                param="priority", code="routing_rules_limit")
+                                param=None, code="routing_rules_limit")
         rule.save()
     return rule
 

@@ -8,8 +8,8 @@ provider's fault even when the money moved).
 
 Counters live in Redis, time-bucketed: one hash per account whose fields are
 "<bucket>:<kind>" (bucket = unix time // ROUTING_SUCCESS_BUCKET_SECONDS, kind a|s|f|h), so a
-write is one HINCRBY and a read of the window is one small Lua sum per account, all accounts
-in one round trip. The first write into a new bucket drops the buckets that left the window,
+write is one HINCRBY and a read of the window is one small Lua sum over every account's hash
+(one command). The first write into a new bucket drops the buckets that left the window,
 and the key expires after a window without traffic. Clocks are the callers' (NTP-synced hosts;
 a bucket is 10 s, so skew does not matter). Without REDIS_URL the same counters live in
 process.
@@ -32,6 +32,7 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import lru_cache
 
 import redis
 from django.conf import settings
@@ -46,32 +47,38 @@ KEY_PREFIX = "switchyard:routing"
 _FIELD = {APPROVED: "a", SOFT: "s", UNAVAILABLE: "f", UNKNOWN: "f", HARD: "h"}
 
 _RECORD = """
--- KEYS[1] the account's counters; ARGV: field, bucket, oldest bucket kept, ttl seconds
+-- KEYS[1] the account's counters; ARGV: field ("<bucket>:<kind>"), oldest bucket kept, ttl
 local n = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 if n == 1 then
-  local oldest = tonumber(ARGV[3])
+  local oldest = tonumber(ARGV[2])
   for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
     local bucket = tonumber(string.match(field, '^(%d+):'))
     if bucket == nil or bucket < oldest then redis.call('HDEL', KEYS[1], field) end
   end
 end
-redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
 return n
 """
 
 _READ = """
--- KEYS[1] the account's counters; ARGV: oldest bucket in the window, newest
+-- KEYS: the accounts' counters; ARGV: oldest bucket in the window, newest.
+-- Returns approved, soft, failed, hard for each account, flat.
 local oldest, newest = tonumber(ARGV[1]), tonumber(ARGV[2])
-local sums = {a = 0, s = 0, f = 0, h = 0}
-local flat = redis.call('HGETALL', KEYS[1])
-for i = 1, #flat, 2 do
-  local bucket, kind = string.match(flat[i], '^(%d+):(%a)$')
-  bucket = tonumber(bucket)
-  if bucket and bucket >= oldest and bucket <= newest and sums[kind] then
-    sums[kind] = sums[kind] + tonumber(flat[i + 1])
+local out = {}
+for k = 1, #KEYS do
+  local sums = {a = 0, s = 0, f = 0, h = 0}
+  local flat = redis.call('HGETALL', KEYS[k])
+  for i = 1, #flat, 2 do
+    local bucket, kind = string.match(flat[i], '^(%d+):(%a)$')
+    bucket = tonumber(bucket)
+    if bucket and bucket >= oldest and bucket <= newest and sums[kind] then
+      sums[kind] = sums[kind] + tonumber(flat[i + 1])
+    end
   end
+  local base = (k - 1) * 4
+  out[base + 1], out[base + 2], out[base + 3], out[base + 4] = sums.a, sums.s, sums.f, sums.h
 end
-return {sums.a, sums.s, sums.f, sums.h}
+return out
 """
 
 
@@ -114,6 +121,12 @@ def _buckets(now: float | None) -> tuple[int, int]:
 
 def _key(account_id: str) -> str:
     return f"{KEY_PREFIX}:{{{account_id}}}:outcomes"
+
+
+@lru_cache(maxsize=8)
+def _scripts(client: redis.Redis) -> tuple:
+    """(record, read) as redis-py Scripts: EVALSHA, loading the script when Redis lacks it."""
+    return client.register_script(_RECORD), client.register_script(_READ)
 
 
 def _account_id(account: ProviderAccount | str) -> str:
@@ -168,7 +181,7 @@ def record_outcome(account: ProviderAccount | str, kind: str, *, now: float | No
         return
     ttl = window_seconds() + bucket_seconds()
     try:
-        client.eval(_RECORD, 1, _key(account_id), f"{newest}:{field}", newest, oldest, ttl)
+        _scripts(client)[0](keys=[_key(account_id)], args=[f"{newest}:{field}", oldest, ttl])
     except redis.RedisError:
         logger.exception("could not record a routing outcome in Redis; dropped")
 
@@ -178,23 +191,22 @@ def success_rates(accounts: list[ProviderAccount | str], *,
     """The rolling rate of each account (by id) over the window; one Redis round trip."""
     ids = [_account_id(a) for a in accounts]
     oldest, newest = _buckets(now)
+    enough, prior = min_samples(), neutral_rate()
     client = store.redis_client()
     if client is None:
-        return {i: _rate(*_local.sums(i, oldest, newest)) for i in ids}
+        return {i: _rate(*_local.sums(i, oldest, newest), enough, prior) for i in ids}
     try:
-        pipe = client.pipeline(transaction=False)
-        for account_id in ids:
-            pipe.eval(_READ, 1, _key(account_id), oldest, newest)
-        replies = pipe.execute()
+        flat = _scripts(client)[1](keys=[_key(i) for i in ids], args=[oldest, newest])
     except redis.RedisError:
         logger.exception("routing success rates unavailable in Redis; using the prior")
-        return {i: _rate(0, 0, 0, 0) for i in ids}
-    return {i: _rate(*(int(n) for n in reply)) for i, reply in zip(ids, replies, strict=True)}
+        return {i: _rate(0, 0, 0, 0, enough, prior) for i in ids}
+    return {i: _rate(*(int(n) for n in flat[4 * k: 4 * k + 4]), enough, prior)
+            for k, i in enumerate(ids)}
 
 
-def _rate(approved: int, soft: int, failed: int, hard: int) -> Rate:
+def _rate(approved: int, soft: int, failed: int, hard: int, enough: int, prior: float) -> Rate:
     samples = approved + soft + failed
-    value = approved / samples if samples >= min_samples() else neutral_rate()
+    value = approved / samples if samples >= enough else prior
     return Rate(rate=value, samples=samples, approved=approved, soft=soft, failed=failed,
                 hard=hard)
 

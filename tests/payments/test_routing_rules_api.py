@@ -158,6 +158,17 @@ def test_invalid_rules_are_rejected(api, body, code, param):
     assert not RoutingRule.objects.exists()
 
 
+def test_rules_per_mode_are_capped(api, live_api, merchant, settings):
+    settings.ROUTING_MAX_RULES = 2
+    for _ in range(2):
+        assert create(api).status_code == 200
+    assert error(create(api)) == (400, "routing_rules_limit", None)
+    ProviderAccount.objects.create(merchant=merchant, name="stripe-live", provider="stripe",
+                                   livemode=True, base_url="https://api.stripe.com")
+    assert create(live_api, {"strategy": "ordered", "accounts": ["stripe-live"]}
+                  ).status_code == 200  # per mode
+
+
 def test_account_names_must_exist_in_the_callers_mode(api, live_api, merchant):
     ProviderAccount.objects.create(merchant=merchant, name="stripe-live", provider="stripe",
                                    livemode=True, base_url="https://api.stripe.com")

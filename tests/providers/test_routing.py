@@ -14,16 +14,28 @@ import uuid
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from payments.cards import _BRANDS
-from providers.base import ProviderUnavailable
+from providers.base import (
+    HardDecline,
+    OutcomeUnknown,
+    ProviderBadRequest,
+    ProviderUnavailable,
+    SoftDecline,
+)
 from providers.models import SANDBOX_URL, ProviderAccount, RetryRule, RoutingRule
 from providers.outcomes import APPROVED, HARD, SOFT, UNAVAILABLE, UNKNOWN, Outcome
 from providers.resilience import limits, store
-from providers.resilience.breaker import breaker_for
+from providers.resilience.breaker import BreakerOpen, breaker_for
 from providers.routing import stats
 from providers.routing.context import RoutingContext
 from providers.routing.engine import (
+    CompiledRule,
+    RuleIndex,
     expected_fee,
     load_config,
     route,
@@ -34,7 +46,9 @@ from providers.routing.retry import (
     NEVER_RETRIABLE,
     default_retry,
     is_retriable,
+    outcome_of,
     overrides_for,
+    refused_before_sending,
 )
 from providers.routing.rules import CARD_BRANDS, routing_rule_create
 from tests.factories import MerchantFactory
@@ -130,6 +144,47 @@ def test_each_condition_matches_or_not(shop, three, conditions, hit, miss):
     decision = route(ctx(shop, **miss))
     assert decision.record["rule"] is None
     assert names(decision) == ["stripe-main", "adyen-main", "checkout-main"]
+
+
+CURRENCY_VALUES, BRAND_VALUES, COUNTRY_VALUES = ["USD", "EUR", "JPY"], ["visa", "amex"], \
+    ["US", "DE"]
+BIN_VALUES = ["4", "42", "4242", "5", "55555555"]
+PAIRS = [("channel", "web"), ("channel", "app"), ("tier", "gold")]
+
+
+def optional(strategy):
+    return st.one_of(st.none(), strategy)
+
+
+conditions_strategy = st.fixed_dictionaries({}, optional={
+    "amount_gte": st.integers(1, 2000), "amount_lte": st.integers(1, 2000),
+    "currencies": st.lists(st.sampled_from(CURRENCY_VALUES), min_size=1, unique=True),
+    "card_brands": st.lists(st.sampled_from(BRAND_VALUES), min_size=1, unique=True),
+    "bin_prefixes": st.lists(st.sampled_from(BIN_VALUES), min_size=1, unique=True),
+    "billing_countries": st.lists(st.sampled_from(COUNTRY_VALUES), min_size=1, unique=True),
+    "metadata": st.dictionaries(st.sampled_from(["channel", "tier"]),
+                                st.sampled_from(["web", "app", "gold"]), min_size=1),
+})
+context_strategy = st.builds(
+    RoutingContext, merchant_id=st.just("m"), livemode=st.just(False),
+    amount=st.integers(1, 2000), currency=st.sampled_from(CURRENCY_VALUES),
+    card_brand=optional(st.sampled_from(BRAND_VALUES)),
+    card_bin=optional(st.sampled_from(["42424242", "40000000", "55555555", "37828224"])),
+    billing_country=optional(st.sampled_from(COUNTRY_VALUES)),
+    metadata=st.dictionaries(st.sampled_from(["channel", "tier", "x"]),
+                             st.sampled_from(["web", "app", "gold"])))
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(st.lists(conditions_strategy, max_size=25), st.lists(context_strategy, min_size=1,
+                                                                max_size=10))
+def test_the_rule_index_finds_what_a_linear_scan_finds(all_conditions, contexts):
+    rules = tuple(CompiledRule.compile(f"rr_{i}", "ordered", conditions, ["a"])
+                  for i, conditions in enumerate(all_conditions))
+    index = RuleIndex(rules)
+    for context in contexts:
+        assert index.first_match(context) is next((r for r in rules if r.matches(context)),
+                                                  None)
 
 
 def test_an_empty_condition_set_matches_every_payment(shop, three):
@@ -605,15 +660,42 @@ def test_routing_loads_with_two_queries_and_decides_with_none(shop, three,
         rule(shop, ["adyen-main", "stripe-main"], priority=i, strategy="least_cost",
              conditions={"currencies": ["EUR"], "metadata": {"n": str(i)}})
     rule(shop, ["checkout-main"], priority=99)
-    with django_assert_num_queries(2):
+    with django_assert_num_queries(2):  # accounts with the rules' version, then the rules
         config = load_config(shop.id, False)
     with django_assert_num_queries(0):
         decision = route(ctx(shop), config=config)
     assert names(decision) == ["checkout-main"]
-    with django_assert_num_queries(2):
-        route(ctx(shop))
+    # rules unchanged: the compiled ones are reused (PostgreSQL knows their version)
+    with django_assert_num_queries(1 if connection.vendor == "postgresql" else 2):
+        assert names(route(ctx(shop))) == ["checkout-main"]
     with pytest.raises(ValueError):
         route(ctx(shop, livemode=True), config=config)
+
+
+def test_every_change_to_the_rules_is_seen_at_once(shop, three, django_assert_num_queries):
+    first = rule(shop, ["adyen-main"], priority=1)
+    assert route(ctx(shop)).record["rule"] == first.id
+    second = rule(shop, ["checkout-main"], priority=2)
+    with django_assert_num_queries(2):  # a new rule: read again
+        assert route(ctx(shop)).record["rule"] == first.id
+    # written behind the ORM's save(): no updated_at, no signal, still seen
+    RoutingRule.objects.filter(pk=first.pk).update(enabled=False)
+    assert route(ctx(shop)).record["rule"] == second.id
+    RoutingRule.objects.filter(pk=second.pk).update(conditions={"currencies": ["EUR"]})
+    assert route(ctx(shop)).record["rule"] is None
+    RoutingRule.objects.filter(pk=first.pk).update(enabled=True)
+    assert route(ctx(shop)).record["rule"] == first.id
+    first.delete()
+    assert route(ctx(shop, currency="EUR")).record["rule"] == second.id
+    # accounts are read fresh every time
+    ProviderAccount.objects.filter(name="checkout-main").update(enabled=False)
+    assert route(ctx(shop, currency="EUR")).record["skipped"] == [
+        {"account": "checkout-main", "reason": "disabled"}]
+    # another mode has its own rules and version
+    account(shop, "live-main", livemode=True)
+    live = rule(shop, ["live-main"], livemode=True)
+    assert route(ctx(shop, livemode=True)).record["rule"] == live.id
+    assert route(ctx(shop, currency="EUR")).record["rule"] == second.id
 
 
 # --- retry rules ------------------------------------------------------------------------------
@@ -671,6 +753,34 @@ def test_merchant_overrides(shop):
     assert overrides == {"do_not_honor": True, "processing_error": False, "stolen_card": True}
     assert is_retriable(m, False, outcome(HARD, "do_not_honor"), overrides=overrides)
     assert not is_retriable(m, False, outcome(HARD, "stolen_card"), overrides=overrides)
+
+
+def test_outcome_of_a_gateway_call():
+    assert outcome_of(None).kind == APPROVED
+    soft = outcome_of(SoftDecline("x", code="processing_error", decline_code="processing_error"))
+    assert (soft.kind, soft.decline_code) == (SOFT, "processing_error")
+    assert outcome_of(HardDecline("x", decline_code="do_not_honor")).kind == HARD
+    assert outcome_of(ProviderBadRequest("x")).kind == HARD
+    assert outcome_of(ProviderUnavailable("x")).kind == UNAVAILABLE
+    assert outcome_of(OutcomeUnknown("x")).kind == UNKNOWN
+
+
+def test_refusals_by_our_own_breaker_and_limits_are_told_apart(shop):
+    acct = account(shop, "tiny", concurrency_limit=1, breaker_fail_max=1)
+    lease = limits.try_acquire(acct)
+    with pytest.raises(ProviderUnavailable) as refused:
+        limits.try_acquire(acct)
+    lease.release()
+    assert refused_before_sending(refused.value)
+    trip(acct)
+    with pytest.raises(BreakerOpen) as open_breaker, breaker_for(acct).guard():
+        pass
+    assert refused_before_sending(open_breaker.value)
+    # the provider's own 429 went out: it counts
+    assert not refused_before_sending(ProviderUnavailable(
+        "HTTP 429", code="provider_rate_limited", raw_code="429"))
+    assert not refused_before_sending(SoftDecline("x"))
+    assert not refused_before_sending(None)
 
 
 def test_card_brands_match_the_vault():
