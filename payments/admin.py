@@ -96,7 +96,14 @@ class PaymentAdmin(ReadOnlyAdmin):
                     "provider_account", "livemode", "created_at")
     list_filter = ("needs_operator", "status", "livemode", "currency", "capture_method")
     search_fields = ("id", "reference", "attempts__id", "attempts__provider_reference")
+    readonly_fields = ("routing_decision",)
     inlines = [AttemptInline, RefundInline, EventInline]
+
+    @admin.display(description="routing decision")
+    def routing_decision(self, payment: Payment) -> str:
+        from providers.routing.engine import summarize
+
+        return summarize(payment.routing)
 
 
 @admin.register(Refund)

@@ -121,6 +121,14 @@ STATUS_SYNC_PENDING_GRACE_SECONDS = env.int("STATUS_SYNC_PENDING_GRACE_SECONDS",
 # embedded default). The periodic job does not depend on it.
 STATUS_SYNC_NUDGE = env.bool("STATUS_SYNC_NUDGE", default=True)
 
+# --- Routing (providers/routing) ------------------------------------------------------------
+ROUTING_EXPLORATION_RATE = env.float("ROUTING_EXPLORATION_RATE", default=0.05)
+ROUTING_SUCCESS_WINDOW_SECONDS = env.int("ROUTING_SUCCESS_WINDOW_SECONDS", default=300)
+ROUTING_SUCCESS_BUCKET_SECONDS = env.int("ROUTING_SUCCESS_BUCKET_SECONDS", default=10)
+ROUTING_MIN_SAMPLES = env.int("ROUTING_MIN_SAMPLES", default=20)
+ROUTING_NEUTRAL_SUCCESS_RATE = env.float("ROUTING_NEUTRAL_SUCCESS_RATE", default=0.9)
+ROUTING_MAX_RULES = env.int("ROUTING_MAX_RULES", default=500)
+
 # --- Sandbox providers -------------------------------------------------------------------
 # How long a sandbox served over HTTP stays silent for "times out before commit" (card
 # 4000000000000606) before closing the connection; clients time out first.

@@ -24,6 +24,8 @@ from payments.models import AttemptStatus, Payment, PaymentAttempt, PaymentStatu
 from payments.services.provider_calls import Outcome, _error_body, call_provider
 from providers import base
 from providers.models import ProviderAccount
+from providers.routing import retry as retry_rules
+from providers.routing import stats
 
 S = PaymentStatus
 
@@ -42,12 +44,21 @@ def candidate_names(payment: Payment) -> list[str]:
 
 
 def is_retriable(payment: Payment, outcome: Outcome) -> bool:
-    """May the next candidate be tried after this outcome? Never after an unknown one."""
-    if outcome.kind == "unavailable":
-        return not isinstance(outcome.error, base.ProviderBadRequest)
-    if outcome.kind == "declined":
-        return isinstance(outcome.error, base.SoftDecline)
-    return False
+    """May the next candidate be tried after this outcome? Never after an unknown one; soft
+    declines and provably-not-processed errors by default; merchants may override per
+    decline code (`/v1/retry_rules`, providers.routing.retry)."""
+    if outcome.kind in ("approved", "unknown"):
+        return False
+    return retry_rules.is_retriable(payment.merchant_id, payment.livemode,
+                                    retry_rules.outcome_of(outcome.error))
+
+
+def _record_stats(account: ProviderAccount, outcome: Outcome) -> None:
+    """Feed the account's rolling success rate (routing), unless our own breaker or limits
+    refused the call: that says nothing about the provider."""
+    error = outcome.error if outcome.kind != "approved" else None
+    if not retry_rules.refused_before_sending(error):
+        stats.record_outcome(account, retry_rules.outcome_of(error).kind)
 
 
 def authorize(payment: Payment, card: base.Card, *, actor: str) -> tuple[Payment, Outcome | None]:
@@ -74,6 +85,7 @@ def authorize(payment: Payment, card: base.Card, *, actor: str) -> tuple[Payment
                 data={"attempt": attempt.id, "provider": account.name})
         request = authorize_request(locked, attempt, card)
         last = call_provider(account, "authorize", request)
+        _record_stats(account, last)
         payment = record_attempt(locked, attempt, last, actor=actor)
         if payment.status != S.PROCESSING:
             return payment, last

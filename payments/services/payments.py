@@ -20,8 +20,9 @@ from payments.errors import CardDeclined, InvalidRequest, ProviderFailed, StateC
 from payments.models import Merchant, Payment, PaymentMethod, PaymentStatus
 from payments.services import authorization
 from payments.services.payment_methods import card_for_provider
-from providers.accounts import default_order
 from providers.models import ProviderAccount
+from providers.routing import engine as routing
+from providers.routing.context import RoutingContext
 
 logger = logging.getLogger(__name__)
 S = PaymentStatus
@@ -83,8 +84,13 @@ def payment_create(
 
 
 # --- confirm (authorize) ------------------------------------------------------------------
-def _route(payment: Payment) -> tuple[ProviderAccount, dict]:
-    """Pick the account for this payment and say why (routing rules come later)."""
+# Skip reasons that say "this account cannot take a payment right now" rather than "never":
+# when they are all there is, the answer is 503 (try again soon), not 400.
+_TRANSIENT_SKIPS = {"breaker_open", "rate_limited", "concurrency_limited"}
+
+
+def _route(payment: Payment, pm: PaymentMethod | None) -> tuple[ProviderAccount, dict]:
+    """Pick the candidate accounts for this payment and say why (the routing record)."""
     if payment.pinned:
         account = payment.provider_account
         if not account.enabled:
@@ -94,22 +100,27 @@ def _route(payment: Payment) -> tuple[ProviderAccount, dict]:
             raise InvalidRequest(f"Provider account {account.name!r} does not support "
                                  f"{payment.currency}.", code="currency_unsupported",
                                  param="provider")
-        return account, {"strategy": "pinned", "selected": account.name,
-                         "candidates": [account.name], "skipped": [],
-                         "order": [account.name]}
-    enabled = default_order(merchant_id=payment.merchant_id, livemode=payment.livemode)
-    candidates = [a for a in enabled if a.supports_currency(payment.currency)]
-    skipped = [{"account": a.name, "reason": "currency_unsupported"}
-               for a in enabled if a not in candidates]
-    if not candidates:
+        return account, {"rule": None, "strategy": "pinned", "selected": account.name,
+                         "candidates": [{"account": account.name, "score": None}],
+                         "skipped": [], "order": [account.name]}
+    address = ((pm.billing_details or {}).get("address") or {}) if pm else {}
+    decision = routing.route(RoutingContext(
+        merchant_id=payment.merchant_id, livemode=payment.livemode, amount=payment.amount,
+        currency=payment.currency, card_brand=pm.brand if pm else None,
+        card_bin=pm.bin if pm else None, billing_country=address.get("country") or None,
+        metadata=payment.metadata or {}))
+    if not decision.candidates:
+        reasons = {skip["reason"] for skip in decision.record["skipped"]}
+        if reasons and reasons <= _TRANSIENT_SKIPS:
+            raise ProviderFailed("Every provider account that could take this payment is "
+                                 "unavailable right now (circuit breaker or limit); nothing "
+                                 "was charged. Try again shortly.")
         raise InvalidRequest(
-            f"No enabled provider account in this mode supports {payment.currency}; add one "
-            "with `manage.py provider_account add`.",
-            code="no_provider_account",
-        )
-    names = [a.name for a in candidates]
-    return candidates[0], {"strategy": "default_order", "selected": candidates[0].name,
-                           "candidates": names, "skipped": skipped, "order": names}
+            f"No enabled provider account in this mode can take a {payment.currency} "
+            "payment; add one with `manage.py provider_account add` or check the routing "
+            "rules.", code="no_provider_account")
+    names = [account.name for account in decision.candidates]
+    return decision.candidates[0], {**decision.record, "selected": names[0], "order": names}
 
 
 def payment_confirm(*, payment: Payment, payment_method: PaymentMethod | None = None,
@@ -132,7 +143,7 @@ def _start_confirmation(payment: Payment, pm: PaymentMethod, *, actor: str) -> N
     if locked.status != S.REQUIRES_CONFIRMATION:
         raise StateConflict(f"This payment is {locked.status}; only a payment that "
                             f"requires_confirmation can be confirmed.")
-    account, routing = _route(locked)
+    account, routing = _route(locked, pm)
     sm.transition_payment(
         locked, S.PROCESSING, event="payment.confirmed", actor=actor,
         updates={"payment_method": pm, "provider_account": account, "routing": routing},

@@ -476,7 +476,19 @@ def test_no_cache_entry_holds_the_number(api):
     keys = list(client.scan_iter(match=f"{prefix}:*"))
     assert keys, "the rate limiter should have written to the cache"
     for key in keys:
-        value = client.get(key) or b""
+        kind = client.type(key)
+        if kind == b"string":
+            value = client.get(key) or b""
+        elif kind == b"hash":
+            value = b"".join(k + v for k, v in client.hgetall(key).items())
+        elif kind == b"zset":
+            value = b"".join(m for m, _ in client.zrange(key, 0, -1, withscores=True))
+        elif kind == b"set":
+            value = b"".join(client.smembers(key))
+        elif kind == b"list":
+            value = b"".join(client.lrange(key, 0, -1))
+        else:
+            value = b""
         assert number.encode() not in key + value
 
 
