@@ -6,7 +6,8 @@ noise hits both alike. Reports per-request medians and their ratio.
 
     .venv/bin/python bench/bench_payments.py [--requests 200] [--rounds 5]
 
-Uses Postgres database `switchyard_bench` on 127.0.0.1 (created if missing) and Redis db 14.
+Uses a fresh Postgres database `switchyard_bench` on 127.0.0.1 (dropped and created) and
+Redis db 14.
 """
 
 from __future__ import annotations
@@ -32,10 +33,9 @@ def ensure_database() -> None:
 
     conn = psycopg2.connect("dbname=postgres user=postgres host=127.0.0.1")
     conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("SELECT 1 FROM pg_database WHERE datname = 'switchyard_bench'")
-        if cur.fetchone() is None:
-            cur.execute("CREATE DATABASE switchyard_bench")
+    with conn.cursor() as cur:  # a fresh database every run: bench data is throwaway
+        cur.execute("DROP DATABASE IF EXISTS switchyard_bench")
+        cur.execute("CREATE DATABASE switchyard_bench")
     conn.close()
 
 
