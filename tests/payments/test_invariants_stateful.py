@@ -4,8 +4,9 @@ A hypothesis RuleBasedStateMachine drives random sequences of what merchants, pr
 workers do — create (with or without confirm, automatic or manual capture, pinned or routed,
 any test card of API.md), confirm, capture (full, partial, too large, not positive), cancel,
 refund (full, partial, too large, not positive), provider outages and soft-decline rates
-(`sandbox_fault`), status sync of unknown attempts (sometimes after the dropped connections
-have recovered), and the providers' later confirmation of accepted captures, voids and
+(`sandbox_fault`), a process dying just before or just after a provider call, status sync of
+unknown and abandoned (pending) attempts (sometimes after the dropped connections have
+recovered), and the providers' later confirmation of accepted or unknown captures, voids and
 refunds — against real Postgres, calling the services directly as the views do (amounts go
 through `money.parse_amount` first, like the API's). After every step it checks:
 
@@ -26,26 +27,26 @@ from __future__ import annotations
 
 import io
 import uuid
+from unittest import mock
 
 import pytest
 from django.core.cache import cache
 from django.core.management import call_command
 from django.db.models import Sum
 from django.test import override_settings
-from hypothesis import HealthCheck
+from hypothesis import HealthCheck, note
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
-    Bundle,
     RuleBasedStateMachine,
     invariant,
-    multiple,
+    precondition,
     rule,
     run_state_machine_as_test,
 )
 
 from payments import money
-from payments.errors import CardDeclined, PaymentsError, ProviderFailed
+from payments.errors import PaymentsError
 from payments.models import (
     AttemptStatus,
     Modification,
@@ -56,11 +57,12 @@ from payments.models import (
     Refund,
     RefundStatus,
 )
-from payments.services import status_sync
+from payments.services import authorization, modifications, refunds, status_sync
 from payments.services.merchants import merchant_create
 from payments.services.modifications import modification_settle, payment_cancel, payment_capture
 from payments.services.payment_methods import payment_method_create
 from payments.services.payments import payment_confirm, payment_create
+from payments.services.provider_calls import call_provider
 from payments.services.refunds import refund_create, refund_settle
 from payments.state_machine import TERMINAL_PAYMENT_STATUSES, replay_events
 from providers.models import SandboxCharge, SandboxCondition, SandboxOperation
@@ -88,9 +90,18 @@ PROVIDERS = st.sampled_from(["stripe", "adyen", "checkout"])
 # Amounts a merchant may send for a capture or refund: none (everything left), valid ones,
 # too large ones, and ones the API rejects (zero, negative).
 MOD_AMOUNTS = st.one_of(st.none(), st.integers(min_value=-5, max_value=2500))
+# Which payment an action takes: `fitting` prefers one in a status where it can work.
+PICK = st.integers(min_value=0, max_value=15)
+FITTING = st.sampled_from([True, True, True, False])
 
 KEPT_ATTEMPT = (A.AUTHORIZED, A.CAPTURED)
+UNSETTLED_ATTEMPT = (A.UNKNOWN, A.PENDING)
 IN_FLIGHT_REFUNDS = (RefundStatus.PENDING, RefundStatus.UNRESOLVED)
+
+
+class ProcessDied(BaseException):
+    """The process making a provider call dies (deploy, OOM kill) just before or just after
+    the call: a BaseException, like SystemExit, so that no `except Exception` swallows it."""
 
 
 def _kept(charge: SandboxCharge) -> bool:
@@ -100,17 +111,32 @@ def _kept(charge: SandboxCharge) -> bool:
 
 
 class PaymentLifecycle(RuleBasedStateMachine):
-    payments = Bundle("payments")
-
     def __init__(self):
         super().__init__()
         cache.clear()  # breakers, limits
         SandboxCondition.objects.all().delete()
         self.merchant, _, _ = merchant_create(name=f"Hypo {uuid.uuid4().hex[:12]}")
         self.last_status: dict[str, str] = {}
+        # `process_dies` arms a crash for the next provider call made by a service
+        self.dies: str | None = None
+        self.patches = [mock.patch.object(module, "call_provider", self._mortal_call)
+                        for module in (authorization, modifications, refunds, status_sync)]
+        for patch in self.patches:
+            patch.start()
 
     def teardown(self):
+        for patch in self.patches:
+            patch.stop()
         SandboxCondition.objects.all().delete()
+
+    def _mortal_call(self, account, operation, request):
+        when, self.dies = self.dies, None
+        if when == "before_call":
+            raise ProcessDied(operation)
+        outcome = call_provider(account, operation, request)
+        if when == "after_call":
+            raise ProcessDied(operation)
+        return outcome
 
     # --- helpers --------------------------------------------------------------------------
     def _card(self, number: str):
@@ -121,56 +147,79 @@ class PaymentLifecycle(RuleBasedStateMachine):
     def _payments(self):
         return Payment.objects.filter(merchant=self.merchant).order_by("created_at", "id")
 
+    def _pick(self, pick: int, fitting: bool, statuses) -> Payment:
+        """A payment of this example: with `fitting`, one in `statuses` when there is one (so
+        that actions mostly do something), else any (so that illegal ones are tried too)."""
+        payments = list(self._payments())
+        fit = [p for p in payments if p.status in statuses]
+        pool = fit if fitting and fit else payments
+        chosen = pool[pick % len(pool)]
+        note(f"-> {chosen.id} ({chosen.status}, {chosen.capture_method}, "
+             f"{chosen.provider_account.name if chosen.provider_account else 'unrouted'})")
+        return chosen
+
+    def _has_payments(self) -> bool:
+        return self._payments().exists()
+
     # --- merchant actions -----------------------------------------------------------------
-    @rule(target=payments, card=CARDS, amount=st.integers(min_value=1, max_value=2000),
+    @rule(card=CARDS, amount=st.integers(min_value=1, max_value=2000),
           currency=st.sampled_from(["USD", "USD", "EUR", "JPY"]),
           capture_method=st.sampled_from(["automatic", "manual"]), provider=ACCOUNTS,
-          confirm=st.booleans())
+          confirm=st.sampled_from([True, True, True, False]))
     def create(self, card, amount, currency, capture_method, provider, confirm):
         try:
-            payment = payment_create(
+            payment_create(
                 merchant=self.merchant, livemode=False, amount=amount, currency=currency,
                 payment_method=self._card(card), capture_method=capture_method,
                 provider=provider, confirm=confirm)
-        except (CardDeclined, ProviderFailed) as exc:
-            payment = exc.payment
-        if payment is None:
-            return multiple()
-        return payment.id
+        except (PaymentsError, ProcessDied):
+            pass  # declined, unavailable or crashed: the payment may exist all the same
 
-    @rule(payment_id=payments, new_card=st.one_of(st.none(), CARDS))
-    def confirm(self, payment_id, new_card):
+    @precondition(_has_payments)
+    @rule(pick=PICK, fitting=FITTING, new_card=st.one_of(st.none(), CARDS))
+    def confirm(self, pick, fitting, new_card):
+        payment = self._pick(pick, fitting, {S.REQUIRES_CONFIRMATION})
         pm = self._card(new_card) if new_card else None
         try:
-            payment_confirm(payment=Payment.objects.get(pk=payment_id), payment_method=pm)
-        except PaymentsError:
+            payment_confirm(payment=payment, payment_method=pm)
+        except (PaymentsError, ProcessDied):
             pass
 
-    @rule(payment_id=payments, amount=MOD_AMOUNTS)
-    def capture(self, payment_id, amount):
+    @precondition(_has_payments)
+    @rule(pick=PICK, fitting=FITTING, amount=MOD_AMOUNTS)
+    def capture(self, pick, fitting, amount):
+        payment = self._pick(pick, fitting, {S.REQUIRES_CAPTURE})
         try:
             if amount is not None:
                 amount = money.parse_amount(amount, param="amount_to_capture")
-            payment_capture(payment=Payment.objects.get(pk=payment_id), amount=amount)
-        except PaymentsError:
+            payment_capture(payment=payment, amount=amount)
+        except (PaymentsError, ProcessDied):
             pass
 
-    @rule(payment_id=payments)
-    def cancel(self, payment_id):
+    @precondition(_has_payments)
+    @rule(pick=PICK, fitting=FITTING)
+    def cancel(self, pick, fitting):
+        payment = self._pick(pick, fitting, {S.REQUIRES_CONFIRMATION, S.REQUIRES_CAPTURE})
         try:
-            payment_cancel(payment=Payment.objects.get(pk=payment_id), reason="abandoned")
-        except PaymentsError:
+            payment_cancel(payment=payment, reason="abandoned")
+        except (PaymentsError, ProcessDied):
             pass
 
-    @rule(payment_id=payments, amount=MOD_AMOUNTS)
-    def refund(self, payment_id, amount):
+    @precondition(_has_payments)
+    @rule(pick=PICK, fitting=FITTING, amount=MOD_AMOUNTS)
+    def refund(self, pick, fitting, amount):
+        payment = self._pick(pick, fitting, {S.SUCCEEDED})
         try:
             if amount is not None:
                 amount = money.parse_amount(amount)
-            refund_create(payment=Payment.objects.get(pk=payment_id), amount=amount,
-                          reason="requested_by_customer")
-        except PaymentsError:
+            refund_create(payment=payment, amount=amount, reason="requested_by_customer")
+        except (PaymentsError, ProcessDied):
             pass
+
+    @rule(when=st.sampled_from(["before_call", "after_call"]))
+    def process_dies(self, when):
+        """The next provider call's process dies just before or just after the call."""
+        self.dies = when
 
     # --- providers --------------------------------------------------------------------------
     @rule(provider=PROVIDERS, on=st.booleans())
@@ -183,39 +232,46 @@ class PaymentLifecycle(RuleBasedStateMachine):
         call_command("sandbox_fault", "--provider", provider, "--soft-decline-rate", str(rate),
                      stdout=io.StringIO())
 
-    @rule(payment_id=payments)
-    def provider_confirms(self, payment_id):
-        """The provider's final word on accepted (pending) or unknown captures, voids and
-        refunds — what a webhook or a status lookup reports — taken from its own ledger (the
-        sandboxes apply operations at once)."""
+    @rule()
+    def providers_confirm(self):
+        """The providers' final word on accepted (pending) or unknown captures, voids and
+        refunds — what a webhook or a status lookup reports — taken from their own ledgers
+        (the sandboxes apply operations at once)."""
         for mod in Modification.objects.filter(
-                payment_id=payment_id,
+                payment__merchant=self.merchant,
                 status__in=[ModificationStatus.PENDING, ModificationStatus.UNKNOWN]):
             done = SandboxOperation.objects.filter(reference=mod.id).first()
             modification_settle(modification=mod, succeeded=done is not None, actor="webhook",
                                 provider_reference=done.provider_reference if done else "")
-        for refund in Refund.objects.filter(payment_id=payment_id, status__in=IN_FLIGHT_REFUNDS):
+        for refund in Refund.objects.filter(merchant=self.merchant,
+                                            status__in=IN_FLIGHT_REFUNDS):
             done = SandboxOperation.objects.filter(reference=refund.id, kind="refund").first()
             refund_settle(refund=refund, succeeded=done is not None, actor="webhook",
                           provider_reference=done.provider_reference if done else "")
 
     # --- status sync --------------------------------------------------------------------------
-    def _sync(self, attempt_ids, later: bool):
+    def _sync(self, attempts, later: bool):
+        """What the periodic job does with due attempts: unknown ones, and pending ones whose
+        process died (taken as due: their grace period is over by now)."""
+        ids = list(attempts.filter(status__in=UNSETTLED_ATTEMPT)
+                   .order_by("created_at", "id").values_list("id", flat=True))
         # later: the sandboxes' dropped connections (card …0408) have recovered by now
         with override_settings(**({"SANDBOX_DROP_WINDOW_SECONDS": 0} if later else {})):
-            for attempt_id in attempt_ids:
-                status_sync.attempt_sync(attempt_id)
+            for attempt_id in ids:
+                try:
+                    status_sync.attempt_sync(attempt_id)
+                except ProcessDied:
+                    pass
 
-    @rule(payment_id=payments, later=st.booleans())
-    def sync_payment(self, payment_id, later):
-        self._sync(list(PaymentAttempt.objects.filter(
-            payment_id=payment_id, status=A.UNKNOWN).values_list("id", flat=True)), later)
+    @precondition(_has_payments)
+    @rule(pick=PICK, fitting=FITTING, later=st.booleans())
+    def sync_payment(self, pick, fitting, later):
+        payment = self._pick(pick, fitting, {S.UNRESOLVED, S.PROCESSING})
+        self._sync(PaymentAttempt.objects.filter(payment=payment), later)
 
     @rule(later=st.booleans())
     def sync_all(self, later):
-        self._sync(list(PaymentAttempt.objects.filter(
-            payment__merchant=self.merchant, status=A.UNKNOWN)
-            .order_by("created_at", "id").values_list("id", flat=True)), later)
+        self._sync(PaymentAttempt.objects.filter(payment__merchant=self.merchant), later)
 
     # --- invariants ------------------------------------------------------------------------
     @invariant()
@@ -248,7 +304,7 @@ class PaymentLifecycle(RuleBasedStateMachine):
                 p.id, p.status, [(a.id, a.provider_account.name, a.status) for a in attempts],
                 [(c.reference, c.provider, c.status, c.amount_captured, c.amount_refunded)
                  for c in kept])
-            settled = not any(a.status in (A.UNKNOWN, A.PENDING) for a in attempts)
+            settled = not any(a.status in UNSETTLED_ATTEMPT for a in attempts)
             if p.status in (S.FAILED, S.CANCELED) and settled:
                 assert not kept, (
                     p.id, p.status, "still charged at the provider",
@@ -258,8 +314,8 @@ class PaymentLifecycle(RuleBasedStateMachine):
     @invariant()
     def refunds_add_up(self):
         for p in self._payments():
-            refunds = p.refunds.all()
-            succeeded = refunds.filter(status=RefundStatus.SUCCEEDED).aggregate(
+            payment_refunds = p.refunds.all()
+            succeeded = payment_refunds.filter(status=RefundStatus.SUCCEEDED).aggregate(
                 total=Sum("amount"))["total"] or 0
             assert succeeded == p.amount_refunded, (p.id, succeeded, p.amount_refunded)
             if not p.amount_captured:
@@ -272,8 +328,8 @@ class PaymentLifecycle(RuleBasedStateMachine):
             assert charge.amount_refunded >= p.amount_refunded, (
                 p.id, charge.amount_refunded, p.amount_refunded)
             # Stripe answers refunds for good at once; Adyen's and Checkout.com's stay pending
-            # until `provider_confirms`: once none is in flight, every ledger must agree.
-            if not refunds.filter(status__in=IN_FLIGHT_REFUNDS).exists():
+            # until `providers_confirm`: once none is in flight, every ledger must agree.
+            if not payment_refunds.filter(status__in=IN_FLIGHT_REFUNDS).exists():
                 assert charge.amount_refunded == p.amount_refunded, (
                     p.id, attempt.provider_account.provider, "ledger refunded",
                     charge.amount_refunded, "switchyard refunded", p.amount_refunded)
@@ -304,5 +360,5 @@ def test_payment_lifecycle_invariants(settings):
     settings.PROVIDER_RETRY_BACKOFF_SECONDS = 0.001
     settings.PROVIDER_RETRY_BACKOFF_MAX_SECONDS = 0.002
     run_state_machine_as_test(PaymentLifecycle, settings=hsettings(
-        max_examples=40, stateful_step_count=25, deadline=None,
+        max_examples=50, stateful_step_count=30, deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]))
