@@ -92,9 +92,10 @@ def apply_lookup(attempt: PaymentAttempt, found: base.LookupResult, *, card: bas
                 return authorization.mark_approved(
                     payment, attempt, found.provider_reference,
                     captured=found.status == "captured", actor=actor, data=data)
-            # extra charge: reverse it below, outside this transaction
+            # extra charge: reverse it below, outside this transaction. The attempt stays due
+            # until it is reversed, so a worker dying in between cannot leave it charged.
             attempt.provider_reference = found.provider_reference
-            attempt.next_sync_at = None
+            attempt.next_sync_at = timezone.now() + dt.timedelta(seconds=CLAIM_SECONDS)
             attempt.save()
         else:
             attempt.status = (AttemptStatus.DECLINED if found.status == "declined"
@@ -161,6 +162,7 @@ def compensate(attempt: PaymentAttempt, found: base.LookupResult, *, actor: str)
                 "provider_reference": found.provider_reference, "amount": found.amount}
         if answer.kind == "approved":
             locked.status = AttemptStatus.REVERSED
+            locked.next_sync_at = None
             locked.save()
             sm.record_event(payment, "payment.duplicate_charge_reversed", actor=actor,
                             data=data)
@@ -196,14 +198,47 @@ def _reschedule(attempt: PaymentAttempt, *, reason: str) -> Payment:
 
 
 def sync_due(*, limit: int = 100) -> int:
-    """One pass of the periodic job: sync every due attempt; returns how many."""
+    """One pass of the periodic job: sync every due attempt, and resume payments whose
+    authorization loop stopped between two attempts; returns how many attempts."""
     ids = claim_due(limit=limit)
     for attempt_id in ids:
         try:
             attempt_sync(attempt_id)
         except Exception:  # one bad attempt must not stop the others; it is retried later
             logger.exception("status sync failed for attempt %s", attempt_id)
+    for payment_id in claim_stalled(limit=limit):
+        try:
+            resume(payment_id)
+        except Exception:
+            logger.exception("resuming payment %s failed", payment_id)
     return len(ids)
+
+
+def claim_stalled(*, limit: int = 100, now: dt.datetime | None = None) -> list[str]:
+    """Payments left `processing` between two attempts by a process that died: no attempt
+    or modification of theirs is in flight, and nothing changed for the grace period."""
+    now = now or timezone.now()
+    cutoff = now - dt.timedelta(seconds=settings.STATUS_SYNC_PENDING_GRACE_SECONDS)
+    in_flight = [AttemptStatus.PENDING, AttemptStatus.UNKNOWN]
+    with transaction.atomic():
+        stalled = list(
+            Payment.objects.select_for_update(skip_locked=True)
+            .filter(status=S.PROCESSING, updated_at__lt=cutoff)
+            .exclude(attempts__status__in=in_flight)
+            .exclude(modifications__status__in=["pending", "unknown"])
+            .values_list("id", flat=True)[:limit])
+        Payment.objects.filter(id__in=stalled).update(updated_at=now)  # claimed
+    return stalled
+
+
+def resume(payment_id: str, *, actor: str = ACTOR) -> Payment:
+    """Go on with the authorization loop of a stalled payment (next candidate, or fail)."""
+    payment = Payment.objects.select_related("payment_method").get(pk=payment_id)
+    card = card_for_provider(payment.payment_method)
+    with transaction.atomic():
+        sm.record_event(payment, "payment.resumed", actor=actor, data={})
+    payment, _ = authorization.authorize(payment, card, actor=actor)
+    return payment
 
 
 

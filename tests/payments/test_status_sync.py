@@ -259,3 +259,66 @@ def test_an_attempt_abandoned_by_a_dead_process_is_resolved(api, monkeypatch):
     assert payment.events.filter(type="payment.attempt_abandoned").count() == 1
     assert SandboxCharge.objects.filter(reference=attempt.id).count() == 1
     assert_consistent(payment)
+
+
+@pytest.mark.django_db
+def test_a_reversal_interrupted_by_a_dead_worker_is_retried(api, monkeypatch):
+    """The extra charge is found, then the worker dies before reversing it: the attempt stays
+    due, and the next pass reverses it."""
+    resp = pay(api, "4242424242424242", provider="stripe-sandbox")
+    payment = Payment.objects.get(pk=resp.json()["id"])
+    extra = _extra_charge(payment, "stripe-sandbox", capture=True)
+
+    def die(*args, **kwargs):
+        raise KeyboardInterrupt("worker killed")
+
+    monkeypatch.setattr(status_sync, "compensate", die)
+    with pytest.raises(KeyboardInterrupt):
+        status_sync.attempt_sync(extra.id)
+    monkeypatch.undo()
+    extra.refresh_from_db()
+    assert extra.status == "unknown" and extra.next_sync_at is not None
+    PaymentAttempt.objects.filter(pk=extra.pk).update(
+        next_sync_at=timezone.now() - dt.timedelta(seconds=1))
+    assert status_sync.sync_due() == 1
+    extra.refresh_from_db()
+    assert extra.status == "reversed"
+    charge = SandboxCharge.objects.get(reference=extra.id)
+    assert charge.amount_refunded == charge.amount_captured
+
+
+@pytest.mark.django_db
+def test_a_payment_stalled_between_attempts_is_resumed(api, monkeypatch, settings):
+    """The process dies after a failover was committed and before the next attempt row: the
+    payment is `processing` with nothing in flight; after the grace period it goes on."""
+    from django.core.management import call_command
+
+    from payments.services import authorization
+
+    call_command("sandbox_fault", "--provider", "stripe", "--outage", "on")
+    real_next = authorization._next_account
+    calls = {"n": 0}
+
+    def next_account_then_die(payment):
+        calls["n"] += 1
+        if calls["n"] == 3:  # after the failover from stripe was recorded
+            raise KeyboardInterrupt("process killed")
+        return real_next(payment)
+
+    monkeypatch.setattr(authorization, "_next_account", next_account_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        pay(api, "4242424242424242")
+    monkeypatch.setattr(authorization, "_next_account", real_next)
+    payment = Payment.objects.get()
+    assert payment.status == "processing"
+    assert [a.status for a in payment.attempts.all()] == ["failed"]
+
+    assert status_sync.claim_stalled() == []  # within the grace period
+    grace = dt.timedelta(seconds=settings.STATUS_SYNC_PENDING_GRACE_SECONDS + 1)
+    Payment.objects.filter(pk=payment.pk).update(updated_at=timezone.now() - grace)
+    status_sync.sync_due()
+    payment.refresh_from_db()
+    assert payment.status == "succeeded"
+    assert [(a.provider_account.name, a.status) for a in payment.attempts.all()] == [
+        ("stripe-sandbox", "failed"), ("adyen-sandbox", "captured")]
+    assert_consistent(payment)
