@@ -117,6 +117,9 @@ STATUS_SYNC_GIVE_UP_SECONDS = env.int("STATUS_SYNC_GIVE_UP_SECONDS", default=3 *
 # An attempt still pending this long after it was sent belongs to a process that died
 # mid-call: status sync treats its outcome as unknown. Longer than any live call can last.
 STATUS_SYNC_PENDING_GRACE_SECONDS = env.int("STATUS_SYNC_PENDING_GRACE_SECONDS", default=600)
+# Captures, voids and refunds a provider accepted but has not confirmed are looked up (where
+# the provider can tell) once they are this old, then on every sync pass after as long again.
+MODIFICATION_SYNC_AFTER_SECONDS = env.int("MODIFICATION_SYNC_AFTER_SECONDS", default=60)
 # Nudge a sync pass right after an unknown outcome (a task by name; a timer thread in the
 # embedded default). The periodic job does not depend on it.
 STATUS_SYNC_NUDGE = env.bool("STATUS_SYNC_NUDGE", default=True)

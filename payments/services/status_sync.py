@@ -211,6 +211,10 @@ def sync_due(*, limit: int = 100) -> int:
             resume(payment_id)
         except Exception:
             logger.exception("resuming payment %s failed", payment_id)
+    try:
+        sync_modifications(limit=limit)
+    except Exception:
+        logger.exception("syncing captures, voids and refunds failed")
     return len(ids)
 
 
@@ -269,3 +273,68 @@ def _sync_in_thread() -> None:
 
 
 SYNC_TASK = "switchyard.payments.sync_unknown_outcomes"
+
+
+# --- captures, voids and refunds that a provider accepted but has not confirmed ------------
+def sync_modifications(*, limit: int = 100, now: dt.datetime | None = None) -> int:
+    """Ask providers that can tell (an adapter with `lookup_modification`, e.g. Checkout.com's
+    actions list) about captures, voids and refunds still pending or unknown for a minute;
+    the others wait for the provider's webhook. Returns how many were settled."""
+    from payments.models import Modification, ModificationStatus, Refund, RefundStatus
+    from payments.services.modifications import modification_settle
+    from payments.services.refunds import refund_settle
+
+    now = now or timezone.now()
+    cutoff = now - dt.timedelta(seconds=settings.MODIFICATION_SYNC_AFTER_SECONDS)
+    settled = 0
+    with transaction.atomic():
+        mods = list(Modification.objects.select_for_update(skip_locked=True).filter(
+            status__in=[ModificationStatus.PENDING, ModificationStatus.UNKNOWN],
+            updated_at__lt=cutoff).select_related("attempt__provider_account")[:limit])
+        refunds = list(Refund.objects.select_for_update(skip_locked=True).filter(
+            status__in=[RefundStatus.PENDING, RefundStatus.UNRESOLVED],
+            updated_at__lt=cutoff)[:limit])
+        Modification.objects.filter(pk__in=[m.pk for m in mods]).update(updated_at=now)
+        Refund.objects.filter(pk__in=[r.pk for r in refunds]).update(updated_at=now)
+    for mod in mods:
+        answer = _ask(mod.attempt, mod.id, mod.kind, mod.amount, mod.provider_reference,
+                      unknown=mod.status == ModificationStatus.UNKNOWN)
+        if answer is not None:
+            modification_settle(modification=mod, succeeded=answer, actor=ACTOR)
+            settled += 1
+    for refund in refunds:
+        attempt = refund.payment.attempts.filter(status=AttemptStatus.CAPTURED).first()
+        if attempt is None:
+            continue
+        answer = _ask(attempt, refund.id, "refund", refund.amount, refund.provider_reference,
+                      unknown=refund.status == RefundStatus.UNRESOLVED)
+        if answer is not None:
+            refund_settle(refund=refund, succeeded=answer, actor=ACTOR,
+                          failure_code="" if answer else "refund_failed")
+            settled += 1
+    return settled
+
+
+def _ask(attempt: PaymentAttempt, reference: str, kind: str, amount: int,
+         provider_reference: str, *, unknown: bool) -> bool | None:
+    """True: done; False: provably not done; None: cannot tell yet."""
+    from providers.accounts import adapter_for
+
+    try:
+        adapter = adapter_for(attempt.provider_account)
+        lookup = getattr(adapter, "lookup_modification", None)
+        if lookup is None:
+            return None  # this provider tells by webhook only
+        result = lookup(base.ModificationRequest(
+            reference=reference, provider_reference=attempt.provider_reference, amount=amount,
+            currency=attempt.payment.currency))
+    except base.ProviderBadRequest:
+        return False  # the provider declined the capture, void or refund
+    except Exception:  # noqa: BLE001 - unreachable or unsure: ask again later
+        logger.info("could not confirm %s %s yet", kind, reference)
+        return None
+    if result is None:
+        # not listed: a request whose answer was lost never arrived; an accepted one may
+        # still be on its way
+        return False if unknown else None
+    return None if result.pending else True

@@ -322,3 +322,36 @@ def test_a_payment_stalled_between_attempts_is_resumed(api, monkeypatch, setting
     assert [(a.provider_account.name, a.status) for a in payment.attempts.all()] == [
         ("stripe-sandbox", "failed"), ("adyen-sandbox", "captured")]
     assert_consistent(payment)
+
+
+@pytest.mark.django_db
+def test_checkout_captures_and_refunds_are_confirmed_by_status_sync(api, settings):
+    from payments.models import Refund
+
+    settings.MODIFICATION_SYNC_AFTER_SECONDS = 0
+    resp = pay(api, "4242424242424242", provider="checkout-sandbox",
+               capture_method="manual")
+    pay_id = resp.json()["id"]
+    captured = api.post(f"/v1/payments/{pay_id}/capture", {"amount_to_capture": 800}).json()
+    assert captured["status"] == "processing"  # accepted, not confirmed
+    assert status_sync.sync_modifications() == 1
+    payment = Payment.objects.get(pk=pay_id)
+    assert (payment.status, payment.amount_captured) == ("succeeded", 800)
+
+    refund = api.post("/v1/refunds", {"payment": pay_id, "amount": 300}).json()
+    assert refund["status"] == "pending"
+    assert status_sync.sync_modifications() == 1
+    assert Refund.objects.get(pk=refund["id"]).status == "succeeded"
+    payment.refresh_from_db()
+    assert payment.amount_refunded == 300
+    assert_consistent(payment)
+
+
+@pytest.mark.django_db
+def test_adyen_modifications_wait_for_the_webhook(api, settings):
+    settings.MODIFICATION_SYNC_AFTER_SECONDS = 0
+    resp = pay(api, "4242424242424242", provider="adyen-sandbox", capture_method="manual")
+    pay_id = resp.json()["id"]
+    api.post(f"/v1/payments/{pay_id}/capture")
+    assert status_sync.sync_modifications() == 0  # Adyen has no lookup: still pending
+    assert Payment.objects.get(pk=pay_id).status == "processing"
