@@ -1,0 +1,57 @@
+"""The embedded default (what `make run` serves): SQLite, no Redis, Celery eager. Run in a
+subprocess so it really uses those settings, not the suite's Postgres and Redis."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SCRIPT = r'''
+import datetime as dt
+from django.conf import settings
+from django.utils import timezone
+from payments.models import PaymentAttempt
+from payments.services.merchants import merchant_create
+from payments.services.payment_methods import payment_method_create
+from payments.services.payments import payment_create
+from payments.services import status_sync
+from providers.models import SandboxCharge
+
+merchant, _, _ = merchant_create(name="Embedded")
+pm = payment_method_create(merchant=merchant, livemode=False, number="4000000000000408",
+                           exp_month=12, exp_year=2034)
+payment = payment_create(merchant=merchant, livemode=False, amount=700, currency="USD",
+                         payment_method=pm, confirm=True)
+print("after confirm:", payment.status)
+settings.SANDBOX_DROP_WINDOW_SECONDS = 0  # later: the network has recovered
+PaymentAttempt.objects.update(next_sync_at=timezone.now() - dt.timedelta(seconds=1))
+status_sync.sync_due()
+payment.refresh_from_db()
+print("after sync:", payment.status, SandboxCharge.objects.count())
+ok = payment_create(merchant=merchant, livemode=False, amount=700, currency="USD",
+                    payment_method=payment_method_create(
+                        merchant=merchant, livemode=False, number="4242424242424242",
+                        exp_month=12, exp_year=2034), confirm=True)
+print("approved:", ok.status)
+'''
+
+
+def test_embedded_default_runs_the_lifecycle_and_status_sync(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update({
+        "DJANGO_SETTINGS_MODULE": "settings.base",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'embedded.sqlite3'}",
+        "SECRET_KEY": "test-only", "FINGERPRINT_KEY": "test-only", "VAULT_ACTIVE_KEY": "k1",
+        "VAULT_KEYS": "k1=dGVzdC1vbmx5LXZhdWx0LWtleS1vbmUtMzJieXRlcyE=",
+        "STATUS_SYNC_NUDGE": "false",
+    })
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+                   cwd=ROOT, env=env, check=True, timeout=120)
+    result = subprocess.run([sys.executable, "manage.py", "shell", "-c", SCRIPT], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "after confirm: unresolved" in result.stdout
+    assert "after sync: succeeded 1" in result.stdout
+    assert "approved: succeeded" in result.stdout
