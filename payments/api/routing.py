@@ -24,7 +24,7 @@ from payments.api.fields import (
     UnixTimeField,
     constant,
 )
-from payments.api.pagination import check_params, paginate
+from payments.api.pagination import check_params
 from payments.api.serializers import ErrorOutput, StrictSerializer, list_output
 from payments.api.views import ERRORS, IDEMPOTENCY_HEADER, LIST_PARAMS, MerchantView
 from payments.errors import InvalidRequest
@@ -226,9 +226,7 @@ class RoutingRuleListView(MerchantView):
                               **GET_ERRORS})
     def get(self, request):
         check_params(request.query_params, {"limit", "starting_after"})
-        items, has_more = paginate(self.scoped(RoutingRule), request.query_params)
-        return Response({"object": "list", "has_more": has_more,
-                         "data": RoutingRuleOutput(items, many=True).data})
+        return self.list_response(self.scoped(RoutingRule), RoutingRuleOutput, request.query_params)
 
 
 class RoutingRuleDetailView(MerchantView):
@@ -290,9 +288,7 @@ class RetryRuleListView(MerchantView):
                               **GET_ERRORS})
     def get(self, request):
         check_params(request.query_params, {"limit", "starting_after"})
-        items, has_more = paginate(self.scoped(RetryRule), request.query_params)
-        return Response({"object": "list", "has_more": has_more,
-                         "data": RetryRuleOutput(items, many=True).data})
+        return self.list_response(self.scoped(RetryRule), RetryRuleOutput, request.query_params)
 
 
 class RetryRuleDetailView(MerchantView):

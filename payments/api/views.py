@@ -77,6 +77,12 @@ class MerchantView(APIView):
             raise ResourceMissing(f"No such {kind}: {object_id[:60]!r}")
         return obj
 
+    def list_response(self, queryset, serializer_class, params) -> Response:
+        """One page of `queryset` in the API's list envelope."""
+        items, has_more = paginate(queryset, params)
+        return Response({"object": "list", "has_more": has_more,
+                         "data": serializer_class(items, many=True).data})
+
     def idempotent(self, handler, request, *args, **kwargs) -> Response:
         """Run a POST handler under the request's Idempotency-Key, if it sent one."""
         key = request.headers.get("Idempotency-Key")
@@ -130,9 +136,7 @@ class PaymentMethodListView(MerchantView):
                               **ERRORS})
     def get(self, request):
         check_params(request.query_params, {"limit", "starting_after"})
-        items, has_more = paginate(self.scoped(PaymentMethod), request.query_params)
-        return Response({"object": "list", "has_more": has_more,
-                         "data": s.PaymentMethodOutput(items, many=True).data})
+        return self.list_response(self.scoped(PaymentMethod), s.PaymentMethodOutput, request.query_params)
 
 
 class PaymentMethodDetailView(MerchantView):
@@ -206,9 +210,7 @@ class PaymentListView(MerchantView):
                 if lookup == "lte":  # API times are whole seconds: include that whole second
                     moment += dt.timedelta(seconds=1) - dt.timedelta(microseconds=1)
                 qs = qs.filter(**{f"created_at__{lookup}": moment})
-        items, has_more = paginate(qs, params)
-        return Response({"object": "list", "has_more": has_more,
-                         "data": s.PaymentOutput(items, many=True).data})
+        return self.list_response(qs, s.PaymentOutput, params)
 
 
 class PaymentDetailView(MerchantView):
@@ -292,9 +294,7 @@ class RefundListView(MerchantView):
         qs = self.scoped(Refund)
         if "payment" in params:
             qs = qs.filter(payment_id=params["payment"])
-        items, has_more = paginate(qs, params)
-        return Response({"object": "list", "has_more": has_more,
-                         "data": s.RefundOutput(items, many=True).data})
+        return self.list_response(qs, s.RefundOutput, params)
 
 
 class RefundDetailView(MerchantView):
