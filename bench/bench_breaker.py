@@ -17,7 +17,7 @@ Rounds are interleaved so machine noise hits every variant alike.
 
     .venv/bin/python bench/bench_breaker.py [--calls 20] [--latency-ms 200] [--rounds 3]
 
-Uses Postgres database `switchyard_bench_breaker` on 127.0.0.1 (created if missing) and Redis
+Uses Postgres database `switchyard_bench_breaker` on 127.0.0.1 (dropped and created each run) and Redis
 db 13 unless DATABASE_URL / REDIS_URL say otherwise.
 """
 
@@ -25,35 +25,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import statistics
-import sys
 import threading
 import time
 import uuid
-from pathlib import Path
-from urllib.parse import urlparse
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("DATABASE_URL",
-                      "postgres://postgres@127.0.0.1:5432/switchyard_bench_breaker")
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/13")
-os.environ["DJANGO_SETTINGS_MODULE"] = "settings.test"
+import common
 
-
-def ensure_database() -> None:
-    import psycopg2
-
-    url = urlparse(os.environ["DATABASE_URL"])
-    name = url.path.lstrip("/")
-    conn = psycopg2.connect(dbname="postgres", user=url.username or "postgres",
-                            host=url.hostname or "127.0.0.1", port=url.port or 5432)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
-        if cur.fetchone() is None:
-            cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
+common.configure(database="switchyard_bench_breaker", redis_db=13)
 
 
 def main() -> None:
@@ -63,7 +42,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    ensure_database()
+    common.fresh_database()
     import django
 
     django.setup()

@@ -13,30 +13,14 @@ Redis db 14.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
 import time
 import uuid
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/switchyard_bench")
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/14")
-os.environ.setdefault("MERCHANT_RATE_LIMIT_PER_MINUTE", "10000000")
-os.environ.setdefault("ALLOWED_HOSTS", "testserver")
-os.environ["DJANGO_SETTINGS_MODULE"] = "settings.test"
+import common
 
-
-def ensure_database() -> None:
-    import psycopg2
-
-    conn = psycopg2.connect("dbname=postgres user=postgres host=127.0.0.1")
-    conn.autocommit = True
-    with conn.cursor() as cur:  # a fresh database every run: bench data is throwaway
-        cur.execute("DROP DATABASE IF EXISTS switchyard_bench")
-        cur.execute("CREATE DATABASE switchyard_bench")
-    conn.close()
+common.configure(database="switchyard_bench", redis_db=14,
+                 MERCHANT_RATE_LIMIT_PER_MINUTE="10000000", ALLOWED_HOSTS="testserver")
 
 
 def main() -> None:
@@ -45,7 +29,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
-    ensure_database()
+    common.fresh_database()
     import django
 
     django.setup()

@@ -21,43 +21,22 @@ Variants, each timed per decision over many iterations (median and p95):
 
     .venv/bin/python bench/bench_routing.py [--iterations 3000] [--rounds 3]
 
-Uses Postgres database `switchyard_bench_routing` on 127.0.0.1 (created if missing) and Redis
+Uses Postgres database `switchyard_bench_routing` on 127.0.0.1 (dropped and created each run) and Redis
 db 12 unless DATABASE_URL / REDIS_URL say otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
 import time
 import uuid
-from pathlib import Path
-from urllib.parse import urlparse
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("DATABASE_URL",
-                      "postgres://postgres@127.0.0.1:5432/switchyard_bench_routing")
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/12")
-os.environ["DJANGO_SETTINGS_MODULE"] = "settings.test"
+import common
+
+common.configure(database="switchyard_bench_routing", redis_db=12)
 
 RULES, ACCOUNTS, MATCH_AT = 200, 10, 196
-
-
-def ensure_database() -> None:
-    import psycopg2
-
-    url = urlparse(os.environ["DATABASE_URL"])
-    name = url.path.lstrip("/")
-    conn = psycopg2.connect(dbname="postgres", user=url.username or "postgres",
-                            host=url.hostname or "127.0.0.1", port=url.port or 5432)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
-        if cur.fetchone() is None:
-            cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
 
 
 def timed(fn, iterations: int) -> list[float]:
@@ -80,7 +59,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    ensure_database()
+    common.fresh_database()
     import django
 
     django.setup()
