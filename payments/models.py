@@ -290,3 +290,38 @@ class WebhookOutbox(models.Model):
     payload = models.JSONField()
     created_at = models.DateTimeField(auto_now_add=True)
     relayed_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+
+class ProviderWebhookEvent(models.Model):
+    """An event a provider sent by webhook, stored as soon as it is received and authentic,
+    applied afterwards (`payments.services.provider_events`). One row per account and
+    provider event: redeliveries of the same event find the row and change nothing."""
+
+    id = models.BigAutoField(primary_key=True)
+    account = models.ForeignKey("providers.ProviderAccount", on_delete=models.PROTECT,
+                                related_name="+")
+    event_id = models.CharField(max_length=200)
+    kind = models.CharField(max_length=16)  # authorization | capture | cancel | refund | …
+    success = models.BooleanField()
+    reference = models.CharField(max_length=128, blank=True, db_index=True)
+    provider_reference = models.CharField(max_length=128, blank=True)
+    operation_reference = models.CharField(max_length=128, blank=True)
+    amount = models.BigIntegerField(default=0)
+    currency = models.CharField(max_length=3, blank=True)
+    decline_code = models.CharField(max_length=64, blank=True)
+    reason = models.CharField(max_length=500, blank=True)
+    raw_type = models.CharField(max_length=64, blank=True)
+    received_at = models.DateTimeField(auto_now_add=True)
+    # set while the event waits to be applied; None once applied
+    next_try_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    tries = models.PositiveIntegerField(default=0)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=64, blank=True, help_text="What applying it did")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["account", "event_id"],
+                                               name="uniq_provider_event_per_account")]
+        ordering = ["-received_at"]
+
+    def __str__(self) -> str:
+        return f"{self.raw_type or self.kind} {self.reference} ({self.outcome or 'pending'})"

@@ -99,6 +99,38 @@ class LookupResult:
     decline_code: str = ""
 
 
+@dataclass(frozen=True)
+class ProviderEvent:
+    """One event a provider sent us by webhook, normalized (payments applies it).
+
+    kind: "authorization" (the result of an authorization), "capture", "cancel" (a void),
+    "refund", "release" (a cancel by our reference, Adyen's technical cancel) or "other"
+    (an event we record but do not act on). `reference` is our reference as the provider
+    echoes it: the attempt id for an authorization, our operation id for a modification.
+    """
+
+    event_id: str  # unique per account and event: duplicates of a delivery share it
+    kind: str
+    success: bool
+    reference: str
+    provider_reference: str = ""  # the payment's id at the provider
+    operation_reference: str = ""  # the capture's, void's or refund's id at the provider
+    amount: int = 0
+    currency: str = ""
+    reason: str = ""  # the provider's text: refusal reason, failure reason
+    decline_code: str = ""  # normalized (providers.outcomes) for a failed authorization
+    raw_type: str = ""  # the provider's own event name, e.g. AUTHORISATION
+
+
+class InvalidWebhook(Exception):
+    """A webhook delivery we must refuse: unreadable (400) or not authentic (401)."""
+
+    def __init__(self, message: str, *, status: int = 400):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
 class ProviderError(Exception):
     """Base of the adapter exception taxonomy."""
 
@@ -158,6 +190,10 @@ class Adapter(Protocol):
         an idempotent replay of it. Raises OutcomeUnknown when the provider cannot tell yet.
         """
         ...
+
+    # Optional: `release(request)` (Adyen) cancels whatever the provider holds under our
+    # reference, for an authorization whose outcome the provider cannot tell us; it is
+    # confirmed later by webhook (ProviderEvent kind "release").
 
     def probe(self) -> None:
         """A cheap authenticated call for the health probe; raises a ProviderError if the

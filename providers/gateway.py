@@ -28,7 +28,15 @@ from providers.resilience import limits, retry
 from providers.resilience.breaker import breaker_for
 
 logger = logging.getLogger(__name__)
-OPERATIONS = frozenset({"authorize", "capture", "cancel", "refund", "lookup"})
+OPERATIONS = frozenset({"authorize", "capture", "cancel", "refund", "lookup", "release"})
+
+
+def supports(account: ProviderAccount, operation: str) -> bool:
+    """Whether the account's adapter offers an optional operation (e.g. `release`)."""
+    try:
+        return callable(getattr(adapter_for(account), operation, None))
+    except Exception:  # a misconfigured account offers nothing; `call` says why
+        return False
 
 
 def call(account: ProviderAccount, operation: str, request: Any) -> Any:

@@ -143,6 +143,43 @@ class SandboxOperation(models.Model):
         return f"{self.provider} {self.kind} {self.provider_reference}"
 
 
+class SandboxWebhookEndpoint(models.Model):
+    """Where a sandbox sends the webhooks of one merchant account: the setting a real provider
+    keeps in its dashboard (Adyen: Customer Area → Webhooks, one or more per merchant account,
+    each with its own HMAC key). A `url` that is a bare path ("/provider_webhooks/acct_…") is
+    Switchyard's own app, reached in-process."""
+
+    provider = models.CharField(max_length=16)
+    merchant_account = models.CharField(max_length=80)
+    url = models.CharField(max_length=255)
+    hmac_key = models.CharField(max_length=128, help_text="hex; a sandbox-only test key")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["provider", "merchant_account", "url"],
+                                               name="uniq_sandbox_webhook_endpoint")]
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.merchant_account} → {self.url}"
+
+
+class SandboxNotification(models.Model):
+    """One webhook delivery a sandbox owes an endpoint, retried until it is acknowledged."""
+
+    endpoint = models.ForeignKey(SandboxWebhookEndpoint, on_delete=models.CASCADE,
+                                 related_name="notifications")
+    body = models.JSONField()
+    event_code = models.CharField(max_length=32)
+    created_at = models.DateTimeField(auto_now_add=True)
+    next_attempt_at = models.DateTimeField(db_index=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_status = models.CharField(max_length=64, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.event_code} → {self.endpoint.url}"
+
+
 class SandboxIdempotencyRecord(models.Model):
     """An idempotency key a sandbox has seen, with the response it will replay."""
 

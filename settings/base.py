@@ -116,6 +116,9 @@ STATUS_SYNC_REPEAT_SECONDS = env.int("STATUS_SYNC_REPEAT_SECONDS", default=6 * 3
 STATUS_SYNC_GIVE_UP_SECONDS = env.int("STATUS_SYNC_GIVE_UP_SECONDS", default=3 * 24 * 3600)
 # An attempt still pending this long after it was sent belongs to a process that died
 # mid-call: status sync treats its outcome as unknown. Longer than any live call can last.
+# After this many lookups that could not tell, a provider that can release an authorization by
+# our reference (Adyen's technical cancel) is asked to; its webhook then ends the attempt.
+STATUS_SYNC_RELEASE_AFTER_LOOKUPS = env.int("STATUS_SYNC_RELEASE_AFTER_LOOKUPS", default=2)
 STATUS_SYNC_PENDING_GRACE_SECONDS = env.int("STATUS_SYNC_PENDING_GRACE_SECONDS", default=600)
 # Captures, voids and refunds a provider accepted but has not confirmed are looked up (where
 # the provider can tell) once they are this old, then on every sync pass after as long again.
@@ -140,6 +143,9 @@ SANDBOX_HANG_SECONDS = env.float("SANDBOX_HANG_SECONDS", default=15.0)
 # 4000000000000408) drop too, so that immediate safe retries cannot resolve it and the payment
 # shows the unresolved path; later lookups and replays get the stored answer.
 SANDBOX_DROP_WINDOW_SECONDS = env.float("SANDBOX_DROP_WINDOW_SECONDS", default=5.0)
+# The in-process sandboxes deliver their webhooks this many seconds after the request that
+# caused them (a timer thread); the beat task delivers whatever that missed.
+SANDBOX_WEBHOOK_DELAY_SECONDS = env.float("SANDBOX_WEBHOOK_DELAY_SECONDS", default=1.0)
 
 # --- Provider resilience (providers/resilience): retries only where provably safe -----------
 PROVIDER_RETRY_MAX_ATTEMPTS = env.int("PROVIDER_RETRY_MAX_ATTEMPTS", default=3)

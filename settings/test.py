@@ -22,3 +22,4 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 SANDBOX_HANG_SECONDS = 2.0
 STATUS_SYNC_NUDGE = False  # tests run status sync explicitly
+SANDBOX_WEBHOOK_DELAY_SECONDS = None  # and deliver sandbox webhooks explicitly

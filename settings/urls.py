@@ -2,6 +2,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from payments.api import provider_webhooks
+
 urlpatterns = [
     path("v1/schema", SpectacularAPIView.as_view(authentication_classes=[],
                                                  permission_classes=[], throttle_classes=[]),
@@ -10,6 +12,8 @@ urlpatterns = [
                                                    permission_classes=[], throttle_classes=[]),
          name="docs"),
     path("v1/", include("payments.api.urls")),
+    path("provider_webhooks/<str:account_id>", provider_webhooks.receive,
+         name="provider-webhooks"),
     path("admin/", admin.site.urls),
     path("", include("ops.urls")),
 ]

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from payments.models import APIKey, Merchant
 from providers.models import SANDBOX_URL, ProviderAccount
+from providers.sandbox import webhooks as sandbox_webhooks
 from providers.sandbox.apps import SANDBOX_CREDENTIALS
 
 SANDBOX_ACCOUNTS = (("stripe-sandbox", "stripe"), ("adyen-sandbox", "adyen"),
@@ -63,6 +64,7 @@ def merchant_create(*, name: str) -> tuple[Merchant, str, str]:
         )
         account.set_credentials(SANDBOX_CREDENTIALS[provider])
         account.save()
+        sandbox_webhooks.connect_account(account)
     _, test_key = api_key_create(merchant=merchant, livemode=False)
     _, live_key = api_key_create(merchant=merchant, livemode=True)
     return merchant, test_key, live_key

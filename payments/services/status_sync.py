@@ -41,6 +41,9 @@ ACTOR = "status_sync"
 CLAIM_SECONDS = 120
 
 KEPT = (AttemptStatus.AUTHORIZED, AttemptStatus.CAPTURED)
+# error_code of an attempt that ended because the provider released (cancelled) whatever it
+# held under the attempt's reference
+RELEASED = "released"
 
 
 def claim_due(*, limit: int = 100, now: dt.datetime | None = None) -> list[str]:
@@ -73,19 +76,55 @@ def attempt_sync(attempt_id: str, *, actor: str = ACTOR) -> Payment:
     request = authorization.authorize_request(payment, attempt, card)
     answer = call_provider(attempt.provider_account, "lookup", request)
     if answer.kind != "approved":  # the lookup itself failed: ask again later
+        if attempt.sync_count + 1 >= settings.STATUS_SYNC_RELEASE_AFTER_LOOKUPS:
+            _request_release(attempt, request, actor=actor)
         return _reschedule(attempt, reason=answer.error.code if answer.error else "")
     return apply_lookup(attempt, answer.result, card=card, actor=actor)
 
 
+def _request_release(attempt: PaymentAttempt, request: base.AuthorizeRequest, *,
+                     actor: str) -> None:
+    """A provider that cannot say what became of an authorization (Adyen has no read
+    endpoint; its replay cannot tell a request that never arrived) may release instead:
+    cancel whatever it holds under our reference. Its webhook then proves that nothing stays
+    charged, and `apply_release` lets failover go on. The request is idempotent (keyed by
+    the attempt), so asking at every later lookup is safe; the event is recorded once."""
+    from providers import gateway
+
+    if not gateway.supports(attempt.provider_account, "release"):
+        return
+    answer = call_provider(attempt.provider_account, "release", request)
+    first = not attempt.payment.events.filter(type="payment.release_requested").exists()
+    if answer.kind == "approved" and first:
+        with transaction.atomic():
+            sm.record_event(attempt.payment, "payment.release_requested", actor=actor, data={
+                "attempt": attempt.id, "provider_reference": answer.result.provider_reference})
+
+
+def apply_release(attempt: PaymentAttempt, *, provider_reference: str = "",
+                  actor: str = ACTOR) -> Payment:
+    """The provider confirmed that nothing stays charged under the attempt's reference (an
+    authorization it held is cancelled, or there was none): the attempt is over without a
+    charge, and the payment goes on as after "no charge found"."""
+    payment = attempt.payment
+    return apply_lookup(attempt, base.LookupResult(found=False,
+                                                   provider_reference=provider_reference),
+                        card=card_for_provider(payment.payment_method), actor=actor,
+                        error_code=RELEASED)
+
+
 def apply_lookup(attempt: PaymentAttempt, found: base.LookupResult, *, card: base.Card,
-                 actor: str = ACTOR) -> Payment:
+                 actor: str = ACTOR, error_code: str = "") -> Payment:
+    """Apply the provider's answer about an unknown attempt (lookup, webhook or release);
+    `error_code` is kept on an attempt that ends without a charge."""
     charged = found.found and found.status in ("authorized", "captured")
     with transaction.atomic():
         payment = sm.lock_payment(attempt.payment_id)
         attempt = PaymentAttempt.objects.select_for_update().get(pk=attempt.pk)
         if attempt.status != AttemptStatus.UNKNOWN:
             return payment  # another worker (or a webhook) got there first
-        data = {"attempt": attempt.id, "lookup": found.status or "not_found"}
+        data = {"attempt": attempt.id,
+                "lookup": found.status or ("released" if error_code == RELEASED else "not_found")}
         if charged:
             other = payment.attempts.filter(status__in=KEPT).exclude(pk=attempt.pk).first()
             if other is None and payment.status == S.UNRESOLVED:
@@ -101,6 +140,8 @@ def apply_lookup(attempt: PaymentAttempt, found: base.LookupResult, *, card: bas
             attempt.status = (AttemptStatus.DECLINED if found.status == "declined"
                               else AttemptStatus.FAILED)
             attempt.decline_code = found.decline_code or attempt.decline_code
+            attempt.error_code = error_code or attempt.error_code
+            attempt.provider_reference = found.provider_reference or attempt.provider_reference
             attempt.next_sync_at = None
             attempt.save()
             if payment.status != S.UNRESOLVED:
@@ -198,8 +239,15 @@ def _reschedule(attempt: PaymentAttempt, *, reason: str) -> Payment:
 
 
 def sync_due(*, limit: int = 100) -> int:
-    """One pass of the periodic job: sync every due attempt, and resume payments whose
-    authorization loop stopped between two attempts; returns how many attempts."""
+    """One pass of the periodic job: apply the providers' webhook events, sync every due
+    attempt, and resume payments whose authorization loop stopped between two attempts;
+    returns how many attempts."""
+    from payments.services.provider_events import process_due
+
+    try:
+        process_due(limit=limit)  # first: a webhook may already have answered a lookup
+    except Exception:
+        logger.exception("applying provider webhook events failed")
     ids = claim_due(limit=limit)
     for attempt_id in ids:
         try:

@@ -38,6 +38,11 @@ Operations
   most one charge, thanks to the key) and returns found=True; this adapter never returns
   found=False. In the sandbox card 4000000000000606 times out on every delivery, so its
   lookup keeps raising OutcomeUnknown.
+- release: `POST cancels` with `paymentReference` = the attempt id and `reference` =
+  "<attempt id>-release" (Adyen's technical cancel, PROVIDERS.md 2.4): cancels whatever Adyen
+  holds under our reference. Status sync sends it when replays cannot tell what became of an
+  authorization; the TECHNICAL_CANCEL webhook (`success: "true"`) then proves that nothing
+  stays charged under that reference, and failover may go on.
 - probe: `POST paymentMethods` with `merchantAccount` (harmless, authenticated).
 - settlement_report(batch): `GET /reports/download/MerchantAccount/{merchantAccount}/
   settlement_detail_report_batch_{N}.csv`, parsed by header name (PROVIDERS.md 2.9),
@@ -122,6 +127,11 @@ class SettlementLine:
     raw_type: str
 
 
+def release_reference(reference: str) -> str:
+    """Our reference for the technical cancel of the authorization `reference`."""
+    return f"{reference}-release"
+
+
 def idempotency_key(reference: str) -> str:
     """Our reference as Adyen's Idempotency-Key (at most 64 characters, deterministic)."""
     if len(reference) <= MAX_IDEMPOTENCY_KEY:
@@ -181,6 +191,19 @@ class AdyenAdapter:
                                 decline_code=outcome.decline_code)
         raise OutcomeUnknown(f"Adyen has no final result yet (resultCode "
                              f"{data.get('resultCode')!r}).", raw_code=data.get("resultCode", ""))
+
+    def release(self, request: AuthorizeRequest) -> ModificationResult:
+        """Cancel whatever Adyen holds under our reference: `POST cancels` with
+        `paymentReference` = the attempt id (Adyen's "technical cancel", for a payment whose
+        pspReference we never learnt). Adyen answers 201 `received`; the TECHNICAL_CANCEL
+        webhook says whether it worked. Only an uncaptured authorisation can be cancelled."""
+        reference = release_reference(request.reference)
+        data = self._call("POST", "cancels", key=reference, json={
+            "merchantAccount": self.merchant_account, "paymentReference": request.reference,
+            "reference": reference})
+        if data.get("status") != "received" or not data.get("pspReference"):
+            raise OutcomeUnknown(f"Unexpected answer to cancels: status {data.get('status')!r}.")
+        return ModificationResult(provider_reference=data["pspReference"], pending=True)
 
     def probe(self) -> None:
         self._call("POST", "paymentMethods", json={"merchantAccount": self.merchant_account})

@@ -21,12 +21,23 @@ What it reproduces, for everything `providers.adyen.adapter` sends:
   captured. The holder-name trigger words of Adyen's test environment (`DECLINED`,
   `NOT_ENOUGH_BALANCE`, `CARD_EXPIRED`, `ERROR`, PROVIDERS.md 2.10) force those refusals.
 - Modifications answer 201 `{"status": "received", "pspReference": <modification psp>,
-  "paymentPspReference", "reference", ...}`: Adyen confirms them later by webhook (not
-  simulated yet). A partial capture releases the remainder. DEVIATION: real Adyen also
+  "paymentPspReference", "reference", ...}`: Adyen confirms them later by webhook (CAPTURE,
+  CANCELLATION, REFUND, below). A partial capture releases the remainder. DEVIATION: real Adyen also
   accepts (201) a modification that cannot succeed (refund of an uncaptured payment, capture
   after a cancel) and reports `success: "false"` in the webhook; until sandbox webhooks exist
   the sandbox refuses those synchronously with 422 (`errorCode "137"` for amounts, `"167"`
   for a payment that cannot be modified or is unknown).
+- `POST /v71/cancels` (cancel by our reference, "technical cancel"): `paymentReference` names
+  the payment by the reference we gave it. 201 `received`; the TECHNICAL_CANCEL webhook says
+  `success: "true"` when nothing stays held under the reference (an authorisation was
+  cancelled, it was declined or cancelled already, or ASSUMPTION: there is no payment with
+  that reference at all) and `"false"` for a captured payment (refund it instead).
+- Webhooks (PROVIDERS.md 2.8): AUTHORISATION for every processed `/payments` (card …0408's
+  too: the connection drops, the webhook still comes; none for …0606 and …0507, which are
+  never processed), CAPTURE, CANCELLATION, REFUND and TECHNICAL_CANCEL, one item per
+  delivery, each signed with the HMAC key of the endpoint it goes to
+  (`providers.sandbox.webhooks`: queued with the ledger change, delivered later, retried
+  until acknowledged).
 - Idempotency (PROVIDERS.md 2.5): the `Idempotency-Key` header (max 64 characters) makes a
   POST run once; later requests with the key get the stored response (echoing the
   `Idempotency-Key` header). Transient failures — the ones carrying the response header
@@ -56,8 +67,10 @@ from decimal import Decimal
 
 import iso4217
 
+from providers.adyen.webhooks import sign
 from providers.models import SandboxCharge, SandboxOperation
 from providers.sandbox import ledger
+from providers.sandbox import webhooks as sandbox_webhooks
 from providers.sandbox.apps import BASE_PATHS
 from providers.sandbox.wsgi import IdempotencyPolicy, Request, Response, idempotent, make_app
 
@@ -214,8 +227,40 @@ def _authorize(body: dict) -> Response:
     charge = authorization.charge
     if behaviour_number != number:  # a holder-name trigger: keep the real card's last4
         SandboxCharge.objects.filter(pk=charge.pk).update(card_last4=number[-4:])
-    return Response(200, _payment_response(charge),
-                    drop_connection=authorization.drop_connection)
+    response = _payment_response(charge)
+    if charge.status == "declined":
+        reason = response["refusalReason"]
+    else:
+        reason = f"{response['additionalData']['authCode']}:{number[-4:]}:{month}/{year}"
+    _notify(body["merchantAccount"], "AUTHORISATION", success=charge.status != "declined",
+            psp=charge.provider_reference, reference=reference, amount=value,
+            currency=currency, reason=reason, payment_method=charge.card_brand)
+    # A dropped connection (card …0408) loses the answer, not the charge nor its webhook.
+    return Response(200, response, drop_connection=authorization.drop_connection)
+
+
+# --- webhooks (PROVIDERS.md 2.8) ------------------------------------------------------------
+def _notify(merchant_account: str, event_code: str, *, success: bool, psp: str,
+            reference: str, amount: int | None = None, currency: str = "",
+            original: str = "", reason: str = "", payment_method: str = "") -> None:
+    """Queue a standard webhook for every endpoint of the merchant account, each item signed
+    with that endpoint's HMAC key."""
+    item = {"eventCode": event_code, "success": "true" if success else "false",
+            "pspReference": psp, "merchantAccountCode": merchant_account,
+            "merchantReference": reference, "eventDate": datetime.now(UTC).isoformat(),
+            "reason": reason}
+    if original:
+        item["originalReference"] = original
+    if amount is not None:
+        item["amount"] = {"value": amount, "currency": currency}
+    if payment_method:
+        item["paymentMethod"] = payment_method
+
+    def body_for(endpoint) -> dict:
+        signed = {**item, "additionalData": {"hmacSignature": sign(item, endpoint.hmac_key)}}
+        return {"live": "false", "notificationItems": [{"NotificationRequestItem": signed}]}
+
+    sandbox_webhooks.queue(PROVIDER, merchant_account, event_code, body_for)
 
 
 def _brand(number: str) -> str:
@@ -250,6 +295,7 @@ def _payment_response(charge: SandboxCharge) -> dict:
 
 # --- modifications ------------------------------------------------------------------------
 _KINDS = {"captures": "capture", "cancels": "cancel", "refunds": "refund"}
+EVENT_CODES = {"capture": "CAPTURE", "cancel": "CANCELLATION", "refund": "REFUND"}
 
 
 def modification(request: Request, psp: str, action: str) -> Response:
@@ -283,7 +329,44 @@ def _modify(body: dict, psp: str, kind: str) -> Response:
                 "status": "received"}
     if kind != "cancel":
         response["amount"] = {"currency": operation.charge.currency, "value": operation.amount}
+    _notify(body["merchantAccount"], EVENT_CODES[kind], success=True,
+            psp=operation.provider_reference, original=psp,
+            reference=reference or operation.charge.reference, amount=operation.amount,
+            currency=operation.charge.currency)
     return Response(201, response)
+
+
+# --- /cancels: cancel by our reference ("technical cancel", PROVIDERS.md 2.3-2.4) -----------
+def technical_cancel(request: Request) -> Response:
+    body = _body(request)
+    if isinstance(body, Response):
+        return body
+    return _keyed(request, lambda: _technical_cancel(body))
+
+
+def _technical_cancel(body: dict) -> Response:
+    payment_reference = body.get("paymentReference")
+    if not isinstance(payment_reference, str) or not payment_reference:
+        return service_error(422, "130", "Required field 'paymentReference' is not provided.")
+    reference = str(body.get("reference") or "")
+    charges = ledger.find_by_reference(PROVIDER, payment_reference)
+    charge = charges[0] if charges else None
+    psp, original, success, reason = _psp(), "", True, ""
+    if charge is not None:
+        original = charge.provider_reference
+        if charge.status == "authorized":
+            psp = ledger.modify(PROVIDER, "cancel", original, amount=None,
+                                reference=reference).provider_reference
+        elif charge.status == "captured":
+            success, reason = False, "Transaction is already captured; refund it instead."
+        # declined or already canceled: nothing is held, the cancel succeeds trivially
+    # ASSUMPTION (unverified, PROVIDERS.md 6): with no payment under the reference at all,
+    # the technical cancel succeeds with nothing to cancel (no originalReference).
+    _notify(body["merchantAccount"], "TECHNICAL_CANCEL", success=success, psp=psp,
+            original=original, reference=reference or payment_reference, reason=reason)
+    return Response(201, {"merchantAccount": body["merchantAccount"],
+                          "paymentReference": payment_reference, "pspReference": psp,
+                          "reference": reference, "status": "received"})
 
 
 # --- /paymentMethods ----------------------------------------------------------------------
@@ -384,6 +467,7 @@ app = make_app([
     ("POST", PREFIX + r"/payments", payments),
     ("POST", PREFIX + r"/payments/(?P<psp>[A-Za-z0-9]+)/(?P<action>captures|cancels|refunds)",
      modification),
+    ("POST", PREFIX + r"/cancels", technical_cancel),
     ("POST", PREFIX + r"/paymentMethods", payment_methods),
     ("GET", r"/reports/download/MerchantAccount/(?P<merchant>[^/]+)/"
             r"settlement_detail_report_batch_(?P<batch>\d+)\.csv", settlement_report),

@@ -10,6 +10,7 @@ from payments.models import Merchant
 from payments.money import parse_currency
 from providers.accounts import AccountError, fee_schedule_entry, validate_account
 from providers.models import PROVIDERS, SANDBOX_URL, ProviderAccount
+from providers.sandbox import webhooks as sandbox_webhooks
 from providers.sandbox.apps import SANDBOX_CREDENTIALS
 
 SETTINGS = (  # option → (model field, type)
@@ -165,3 +166,4 @@ class Command(BaseCommand):
         with transaction.atomic():
             account.set_credentials(credentials)
             account.save()
+            sandbox_webhooks.connect_account(account)  # in-process sandbox: webhooks to us

@@ -1,0 +1,127 @@
+"""Adyen standard webhooks (PROVIDERS.md 2.8): signature checks and parsing into
+`providers.base.ProviderEvent`s. Payments stores and applies them.
+
+- A delivery is a JSON batch `{"live": "true"|"false", "notificationItems":
+  [{"NotificationRequestItem": {...}}, ...]}`; every item is signed on its own.
+- Signature: base64(HMAC-SHA256(hex-decoded key, signing string)), where the signing string
+  joins `pspReference : originalReference : merchantAccountCode : merchantReference :
+  amount.value : amount.currency : eventCode : success` with ":" (empty for a missing value).
+  It sits in the item's `additionalData.hmacSignature` and is compared in constant time.
+  Several keys may be accepted at once (the current and the previous one, during rotation).
+- For a modification `pspReference` is the modification's id and `originalReference` the
+  payment's; `merchantReference` is the reference we sent with the request.
+- The receiver answers HTTP 200 with the body `[accepted]`, which old and new Adyen
+  integrations both take as an acknowledgement.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+
+from providers import outcomes
+from providers.base import InvalidWebhook, ProviderEvent
+
+ACCEPTED = "[accepted]"
+SIGNED_FIELDS = ("pspReference", "originalReference", "merchantAccountCode",
+                 "merchantReference", "value", "currency", "eventCode", "success")
+
+# Adyen eventCode → our event kind.
+KINDS = {
+    "AUTHORISATION": "authorization",
+    "CAPTURE": "capture",
+    "CAPTURE_FAILED": "capture",  # a capture the scheme rejected after a CAPTURE success
+    "CANCELLATION": "cancel",
+    "REFUND": "refund",
+    "REFUND_FAILED": "refund",  # a refund the scheme rejected after a REFUND success
+    "TECHNICAL_CANCEL": "release",
+}
+# Events that report a failure even when their `success` says "true".
+FAILURE_EVENTS = frozenset({"CAPTURE_FAILED", "REFUND_FAILED"})
+
+
+def signing_string(item: dict) -> str:
+    amount = item.get("amount") or {}
+    values = {**item, "value": amount.get("value", ""), "currency": amount.get("currency", "")}
+    return ":".join("" if values.get(name) is None else str(values.get(name))
+                    for name in SIGNED_FIELDS)
+
+
+def sign(item: dict, hex_key: str) -> str:
+    """The `hmacSignature` of a NotificationRequestItem under `hex_key`."""
+    try:
+        key = binascii.unhexlify(hex_key)
+    except (binascii.Error, ValueError):
+        raise ValueError("An Adyen HMAC key is hexadecimal.") from None
+    digest = hmac.new(key, signing_string(item).encode("utf-8"), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+def is_valid(item: dict, hex_keys: list[str]) -> bool:
+    given = str((item.get("additionalData") or {}).get("hmacSignature") or "")
+    if not given:
+        return False
+    for key in hex_keys:
+        try:
+            expected = sign(item, key)
+        except ValueError:
+            continue
+        if hmac.compare_digest(expected.encode(), given.encode()):
+            return True
+    return False
+
+
+def parse(body: bytes, *, hmac_keys: list[str], livemode: bool) -> list[ProviderEvent]:
+    """The events of one delivery, every item's signature checked; raises InvalidWebhook."""
+    keys = [k for k in hmac_keys if k]
+    if not keys:
+        raise InvalidWebhook("No HMAC key is configured for this Adyen account.", status=401)
+    try:
+        data = json.loads(body or b"")
+    except ValueError:
+        raise InvalidWebhook("The body is not JSON.") from None
+    items = data.get("notificationItems") if isinstance(data, dict) else None
+    if not isinstance(items, list) or not items:
+        raise InvalidWebhook("The body has no notificationItems.")
+    if str(data.get("live", "")).lower() != ("true" if livemode else "false"):
+        raise InvalidWebhook("The delivery's live flag does not match the account's mode.")
+    events = []
+    for wrapper in items:
+        item = wrapper.get("NotificationRequestItem") if isinstance(wrapper, dict) else None
+        if not isinstance(item, dict) or not item.get("eventCode") or not item.get(
+                "pspReference"):
+            raise InvalidWebhook("A notification item lacks eventCode or pspReference.")
+        if not is_valid(item, keys):
+            raise InvalidWebhook("A notification item's HMAC signature does not verify.",
+                                 status=401)
+        events.append(_event(item))
+    return events
+
+
+def _event(item: dict) -> ProviderEvent:
+    code = str(item["eventCode"])
+    success = str(item.get("success", "")).lower() == "true" and code not in FAILURE_EVENTS
+    amount = item.get("amount") or {}
+    value = amount.get("value")
+    kind = KINDS.get(code, "other")
+    psp = str(item["pspReference"])
+    original = str(item.get("originalReference") or "")
+    if kind == "authorization":  # the payment itself: no modification id
+        payment_psp, operation_psp = psp, ""
+    else:
+        payment_psp, operation_psp = original, psp
+    decline_code = ""
+    if kind == "authorization" and not success:  # `reason` is the refusalReason text
+        decline_code = outcomes.classify_decline("adyen", "", text=str(item.get("reason") or "")
+                                                 ).decline_code or ""
+    return ProviderEvent(
+        decline_code=decline_code, event_id=f"{code}:{psp}:{'true' if success else 'false'}",
+        kind=kind, success=success,
+        reference=str(item.get("merchantReference") or ""),
+        provider_reference=payment_psp, operation_reference=operation_psp,
+        amount=value if isinstance(value, int) and not isinstance(value, bool) else 0,
+        currency=str(amount.get("currency") or ""),
+        reason=str(item.get("reason") or "")[:500], raw_type=code)

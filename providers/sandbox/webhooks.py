@@ -1,0 +1,147 @@
+"""Sandbox webhooks: the sandboxes tell Switchyard what happened, later, as real providers do.
+
+A sandbox queues a `SandboxNotification` for every endpoint configured for the merchant
+account (`register`), signed with that endpoint's key, in the same request that changes its
+ledger. `deliver_due` POSTs what is due and retries failures with back-off, as the providers
+do for days. Who calls it:
+- tests, explicitly: the webhook arrives exactly when the test says;
+- the embedded default and any process using the in-process sandboxes: a timer thread
+  SANDBOX_WEBHOOK_DELAY_SECONDS after the request (None turns it off);
+- the Celery beat task `switchyard.providers.deliver_sandbox_webhooks`, as a safety net.
+
+An endpoint URL that is a bare path ("/provider_webhooks/acct_…") is Switchyard's own app,
+reached in-process through httpx.WSGITransport; any other URL is sent over HTTP.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+import threading
+from collections.abc import Callable
+
+import httpx
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from providers.models import SandboxNotification, SandboxWebhookEndpoint
+
+logger = logging.getLogger(__name__)
+IN_PROCESS_HOST = "http://localhost"
+# seconds before retry N (then the last one, repeated): providers retry quickly, then slowly
+RETRY_SCHEDULE = [10, 60, 300, 1800, 7200]
+TIMEOUT_SECONDS = 10.0  # Adyen wants an answer within 10 s
+
+
+def new_hmac_key() -> str:
+    """A random 32-byte HMAC key, hex-encoded (the form Adyen's Customer Area shows)."""
+    return secrets.token_hex(32)
+
+
+def register(provider: str, merchant_account: str, url: str, hmac_key: str) -> None:
+    """Configure (or re-key) where `provider`'s sandbox sends `merchant_account`'s webhooks."""
+    SandboxWebhookEndpoint.objects.update_or_create(
+        provider=provider, merchant_account=merchant_account, url=url,
+        defaults={"hmac_key": hmac_key})
+
+
+def queue(provider: str, merchant_account: str, event_code: str,
+          body_for: Callable[[SandboxWebhookEndpoint], dict]) -> int:
+    """Queue one delivery per endpoint of the merchant account; `body_for(endpoint)` builds
+    the body signed with that endpoint's key. Returns how many were queued."""
+    endpoints = list(SandboxWebhookEndpoint.objects.filter(
+        provider=provider, merchant_account=merchant_account))
+    now = timezone.now()
+    SandboxNotification.objects.bulk_create([
+        SandboxNotification(endpoint=endpoint, body=body_for(endpoint), event_code=event_code,
+                            next_attempt_at=now) for endpoint in endpoints])
+    if endpoints:
+        transaction.on_commit(_schedule_delivery)
+    return len(endpoints)
+
+
+def deliver_due(*, limit: int = 100, now: dt.datetime | None = None) -> int:
+    """Send every due notification once; returns how many were acknowledged (2xx)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        due = list(SandboxNotification.objects.select_for_update(skip_locked=True)
+                   .filter(delivered_at__isnull=True, next_attempt_at__lte=now)
+                   .select_related("endpoint").order_by("id")[:limit])
+        # claimed: another deliverer will not send them while these are in flight
+        SandboxNotification.objects.filter(pk__in=[n.pk for n in due]).update(
+            next_attempt_at=now + dt.timedelta(seconds=TIMEOUT_SECONDS * 3))
+    delivered = 0
+    for notification in due:
+        status = _post(notification.endpoint.url, notification.body)
+        notification.attempts += 1
+        notification.last_status = status
+        if status.startswith("2"):
+            notification.delivered_at = timezone.now()
+            delivered += 1
+        else:
+            wait = RETRY_SCHEDULE[min(notification.attempts, len(RETRY_SCHEDULE)) - 1]
+            notification.next_attempt_at = timezone.now() + dt.timedelta(seconds=wait)
+            logger.info("sandbox webhook %s to %s failed (%s); retry in %ss",
+                        notification.event_code, notification.endpoint.url, status, wait)
+        notification.save()
+    return delivered
+
+
+def _post(url: str, body: dict) -> str:
+    """POST one delivery; the HTTP status as text, or the transport error's name."""
+    try:
+        if url.startswith("/"):
+            from django.core.wsgi import get_wsgi_application
+
+            transport = httpx.WSGITransport(app=get_wsgi_application())
+            with httpx.Client(transport=transport, base_url=IN_PROCESS_HOST) as client:
+                response = client.post(url, json=body)
+        else:
+            with httpx.Client(timeout=TIMEOUT_SECONDS) as client:
+                response = client.post(url, json=body)
+    except httpx.HTTPError as exc:
+        return type(exc).__name__
+    return str(response.status_code)
+
+
+def _schedule_delivery() -> None:
+    delay = settings.SANDBOX_WEBHOOK_DELAY_SECONDS
+    if delay is None:
+        return
+    timer = threading.Timer(delay, _deliver_in_thread)
+    timer.daemon = True
+    timer.start()
+
+
+def _deliver_in_thread() -> None:
+    from django.db import connection
+
+    try:
+        deliver_due()
+    except Exception:  # the beat task or the next delivery retries
+        logger.exception("sandbox webhook delivery failed")
+    finally:
+        connection.close()
+
+
+def connect_account(account) -> None:
+    """Set up webhooks between an in-process sandbox account and Switchyard, as an operator
+    does in a real provider's dashboard: an HMAC key in the account's credentials, and the
+    sandbox's endpoint for its merchant account pointing at `/provider_webhooks/<account id>`.
+    Only Adyen's sandbox sends webhooks so far; other accounts are left as they are."""
+    if account.provider != "adyen" or not account.is_sandbox:
+        return
+    from providers.sandbox.apps import SANDBOX_CREDENTIALS
+
+    credentials = account.get_credentials()
+    if credentials.get("merchant_account") in (
+            None, "", SANDBOX_CREDENTIALS["adyen"]["merchant_account"]):
+        # its own merchant account in the sandbox, so its webhooks go to it alone
+        credentials["merchant_account"] = f"SwitchyardSandbox-{account.id}"
+    credentials.setdefault("hmac_key", new_hmac_key())
+    account.set_credentials(credentials)
+    account.save()
+    register(account.provider, credentials["merchant_account"],
+             f"/provider_webhooks/{account.id}", credentials["hmac_key"])

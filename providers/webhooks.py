@@ -1,0 +1,51 @@
+"""Receiving provider webhooks: which parser reads a provider's deliveries, and how the
+delivery is authenticated. Payments stores and applies the resulting `ProviderEvent`s.
+
+Credentials that matter here, per account (encrypted with the others):
+- adyen: `hmac_key` (hex, from the Customer Area webhook settings), optionally
+  `hmac_key_previous` (still accepted during a rotation) and `webhook_username` /
+  `webhook_password` (the Basic auth Adyen sends, checked when set).
+Stripe and Checkout.com deliveries are not received yet: their status comes from lookups.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+from collections.abc import Mapping
+
+from providers.adyen import webhooks as adyen
+from providers.base import InvalidWebhook, ProviderEvent
+
+RECEIVERS = {"adyen"}
+ACKNOWLEDGEMENTS = {"adyen": adyen.ACCEPTED}
+
+
+def parse(*, provider: str, livemode: bool, credentials: Mapping[str, str], body: bytes,
+          headers: Mapping[str, str]) -> list[ProviderEvent]:
+    """The authentic events of one delivery; raises InvalidWebhook (400 or 401)."""
+    if provider not in RECEIVERS:
+        raise InvalidWebhook(f"Webhooks from {provider} are not received.", status=404)
+    _check_basic_auth(credentials, headers.get("authorization", ""))
+    return adyen.parse(body, livemode=livemode, hmac_keys=[
+        credentials.get("hmac_key", ""), credentials.get("hmac_key_previous", "")])
+
+
+def acknowledgement(provider: str) -> str:
+    return ACKNOWLEDGEMENTS.get(provider, "")
+
+
+def _check_basic_auth(credentials: Mapping[str, str], header: str) -> None:
+    username = credentials.get("webhook_username", "")
+    password = credentials.get("webhook_password", "")
+    if not username and not password:
+        return
+    given = b""
+    if header.startswith("Basic "):
+        try:
+            given = base64.b64decode(header[6:], validate=True)
+        except (binascii.Error, ValueError):
+            given = b""
+    if not hmac.compare_digest(given, f"{username}:{password}".encode()):
+        raise InvalidWebhook("Wrong or missing Basic credentials.", status=401)

@@ -1,0 +1,332 @@
+"""Provider webhooks end to end: the Adyen sandbox sends signed webhooks to
+`/provider_webhooks/<account>`, Switchyard stores and applies them.
+
+They settle what Adyen confirms only by webhook (captures, voids, refunds), resolve unknown
+authorizations (AUTHORISATION), and prove "no charge" through a technical cancel by our
+reference (TECHNICAL_CANCEL), which lets failover go on."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from rest_framework.test import APIClient
+
+from payments.models import Payment, PaymentAttempt, ProviderWebhookEvent, Refund
+from payments.services import provider_events, status_sync
+from providers.adyen.webhooks import sign
+from providers.models import ProviderAccount, SandboxCharge, SandboxNotification
+from providers.sandbox import webhooks as sandbox_webhooks
+from tests.conftest import make_card
+
+
+def pay(api, number, **fields):
+    return api.post("/v1/payments", {"amount": 1050, "currency": "EUR", "confirm": True,
+                                     "payment_method": make_card(api, number), **fields})
+
+
+def deliver() -> int:
+    """Time passes: the sandbox delivers its webhooks and the worker applies them.
+
+    A delivery is a real in-process WSGI request, which ends by closing the database
+    connection as every request does: tests that deliver commit for real
+    (`transaction=True`)."""
+    delivered = sandbox_webhooks.deliver_due()
+    provider_events.process_due()
+    return delivered
+
+
+def adyen(merchant) -> ProviderAccount:
+    return ProviderAccount.objects.get(merchant=merchant, name="adyen-sandbox")
+
+
+def item(account: ProviderAccount, **fields) -> dict:
+    """A NotificationRequestItem signed with the account's key."""
+    credentials = account.get_credentials()
+    body = {"eventCode": "AUTHORISATION", "success": "true", "pspReference": "PSP0000000000001",
+            "merchantAccountCode": credentials["merchant_account"],
+            "merchantReference": "att_unknown", "amount": {"value": 1050, "currency": "EUR"},
+            **fields}
+    return {**body, "additionalData": {"hmacSignature": sign(body, credentials["hmac_key"])}}
+
+
+def post(account: ProviderAccount, *items: dict, live: str = "false", **headers):
+    body = {"live": live, "notificationItems": [{"NotificationRequestItem": i} for i in items]}
+    return APIClient().post(f"/provider_webhooks/{account.id}", json.dumps(body),
+                            content_type="application/json", **headers)
+
+
+# --- unknown authorizations -------------------------------------------------------------------
+@pytest.mark.django_db(transaction=True)
+def test_commit_then_drop_is_resolved_by_the_authorisation_webhook(api):
+    resp = pay(api, "4000000000000408", provider="adyen-sandbox")
+    assert resp.status_code == 202 and resp.json()["status"] == "unresolved"
+    assert deliver() == 1
+    payment = Payment.objects.get(pk=resp.json()["id"])
+    assert payment.status == "succeeded" and payment.amount_captured == 1050
+    [attempt] = payment.attempts.all()
+    charge = SandboxCharge.objects.get(reference=attempt.id)
+    assert attempt.status == "captured" and attempt.provider_reference == \
+        charge.provider_reference
+    assert attempt.next_sync_at is None  # no lookup needed any more
+    event = ProviderWebhookEvent.objects.get()
+    assert (event.raw_type, event.outcome) == ("AUTHORISATION", "applied")
+    assert payment.events.filter(actor="provider_webhook").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_timeout_before_commit_is_released_and_then_fails_when_pinned(api):
+    resp = pay(api, "4000000000000606", provider="adyen-sandbox")
+    attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
+    assert attempt.status == "unknown"
+    assert deliver() == 0  # never processed: Adyen sends nothing
+    status_sync.attempt_sync(attempt.id)  # the replay cannot tell
+    payment = Payment.objects.get(pk=attempt.payment_id)
+    assert not payment.events.filter(type="payment.release_requested").exists()
+    status_sync.attempt_sync(attempt.id)  # still cannot tell: release by our reference
+    assert payment.events.filter(type="payment.release_requested").count() == 1
+    assert payment.__class__.objects.get(pk=payment.pk).status == "unresolved"
+    assert deliver() == 1  # TECHNICAL_CANCEL
+    payment.refresh_from_db()
+    attempt.refresh_from_db()
+    assert payment.status == "failed"
+    assert (attempt.status, attempt.error_code) == ("failed", status_sync.RELEASED)
+    assert SandboxCharge.objects.filter(reference=attempt.id).count() == 0
+    assert ProviderWebhookEvent.objects.get().raw_type == "TECHNICAL_CANCEL"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_after_a_release_failover_goes_on_within_the_budget(api, merchant):
+    adyen(merchant).__class__.objects.filter(pk=adyen(merchant).pk).update(priority=1)
+    resp = pay(api, "4000000000000606")  # adyen first now, unpinned
+    attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
+    assert attempt.provider_account.provider == "adyen"
+    status_sync.attempt_sync(attempt.id)
+    status_sync.attempt_sync(attempt.id)
+    deliver()
+    payment = Payment.objects.get(pk=attempt.payment_id)
+    # adyen holds nothing, so the next provider was tried (the card times out there too)
+    assert [(a.provider_account.provider, a.status) for a in payment.attempts.all()] == [
+        ("adyen", "failed"), ("stripe", "unknown")]
+    assert payment.status == "unresolved"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_release_cancels_an_authorisation_the_replays_could_not_see(api, merchant):
+    """If Adyen did authorise under our reference, the technical cancel voids it: the
+    customer keeps no hold, and the payment goes on as not charged."""
+    resp = pay(api, "4000000000000606", provider="adyen-sandbox", capture_method="manual")
+    attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
+    charge = SandboxCharge.objects.create(  # what Adyen recorded but we never heard of
+        provider="adyen", provider_reference="HIDDENAUTH000001", reference=attempt.id,
+        amount=1050, currency="EUR", status="authorized")
+    SandboxNotification.objects.all().delete()
+    status_sync.attempt_sync(attempt.id)
+    status_sync.attempt_sync(attempt.id)
+    deliver()
+    charge.refresh_from_db()
+    attempt.refresh_from_db()
+    assert charge.status == "canceled"
+    assert attempt.status == "failed" and attempt.provider_reference == "HIDDENAUTH000001"
+    assert Payment.objects.get(pk=attempt.payment_id).status == "failed"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_release_keeps_the_attempt_unknown(api):
+    resp = pay(api, "4000000000000606", provider="adyen-sandbox")  # automatic capture
+    attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
+    SandboxCharge.objects.create(provider="adyen", provider_reference="HIDDENCAPT000001",
+                                 reference=attempt.id, amount=1050, currency="EUR",
+                                 status="captured", amount_captured=1050)
+    status_sync.attempt_sync(attempt.id)
+    status_sync.attempt_sync(attempt.id)
+    deliver()
+    attempt.refresh_from_db()
+    payment = Payment.objects.get(pk=attempt.payment_id)
+    assert attempt.status == "unknown" and payment.status == "unresolved"
+    assert payment.events.filter(type="payment.release_failed").count() == 1
+    assert ProviderWebhookEvent.objects.get().outcome == "release_failed"
+
+
+# --- captures, voids, refunds -----------------------------------------------------------------
+@pytest.mark.django_db(transaction=True)
+def test_capture_and_refund_are_settled_by_webhooks(api):
+    resp = pay(api, "4242424242424242", provider="adyen-sandbox", capture_method="manual")
+    pay_id = resp.json()["id"]
+    deliver()  # AUTHORISATION for an attempt we already know: nothing changes
+    assert ProviderWebhookEvent.objects.get().outcome == "already_known"
+    assert api.post(f"/v1/payments/{pay_id}/capture", {"amount_to_capture": 800}).json()[
+        "status"] == \
+        "processing"
+    deliver()
+    payment = Payment.objects.get(pk=pay_id)
+    assert payment.status == "succeeded" and payment.amount_captured == 800
+    capture = payment.modifications.get()
+    assert capture.status == "succeeded" and capture.provider_reference
+    refund = api.post("/v1/refunds", {"payment": pay_id, "amount": 300}).json()
+    assert refund["status"] == "pending"
+    deliver()
+    assert Refund.objects.get(pk=refund["id"]).status == "succeeded"
+    assert api.get(f"/v1/refunds/{refund['id']}").json()["status"] == "succeeded"
+    payment.refresh_from_db()
+    assert payment.amount_refunded == 300
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_void_is_settled_by_the_cancellation_webhook(api):
+    resp = pay(api, "4242424242424242", provider="adyen-sandbox", capture_method="manual")
+    pay_id = resp.json()["id"]
+    assert api.post(f"/v1/payments/{pay_id}/cancel").json()["status"] == "processing"
+    deliver()
+    assert Payment.objects.get(pk=pay_id).status == "canceled"
+
+
+@pytest.mark.django_db
+def test_a_failed_capture_webhook_returns_the_payment_to_requires_capture(api, merchant):
+    resp = pay(api, "4242424242424242", provider="adyen-sandbox", capture_method="manual")
+    pay_id = resp.json()["id"]
+    api.post(f"/v1/payments/{pay_id}/capture")
+    capture = Payment.objects.get(pk=pay_id).modifications.get()
+    SandboxNotification.objects.all().delete()  # Adyen's own word is replaced by ours below
+    assert post(adyen(merchant), item(adyen(merchant), eventCode="CAPTURE", success="false",
+                                      pspReference=capture.provider_reference,
+                                      originalReference="X", merchantReference=capture.id,
+                                      reason="Insufficient balance")).status_code == 200
+    provider_events.process_due()
+    payment = Payment.objects.get(pk=pay_id)
+    assert payment.status == "requires_capture"
+    assert payment.last_error["code"] == "capture_failed"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_event_before_our_answer_waits_for_it(api, merchant):
+    resp = pay(api, "4242424242424242", provider="adyen-sandbox")
+    attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
+    PaymentAttempt.objects.filter(pk=attempt.pk).update(status="pending")  # still in flight
+    deliver()
+    event = ProviderWebhookEvent.objects.get()
+    assert event.processed_at is None and event.tries == 1 and event.next_try_at
+    PaymentAttempt.objects.filter(pk=attempt.pk).update(status="captured")  # answer arrives
+    ProviderWebhookEvent.objects.update(next_try_at=event.received_at)
+    provider_events.process_due()
+    event.refresh_from_db()
+    assert event.outcome == "already_known"
+
+
+@pytest.mark.django_db
+def test_an_event_contradicting_our_record_is_flagged_for_an_operator(api, merchant):
+    resp = pay(api, "4000000000000002", provider="adyen-sandbox")  # declined
+    assert resp.status_code == 402
+    attempt = PaymentAttempt.objects.get(payment_id=resp.json()["payment"]["id"])
+    SandboxNotification.objects.all().delete()
+    account = adyen(merchant)
+    post(account, item(account, merchantReference=attempt.id, pspReference="PSPAUTHORISED001"))
+    provider_events.process_due()
+    payment = Payment.objects.get(pk=attempt.payment_id)
+    assert payment.status == "failed" and payment.needs_operator
+    assert payment.events.filter(type="payment.provider_event_mismatch").count() == 1
+
+
+# --- the receiver ---------------------------------------------------------------------------
+@pytest.mark.django_db
+def test_a_delivery_is_stored_once_and_acknowledged(merchant):
+    account = adyen(merchant)
+    first = post(account, item(account))
+    assert first.status_code == 200 and first.content == b"[accepted]"
+    assert post(account, item(account)).status_code == 200  # a redelivery
+    assert ProviderWebhookEvent.objects.count() == 1
+    provider_events.process_due()
+    assert ProviderWebhookEvent.objects.get().outcome == "unknown_reference"
+
+
+@pytest.mark.django_db
+def test_a_batch_is_stored_whole(merchant):
+    account = adyen(merchant)
+    response = post(account, item(account), item(account, pspReference="PSP0000000000002"))
+    assert response.status_code == 200
+    assert ProviderWebhookEvent.objects.count() == 2
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("tamper", ["amount", "merchantReference", "success", "signature"])
+def test_a_tampered_item_is_refused_and_nothing_is_stored(merchant, tamper):
+    account = adyen(merchant)
+    good, bad = item(account), item(account, pspReference="PSP0000000000002")
+    if tamper == "amount":
+        bad["amount"] = {"value": 1, "currency": "EUR"}
+    elif tamper == "signature":
+        bad["additionalData"] = {"hmacSignature": sign(bad, "00" * 32)}
+    else:
+        bad[tamper] = "att_other" if tamper == "merchantReference" else "false"
+    response = post(account, good, bad)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "webhook_signature_invalid"
+    assert ProviderWebhookEvent.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_the_previous_key_is_accepted_during_a_rotation(merchant):
+    account = adyen(merchant)
+    signed_with_old = item(account)
+    credentials = account.get_credentials()
+    account.set_credentials({**credentials, "hmac_key": sandbox_webhooks.new_hmac_key(),
+                             "hmac_key_previous": credentials["hmac_key"]})
+    account.save()
+    assert post(account, signed_with_old).status_code == 200
+
+
+@pytest.mark.django_db
+def test_basic_credentials_are_checked_when_configured(merchant):
+    import base64
+
+    account = adyen(merchant)
+    account.set_credentials({**account.get_credentials(), "webhook_username": "adyen",
+                             "webhook_password": "s3cret-for-tests"})
+    account.save()
+    assert post(account, item(account)).status_code == 401
+    wrong = "Basic " + base64.b64encode(b"adyen:nope").decode()
+    assert post(account, item(account), HTTP_AUTHORIZATION=wrong).status_code == 401
+    right = "Basic " + base64.b64encode(b"adyen:s3cret-for-tests").decode()
+    assert post(account, item(account), HTTP_AUTHORIZATION=right).status_code == 200
+
+
+@pytest.mark.django_db
+def test_bad_deliveries_get_clear_errors(merchant):
+    account = adyen(merchant)
+    client = APIClient()
+    url = f"/provider_webhooks/{account.id}"
+    not_json = client.post(url, "nope", content_type="application/json")
+    assert not_json.status_code == 400 and not_json.json()["error"]["message"]
+    assert client.post(url, "{}", content_type="application/json").status_code == 400
+    assert post(account, item(account), live="true").status_code == 400  # a test account
+    assert client.get(url).status_code == 405
+    assert client.post("/provider_webhooks/acct_missing", "{}",
+                       content_type="application/json").status_code == 404
+    stripe = ProviderAccount.objects.get(merchant=merchant, name="stripe-sandbox")
+    assert post(stripe, item(account)).status_code == 404
+    no_key = ProviderAccount.objects.get(pk=account.pk)
+    no_key.set_credentials({k: v for k, v in account.get_credentials().items()
+                            if k != "hmac_key"})
+    no_key.save()
+    assert post(no_key, item(account)).status_code == 401
+    assert ProviderWebhookEvent.objects.count() == 0
+
+
+# --- the sandbox's deliveries ---------------------------------------------------------------
+@pytest.mark.django_db(transaction=True)
+def test_the_sandbox_retries_a_delivery_that_was_not_acknowledged(api, merchant):
+    account = adyen(merchant)
+    pay(api, "4242424242424242", provider="adyen-sandbox")
+    credentials = account.get_credentials()
+    account.set_credentials({**credentials, "hmac_key": sandbox_webhooks.new_hmac_key()})
+    account.save()  # keys out of step: our receiver refuses the signature
+    assert sandbox_webhooks.deliver_due() == 0
+    notification = SandboxNotification.objects.get()
+    assert notification.attempts == 1 and notification.last_status == "401"
+    assert notification.delivered_at is None and notification.next_attempt_at
+    account.set_credentials(credentials)
+    account.save()
+    assert sandbox_webhooks.deliver_due() == 0  # not due yet: back-off
+    SandboxNotification.objects.update(next_attempt_at=notification.created_at)
+    assert sandbox_webhooks.deliver_due() == 1
+    assert ProviderWebhookEvent.objects.count() == 1
