@@ -9,6 +9,7 @@ from payments.models import (
     PaymentAttempt,
     PaymentEvent,
     PaymentMethod,
+    ProviderWebhookEvent,
     Refund,
     WebhookOutbox,
 )
@@ -117,3 +118,14 @@ class RefundAdmin(ReadOnlyAdmin):
 class WebhookOutboxAdmin(ReadOnlyAdmin):
     list_display = ("event_id", "merchant", "type", "created_at", "relayed_at")
     list_filter = ("type",)
+
+
+@admin.register(ProviderWebhookEvent)
+class ProviderWebhookEventAdmin(ReadOnlyAdmin):
+    """What providers told us by webhook, and what applying it did (`outcome`); an event
+    still waiting has `next_try_at` set."""
+
+    list_display = ("id", "account", "raw_type", "success", "reference", "outcome",
+                    "received_at", "processed_at", "tries")
+    list_filter = ("kind", "outcome", "success")
+    search_fields = ("reference", "provider_reference", "operation_reference", "event_id")

@@ -39,6 +39,11 @@ app.conf.update(
             "schedule": 10.0,
             "options": {"expires": 9.0},
         },
+        "deliver-sandbox-webhooks": {
+            "task": "switchyard.providers.deliver_sandbox_webhooks",
+            "schedule": 5.0,
+            "options": {"expires": 4.5},
+        },
         "probe-provider-accounts": {
             "task": "switchyard.providers.probe_accounts",
             "schedule": 60.0,

@@ -6,8 +6,10 @@ any test card of API.md), confirm, capture (full, partial, too large, not positi
 refund (full, partial, too large, not positive), provider outages and soft-decline rates
 (`sandbox_fault`), a process dying just before or just after a provider call, status sync of
 unknown and abandoned (pending) attempts (sometimes after the dropped connections have
-recovered), and the providers' later confirmation of accepted or unknown captures, voids and
-refunds — against real Postgres, calling the services directly as the views do (amounts go
+recovered), the sandboxes' webhooks (Adyen's AUTHORISATION, CAPTURE, CANCELLATION, REFUND,
+TECHNICAL_CANCEL: delivered to `/provider_webhooks/…` and applied by the worker) and the
+providers' later confirmation of accepted or unknown captures, voids and refunds — against
+real Postgres, calling the services directly as the views do (amounts go
 through `money.parse_amount` first, like the API's). After every step it checks:
 
 - per payment: 0 ≤ amount_refunded ≤ amount_captured ≤ amount; the event log replays to the
@@ -20,7 +22,8 @@ through `money.parse_amount` first, like the API's). After every step it checks:
 - Switchyard and the provider ledger agree on what was authorized and captured.
 
 Each example gets a fresh merchant (fresh provider accounts, so fresh circuit breakers) and
-clean sandbox conditions; everything runs in the test's transaction (`db`).
+clean sandbox conditions. Webhook deliveries are real in-process requests, which close the
+database connection when they end, so the test commits for real (`transaction=True`).
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ from payments.models import (
     Refund,
     RefundStatus,
 )
-from payments.services import authorization, modifications, refunds, status_sync
+from payments.services import authorization, modifications, provider_events, refunds, status_sync
 from payments.services.merchants import merchant_create
 from payments.services.modifications import modification_settle, payment_cancel, payment_capture
 from payments.services.payment_methods import payment_method_create
@@ -66,6 +69,7 @@ from payments.services.provider_calls import call_provider
 from payments.services.refunds import refund_create, refund_settle
 from payments.state_machine import TERMINAL_PAYMENT_STATUSES, replay_events
 from providers.models import SandboxCharge, SandboxCondition, SandboxOperation
+from providers.sandbox import webhooks as sandbox_webhooks
 
 S = PaymentStatus
 A = AttemptStatus
@@ -249,6 +253,15 @@ class PaymentLifecycle(RuleBasedStateMachine):
             refund_settle(refund=refund, succeeded=done is not None, actor="webhook",
                           provider_reference=done.provider_reference if done else "")
 
+    @rule()
+    def provider_webhooks(self):
+        """Time passes: the sandboxes deliver their due webhooks, the worker applies them."""
+        sandbox_webhooks.deliver_due(limit=1000)
+        try:
+            provider_events.process_due(limit=1000)
+        except ProcessDied:
+            pass  # the events it had claimed wait for their claim to expire
+
     # --- status sync --------------------------------------------------------------------------
     def _sync(self, attempts, later: bool):
         """What the periodic job does with due attempts: unknown ones, and pending ones whose
@@ -353,7 +366,7 @@ class PaymentLifecycle(RuleBasedStateMachine):
                     p.id, charge.amount_captured, p.amount_captured)
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_payment_lifecycle_invariants(settings):
     # Only timing: the provider-retry backoff sleeps (up to 0.3 s per unknown outcome) would
     # dominate the run; every retry decision stays the same.

@@ -86,7 +86,9 @@ def test_not_charged_continues_failover_within_the_budget(api):
 
 
 @pytest.mark.django_db
-def test_adyen_cannot_prove_no_charge_so_it_asks_again(api):
+def test_adyen_replay_cannot_tell_so_it_asks_again(api):
+    """The replay of a request Adyen never processed times out again; the first lookups
+    just reschedule (a release by our reference comes later: test_provider_webhooks)."""
     attempt = unknown_attempt(pay(api, "4000000000000606", provider="adyen-sandbox"))
     payment = status_sync.attempt_sync(attempt.id)
     assert payment.status == "unresolved"

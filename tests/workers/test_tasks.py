@@ -18,3 +18,19 @@ def test_purge_task_deletes_only_expired_finished_keys(merchant, settings):
     assert purge_idempotency_keys.delay().get() == 1
     assert sorted(IdempotencyKey.objects.values_list("key", flat=True)) == [
         "new", "old-in-flight"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_beat_task_delivers_the_sandboxes_due_webhooks(api):
+    from payments.models import ProviderWebhookEvent
+    from tests.conftest import make_card
+    from workers.celery import app
+    from workers.tasks import deliver_sandbox_webhooks
+
+    api.post("/v1/payments", {"amount": 500, "currency": "EUR", "confirm": True,
+                              "provider": "adyen-sandbox",
+                              "payment_method": make_card(api, "4242424242424242")})
+    assert deliver_sandbox_webhooks.delay().get() == 1
+    assert ProviderWebhookEvent.objects.get().raw_type == "AUTHORISATION"
+    assert app.conf.beat_schedule["deliver-sandbox-webhooks"]["task"] == \
+        deliver_sandbox_webhooks.name
