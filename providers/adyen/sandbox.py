@@ -22,11 +22,11 @@ What it reproduces, for everything `providers.adyen.adapter` sends:
   `NOT_ENOUGH_BALANCE`, `CARD_EXPIRED`, `ERROR`, PROVIDERS.md 2.10) force those refusals.
 - Modifications answer 201 `{"status": "received", "pspReference": <modification psp>,
   "paymentPspReference", "reference", ...}`: Adyen confirms them later by webhook (CAPTURE,
-  CANCELLATION, REFUND, below). A partial capture releases the remainder. DEVIATION: real Adyen also
-  accepts (201) a modification that cannot succeed (refund of an uncaptured payment, capture
-  after a cancel) and reports `success: "false"` in the webhook; until sandbox webhooks exist
-  the sandbox refuses those synchronously with 422 (`errorCode "137"` for amounts, `"167"`
-  for a payment that cannot be modified or is unknown).
+  CANCELLATION, REFUND, below). A partial capture releases the remainder. Like Adyen, the
+  sandbox also accepts (201) a modification that cannot succeed (a refund of an uncaptured
+  payment, a capture after a cancel or above the authorised amount) and reports
+  `success: "false"` in its webhook. Only a malformed amount (422 `errorCode "137"`) or an
+  unknown pspReference (422 `"167"`) is refused at once.
 - `POST /v71/cancels` (cancel by our reference, "technical cancel"): `paymentReference` names
   the payment by the reference we gave it. 201 `received`; the TECHNICAL_CANCEL webhook says
   `success: "true"` when nothing stays held under the reference (an authorisation was
@@ -322,17 +322,29 @@ def _modify(body: dict, psp: str, kind: str) -> Response:
     except ledger.UnknownCharge:
         return service_error(422, "167", "Original pspReference required for this operation")
     except ledger.InvalidState as exc:
-        code = "137" if "exceed" in str(exc) else "167"
-        return service_error(422, code, str(exc))
+        # Adyen accepts the request and refuses it in the webhook ("success": "false")
+        charge = ledger.get_charge(PROVIDER, psp)
+        return _received(body, kind, psp=psp, operation_psp=_psp(),
+                         reference=reference or charge.reference,
+                         amount=charge.amount if amount is None else amount,
+                         currency=charge.currency, success=False, reason=str(exc))
+    return _received(body, kind, psp=psp, operation_psp=operation.provider_reference,
+                     reference=reference or operation.charge.reference,
+                     amount=operation.amount, currency=operation.charge.currency,
+                     success=True)
+
+
+def _received(body: dict, kind: str, *, psp: str, operation_psp: str, reference: str,
+              amount: int, currency: str, success: bool, reason: str = "") -> Response:
+    """201 `received`, and the webhook with the real result queued."""
+    _notify(body["merchantAccount"], EVENT_CODES[kind], success=success, psp=operation_psp,
+            original=psp, reference=reference, amount=amount, currency=currency,
+            reason=reason)
     response = {"merchantAccount": body["merchantAccount"], "paymentPspReference": psp,
-                "pspReference": operation.provider_reference, "reference": reference,
+                "pspReference": operation_psp, "reference": str(body.get("reference") or ""),
                 "status": "received"}
     if kind != "cancel":
-        response["amount"] = {"currency": operation.charge.currency, "value": operation.amount}
-    _notify(body["merchantAccount"], EVENT_CODES[kind], success=True,
-            psp=operation.provider_reference, original=psp,
-            reference=reference or operation.charge.reference, amount=operation.amount,
-            currency=operation.charge.currency)
+        response["amount"] = {"currency": currency, "value": amount}
     return Response(201, response)
 
 

@@ -91,6 +91,30 @@ def charges() -> list[SandboxCharge]:
     return list(SandboxCharge.objects.filter(provider="adyen").order_by("id"))
 
 
+@pytest.fixture
+def webhooks():
+    """The sandbox's webhook endpoint for our merchant account; returns a function giving the
+    queued items of one event code."""
+    from providers.models import SandboxNotification
+    from providers.sandbox import webhooks as sandbox_webhooks
+
+    sandbox_webhooks.register("adyen", CREDENTIALS["merchant_account"], "/provider_webhooks/x",
+                              "ab" * 32)
+
+    def items(event_code: str) -> list[dict]:
+        return [n.body["notificationItems"][0]["NotificationRequestItem"]
+                for n in SandboxNotification.objects.filter(event_code=event_code)
+                .order_by("id")]
+    return items
+
+
+def refused_in_webhook(result, items: list[dict], reason: str) -> None:
+    """Adyen accepted the modification (201, pending) and refused it in its webhook."""
+    assert result.pending
+    [item] = [i for i in items if i["pspReference"] == result.provider_reference]
+    assert item["success"] == "false" and reason in item["reason"]
+
+
 def wire() -> httpx.Client:
     """A raw client to the in-process sandbox, for wire-level checks."""
     return httpx.Client(base_url=SANDBOX_HOST, transport=SandboxTransport(sandbox.app))
@@ -318,7 +342,7 @@ def test_full_capture_is_pending_until_adyen_confirms():
     assert (charge.status, charge.amount_captured) == ("captured", 1050)
 
 
-def test_partial_capture_releases_the_remainder():
+def test_partial_capture_releases_the_remainder(webhooks):
     instance = adapter()
     auth = instance.authorize(make_request(amount=2000))
 
@@ -326,18 +350,20 @@ def test_partial_capture_releases_the_remainder():
 
     [charge] = charges()
     assert (charge.status, charge.amount_captured) == ("captured", 1500)
-    with pytest.raises(ProviderBadRequest):  # the rest was released: no second capture
-        instance.capture(modification(auth.provider_reference, 500))
+    # the rest was released: a second capture is accepted, then refused in the webhook
+    second = instance.capture(modification(auth.provider_reference, 500))
+    refused_in_webhook(second, webhooks("CAPTURE"), "cannot be captured")
+    charge.refresh_from_db()
+    assert charge.amount_captured == 1500
 
 
-def test_capture_above_the_authorised_amount_is_rejected():
+def test_capture_above_the_authorised_amount_is_refused_in_the_webhook(webhooks):
     instance = adapter()
     auth = instance.authorize(make_request(amount=1000))
 
-    with pytest.raises(ProviderBadRequest) as raised:
-        instance.capture(modification(auth.provider_reference, 1001))
+    result = instance.capture(modification(auth.provider_reference, 1001))
 
-    assert raised.value.raw_code == "137"
+    refused_in_webhook(result, webhooks("CAPTURE"), "exceeds")
     assert charges()[0].status == "authorized"
 
 
@@ -365,7 +391,7 @@ def test_modification_sends_adyens_wire_format():
         "merchantAccount": CREDENTIALS["merchant_account"], "reference": "void_1"}
 
 
-def test_cancel_voids_the_authorisation():
+def test_cancel_voids_the_authorisation(webhooks):
     instance = adapter()
     auth = instance.authorize(make_request())
 
@@ -373,9 +399,11 @@ def test_cancel_voids_the_authorisation():
 
     assert result.pending and result.provider_reference != auth.provider_reference
     assert charges()[0].status == "canceled"
-    with pytest.raises(ProviderBadRequest) as raised:
-        instance.capture(modification(auth.provider_reference, 1050))
-    assert raised.value.raw_code == "167"
+    [cancellation] = webhooks("CANCELLATION")
+    assert (cancellation["success"], cancellation["pspReference"]) == (
+        "true", result.provider_reference)
+    late = instance.capture(modification(auth.provider_reference, 1050))
+    refused_in_webhook(late, webhooks("CAPTURE"), "canceled")
 
 
 def test_full_refund():
@@ -391,30 +419,29 @@ def test_full_refund():
     assert operation.provider_reference == result.provider_reference
 
 
-def test_several_partial_refunds_never_exceed_the_capture():
+def test_several_partial_refunds_never_exceed_the_capture(webhooks):
     instance = adapter()
     auth = instance.authorize(make_request(capture=True, amount=1000))
 
     first = instance.refund(modification(auth.provider_reference, 300))
     second = instance.refund(modification(auth.provider_reference, 600))
-    with pytest.raises(ProviderBadRequest) as raised:
-        instance.refund(modification(auth.provider_reference, 101))
+    third = instance.refund(modification(auth.provider_reference, 101))
 
-    assert raised.value.raw_code == "137"
+    refused_in_webhook(third, webhooks("REFUND"), "exceeds")
+    assert [i["success"] for i in webhooks("REFUND")] == ["true", "true", "false"]
     assert first.provider_reference != second.provider_reference
     assert charges()[0].amount_refunded == 900
     assert SandboxOperation.objects.filter(kind="refund").count() == 2
 
 
-def test_refund_of_an_uncaptured_authorisation_is_refused():
-    # Real Adyen answers 201 and fails it in the REFUND webhook; the sandbox, which has no
-    # webhooks yet, refuses it synchronously (documented deviation).
+def test_refund_of_an_uncaptured_authorisation_is_refused_in_the_webhook(webhooks):
+    # as at Adyen: 201 received, then the REFUND webhook says success "false"
     instance = adapter()
     auth = instance.authorize(make_request())
 
-    with pytest.raises(ProviderBadRequest):
-        instance.refund(modification(auth.provider_reference, 100))
+    result = instance.refund(modification(auth.provider_reference, 100))
 
+    refused_in_webhook(result, webhooks("REFUND"), "only a captured charge")
     assert charges()[0].amount_refunded == 0
 
 
