@@ -146,7 +146,7 @@ def apply_lookup(attempt: PaymentAttempt, found: base.LookupResult, *, card: bas
             attempt.save()
             if payment.status != S.UNRESOLVED:
                 return payment
-            outcome = _not_charged_outcome(found)
+            outcome = _not_charged_outcome(found, released=error_code == RELEASED)
             if authorization.is_retriable(payment, outcome) and \
                     authorization._next_account(payment) is not None:
                 sm.transition_payment(payment, S.PROCESSING, event="payment.failover",
@@ -178,7 +178,7 @@ def _abandoned(attempt: PaymentAttempt, *, actor: str) -> Payment:
             data={"attempt": locked.id}, updates={"last_error": authorization.UNKNOWN_ERROR})
 
 
-def _not_charged_outcome(found: base.LookupResult) -> Outcome:
+def _not_charged_outcome(found: base.LookupResult, *, released: bool = False) -> Outcome:
     if found.status == "declined":
         normalized = outcomes.classify_decline("stripe", found.decline_code) \
             if found.decline_code else outcomes.GENERIC_DECLINE
@@ -186,6 +186,10 @@ def _not_charged_outcome(found: base.LookupResult) -> Outcome:
         return Outcome("declined", error=error_type(
             "The provider declined the card.", code=normalized.code,
             decline_code=normalized.decline_code or None))
+    if released:
+        return Outcome("unavailable", error=base.ProviderUnavailable(
+            "The provider could not tell what became of the request, so it was asked to "
+            "cancel it: it holds no charge for it.", code="provider_not_processed"))
     return Outcome("unavailable", error=base.ProviderUnavailable(
         "The provider never processed the request.", code="provider_not_processed"))
 

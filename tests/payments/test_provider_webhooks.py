@@ -90,6 +90,8 @@ def test_timeout_before_commit_is_released_and_then_fails_when_pinned(api):
     payment.refresh_from_db()
     attempt.refresh_from_db()
     assert payment.status == "failed"
+    assert payment.last_error["code"] == "provider_not_processed"
+    assert "cancel" in payment.last_error["message"]
     assert (attempt.status, attempt.error_code) == ("failed", status_sync.RELEASED)
     assert SandboxCharge.objects.filter(reference=attempt.id).count() == 0
     assert ProviderWebhookEvent.objects.get().raw_type == "TECHNICAL_CANCEL"
@@ -329,4 +331,52 @@ def test_the_sandbox_retries_a_delivery_that_was_not_acknowledged(api, merchant)
     assert sandbox_webhooks.deliver_due() == 0  # not due yet: back-off
     SandboxNotification.objects.update(next_attempt_at=notification.created_at)
     assert sandbox_webhooks.deliver_due() == 1
+    assert ProviderWebhookEvent.objects.count() == 1
+
+
+# --- races (real threads, real commits) -------------------------------------------------------
+def _race(*functions) -> list[BaseException]:
+    import threading
+
+    from django.db import connection
+
+    errors, barrier = [], threading.Barrier(len(functions))
+
+    def run(function):
+        try:
+            barrier.wait()
+            function()
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(f,)) for f in functions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return errors
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_webhook_and_a_status_lookup_racing_apply_the_charge_once(api, settings):
+    settings.SANDBOX_DROP_WINDOW_SECONDS = 0  # the lookup's replay gets the answer
+    resp = pay(api, "4000000000000408", provider="adyen-sandbox")
+    attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
+    sandbox_webhooks.deliver_due()  # stored, not applied yet
+    assert _race(lambda: status_sync.attempt_sync(attempt.id),
+                 provider_events.process_due, provider_events.process_due) == []
+    payment = Payment.objects.get(pk=attempt.payment_id)
+    assert payment.status == "succeeded" and payment.amount_captured == 1050
+    assert payment.events.filter(to_status="succeeded").count() == 1
+    assert SandboxCharge.objects.filter(reference=attempt.id).count() == 1
+    assert ProviderWebhookEvent.objects.get().processed_at is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_redeliveries_racing_store_the_event_once(merchant):
+    account = adyen(merchant)
+    delivery = item(account)
+    assert _race(*[lambda: post(account, delivery) for _ in range(4)]) == []
     assert ProviderWebhookEvent.objects.count() == 1
