@@ -55,3 +55,46 @@ def test_embedded_default_runs_the_lifecycle_and_status_sync(tmp_path):
     assert "after confirm: unresolved" in result.stdout
     assert "after sync: succeeded 1" in result.stdout
     assert "approved: succeeded" in result.stdout
+
+
+WEBHOOK_SCRIPT = r'''
+import time
+from payments.models import Payment
+from payments.services.merchants import merchant_create
+from payments.services.modifications import payment_capture
+from payments.services.payment_methods import payment_method_create
+from payments.services.payments import payment_create
+merchant, _, _ = merchant_create(name="Embedded webhooks")
+pm = payment_method_create(merchant=merchant, livemode=False, number="4242424242424242",
+                           exp_month=12, exp_year=2034)
+payment = payment_create(merchant=merchant, livemode=False, amount=700, currency="EUR",
+                         payment_method=pm, confirm=True, capture_method="manual",
+                         provider="adyen-sandbox")
+payment = payment_capture(payment=payment)
+print("after capture:", payment.status)
+deadline = time.monotonic() + 60  # nobody calls anything: the timer threads do the work
+while time.monotonic() < deadline and payment.status == "processing":
+    time.sleep(0.2)
+    payment = Payment.objects.get(pk=payment.pk)
+print("later:", payment.status, payment.amount_captured)
+'''
+
+
+def test_embedded_default_settles_adyen_captures_by_webhook_on_its_own(tmp_path):
+    """The in-process Adyen sandbox delivers its CAPTURE webhook on a timer thread, and the
+    nudged sync pass applies it: no worker, no test hook."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update({
+        "DJANGO_SETTINGS_MODULE": "settings.base",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'embedded.sqlite3'}",
+        "SECRET_KEY": "test-only", "FINGERPRINT_KEY": "test-only", "VAULT_ACTIVE_KEY": "k1",
+        "VAULT_KEYS": "k1=dGVzdC1vbmx5LXZhdWx0LWtleS1vbmUtMzJieXRlcyE=",
+        "SANDBOX_WEBHOOK_DELAY_SECONDS": "0.1",
+    })
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+                   cwd=ROOT, env=env, check=True, timeout=120)
+    result = subprocess.run([sys.executable, "manage.py", "shell", "-c", WEBHOOK_SCRIPT],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "after capture: processing" in result.stdout
+    assert "later: succeeded 700" in result.stdout, result.stderr[-3000:]
