@@ -126,15 +126,16 @@ def _deliver_in_thread() -> None:
         connection.close()
 
 
-def connect_account(account) -> None:
-    """Set up webhooks between an in-process sandbox account and Switchyard, as an operator
-    does in a real provider's dashboard: an HMAC key in the account's credentials, and the
-    sandbox's endpoint for its merchant account pointing at `/provider_webhooks/<account id>`.
-    Only Adyen's sandbox sends webhooks so far; other accounts are left as they are."""
-    if account.provider != "adyen" or not account.is_sandbox:
-        return
+def connect_account(account, *, base_url: str = "") -> str:
+    """Set up webhooks between a sandbox account and Switchyard, as an operator does in a real
+    provider's dashboard: an HMAC key in the account's credentials, and the sandbox's endpoint
+    for its merchant account pointing at `<base_url>/provider_webhooks/<account id>` (no
+    base_url: Switchyard in-process, for `sandbox://` accounts). Returns the endpoint URL, or
+    "" for accounts whose sandbox sends no webhooks (only Adyen's does so far)."""
     from providers.sandbox.apps import SANDBOX_CREDENTIALS
 
+    if account.provider != "adyen" or not (account.is_sandbox or base_url):
+        return ""
     credentials = account.get_credentials()
     if credentials.get("merchant_account") in (
             None, "", SANDBOX_CREDENTIALS["adyen"]["merchant_account"]):
@@ -143,5 +144,6 @@ def connect_account(account) -> None:
     credentials.setdefault("hmac_key", new_hmac_key())
     account.set_credentials(credentials)
     account.save()
-    register(account.provider, credentials["merchant_account"],
-             f"/provider_webhooks/{account.id}", credentials["hmac_key"])
+    url = f"{base_url.rstrip('/')}/provider_webhooks/{account.id}"
+    register(account.provider, credentials["merchant_account"], url, credentials["hmac_key"])
+    return url

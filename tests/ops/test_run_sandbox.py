@@ -4,6 +4,8 @@ set with `manage.py sandbox_fault` in another process reach it."""
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -18,21 +20,28 @@ from providers.sandbox.apps import SANDBOX_CREDENTIALS
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def sandbox_process():
+@contextmanager
+def run_sandbox(provider: str) -> Iterator[str]:
+    """`manage.py run_sandbox` in its own process, on the test database; yields its URL."""
     db = connection.settings_dict
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "settings.test",
            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"}
     process = subprocess.Popen(
-        [sys.executable, "manage.py", "run_sandbox", "--provider", "stripe", "--port", "0"],
+        [sys.executable, "manage.py", "run_sandbox", "--provider", provider, "--port", "0"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = process.stdout.readline()
-        assert "stripe sandbox on http://127.0.0.1:" in line, process.stderr.read()
+        assert f"{provider} sandbox on http://127.0.0.1:" in line, process.stderr.read()
         yield line.rsplit(" ", 1)[1].strip()
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.fixture
+def sandbox_process():
+    with run_sandbox("stripe") as url:
+        yield url
 
 
 @pytest.mark.django_db(transaction=True)
@@ -58,3 +67,56 @@ def test_run_sandbox_serves_over_http_and_sees_faults_set_elsewhere(sandbox_proc
 
     call_command("sandbox_fault", "--provider", "stripe", "--clear")
     assert authorize("att_http_3").provider_reference
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sandbox_over_http_sends_webhooks_to_switchyard_over_http(live_server):
+    """Adyen's sandbox in its own process; its webhook goes over real HTTP to Switchyard's
+    receiver (`sandbox_webhook connect`), which resolves the unknown outcome."""
+    import io
+
+    from payments.models import Payment
+    from payments.services import provider_events
+    from payments.services.merchants import merchant_create
+    from payments.services.payment_methods import payment_method_create
+    from payments.services.payments import payment_create
+    from providers.models import ProviderAccount
+    from providers.sandbox import webhooks
+
+    merchant, _, _ = merchant_create(name="Over HTTP")
+    with run_sandbox("adyen") as url:
+        account = ProviderAccount(merchant=merchant, name="adyen-http", provider="adyen",
+                                  base_url=url)
+        account.set_credentials(SANDBOX_CREDENTIALS["adyen"])
+        account.save()
+        out = io.StringIO()
+        call_command("sandbox_webhook", "connect", "--account", account.id, "--url",
+                     live_server.url, stdout=out)
+        assert f"{live_server.url}/provider_webhooks/{account.id}" in out.getvalue()
+        card = payment_method_create(merchant=merchant, livemode=False,
+                                     number="4000000000000408", exp_month=12, exp_year=2034)
+        payment = payment_create(merchant=merchant, livemode=False, amount=990,
+                                 currency="EUR", payment_method=card, confirm=True,
+                                 provider="adyen-http")
+        assert payment.status == "unresolved"  # the connection dropped
+    assert webhooks.deliver_due() == 1  # AUTHORISATION, POSTed to the live server
+    provider_events.process_due()
+    payment = Payment.objects.get(pk=payment.pk)
+    assert payment.status == "succeeded" and payment.amount_captured == 990
+
+
+@pytest.mark.django_db
+def test_sandbox_webhook_command_refuses_what_cannot_work(merchant):
+    from django.core.management.base import CommandError
+
+    from providers.models import ProviderAccount
+
+    stripe = ProviderAccount.objects.get(merchant=merchant, name="stripe-sandbox")
+    for args, message in [
+        (["connect"], "--account"),
+        (["connect", "--account", "acct_missing", "--url", "http://x"], "No provider"),
+        (["connect", "--account", stripe.id, "--url", "ftp://x"], "--url"),
+        (["connect", "--account", stripe.id, "--url", "http://x"], "no webhooks"),
+    ]:
+        with pytest.raises(CommandError, match=message):
+            call_command("sandbox_webhook", *args)
