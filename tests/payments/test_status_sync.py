@@ -357,3 +357,28 @@ def test_adyen_modifications_wait_for_the_webhook(api, settings):
     api.post(f"/v1/payments/{pay_id}/capture")
     assert status_sync.sync_modifications() == 0  # Adyen has no lookup: still pending
     assert Payment.objects.get(pk=pay_id).status == "processing"
+
+
+@pytest.mark.django_db(transaction=True)  # sandbox webhooks are real in-process requests
+@pytest.mark.parametrize("account", ["stripe-sandbox", "adyen-sandbox", "checkout-sandbox"])
+@pytest.mark.parametrize("number,resolved", [("4000000000000408", "succeeded"),
+                                             ("4000000000000606", "failed")])
+def test_every_unknown_outcome_card_is_resolved_by_the_periodic_job(api, account, number,
+                                                                    resolved, settings):
+    """Nothing but time passing: the sandboxes deliver their webhooks and the periodic job
+    runs whenever something is due. Every unknown outcome ends known, with at most one
+    charge, whatever the provider (Adyen: by webhook and technical cancel)."""
+    from providers.sandbox import webhooks as sandbox_webhooks
+
+    attempt = unknown_attempt(pay(api, number, provider=account))
+    later(settings)
+    for _ in range(4):  # four ticks of the clock
+        sandbox_webhooks.deliver_due()
+        PaymentAttempt.objects.filter(next_sync_at__isnull=False).update(
+            next_sync_at=timezone.now() - dt.timedelta(seconds=1))
+        status_sync.sync_due()
+    payment = payment_of(attempt)
+    assert payment.status == resolved and not payment.needs_operator
+    kept = SandboxCharge.objects.filter(reference=attempt.id).exclude(status="canceled")
+    assert kept.count() == (1 if resolved == "succeeded" else 0)
+    assert_consistent(payment)
