@@ -162,6 +162,9 @@ class PaymentAttempt(PrefixedIdModel):
     next_sync_at = models.DateTimeField(null=True, blank=True, db_index=True)
     sync_count = models.PositiveIntegerField(default=0)
     unknown_since = models.DateTimeField(null=True, blank=True)
+    # set when status sync asked the provider to release (cancel) whatever it holds under the
+    # attempt's reference: from then on the provider's answer to that decides the attempt
+    release_requested_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

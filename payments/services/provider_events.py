@@ -8,8 +8,8 @@ answer or a status lookup, so a payment changes state in one way only:
 
 - authorization → `status_sync.apply_lookup` (an attempt whose outcome was unknown);
 - capture, cancel → `modification_settle`; refund → `refund_settle`;
-- release (Adyen's technical cancel) → `status_sync.apply_release`: nothing stays charged under
-  the attempt's reference, so the attempt is over without a charge and failover may go on.
+- release (Adyen's technical cancel) → `release.release_settle`, which decides an attempt
+  whose release was requested from its release and authorization events together.
 
 An event for an attempt still `pending` (our request is in flight: the webhook overtook the
 answer) waits and is tried again. An event that contradicts what we recorded is never applied
@@ -24,18 +24,16 @@ import logging
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from payments import state_machine as sm
 from payments.models import (
     AttemptStatus,
     Modification,
     ModificationStatus,
-    Payment,
     PaymentAttempt,
     ProviderWebhookEvent,
     Refund,
     RefundStatus,
 )
-from payments.services import status_sync
+from payments.services import release, status_sync
 from payments.services.modifications import modification_settle
 from payments.services.payment_methods import card_for_provider
 from payments.services.refunds import refund_settle
@@ -47,7 +45,6 @@ ACTOR = "provider_webhook"
 RETRY_SECONDS = 30  # an event that cannot apply yet is tried again after this
 CLAIM_SECONDS = 120
 REVERSAL_SUFFIX = "-reversal"  # status_sync.compensate's operation reference
-RELEASE_SUFFIX = "-release"  # the adapters' reference for a release of an attempt
 
 
 class NotYet(Exception):
@@ -131,42 +128,35 @@ def _authorization(event: ProviderWebhookEvent) -> str:
     attempt = _attempt(event, event.reference)
     if attempt is None:
         return "unknown_reference"
-    if attempt.status == AttemptStatus.PENDING:
-        raise NotYet  # our own request is still waiting for its answer
+    applied = False
+    for _ in range(3):  # re-read when a racing worker changed the attempt meanwhile
+        if attempt.status == AttemptStatus.PENDING:
+            raise NotYet  # our own request is still waiting for its answer
+        if attempt.release_requested_at is not None or attempt.error_code == \
+                status_sync.RELEASED:
+            return release.release_settle(attempt.id, actor=ACTOR)  # the release decides
+        if attempt.status != AttemptStatus.UNKNOWN:
+            break
+        status_sync.apply_lookup(attempt, release.authorization_result(attempt, event),
+                                 card=card_for_provider(attempt.payment.payment_method),
+                                 actor=ACTOR)
+        applied = True
+        attempt = _attempt(event, event.reference)
     if attempt.status == AttemptStatus.UNKNOWN:
-        capture = attempt.payment.capture_method == "automatic"
-        found = base.LookupResult(
-            found=True, provider_reference=event.provider_reference, amount=event.amount,
-            status=("captured" if capture else "authorized") if event.success else "declined",
-            decline_code=event.decline_code)
-        status_sync.apply_lookup(attempt, found, card=card_for_provider(
-            attempt.payment.payment_method), actor=ACTOR)
-        return "applied"
+        raise NotYet
     charged = attempt.status not in (AttemptStatus.DECLINED, AttemptStatus.FAILED)
-    if event.success == charged or attempt.error_code == status_sync.RELEASED:
-        return "already_known"  # (a released attempt's authorization was cancelled)
-    return _mismatch(attempt.payment, event, recorded=attempt.status)
+    if event.success == charged and (not event.success or event.provider_reference in (
+            attempt.provider_reference, "")):
+        return "applied" if applied else "already_known"
+    return release.flag_mismatch(attempt.payment, event=event, actor=ACTOR,
+                                 recorded=f"{attempt.status} {attempt.provider_reference}")
 
 
 def _release(event: ProviderWebhookEvent) -> str:
-    reference = event.reference.removesuffix(RELEASE_SUFFIX)
-    attempt = _attempt(event, reference)
+    attempt = _attempt(event, event.reference.removesuffix(release.RELEASE_SUFFIX))
     if attempt is None:
         return "unknown_reference"
-    if attempt.status in (AttemptStatus.AUTHORIZED, AttemptStatus.CAPTURED) and \
-            event.success and event.provider_reference:
-        # the authorization we kept (learnt meanwhile) was cancelled under it
-        return _mismatch(attempt.payment, event, recorded=attempt.status)
-    if attempt.status != AttemptStatus.UNKNOWN:
-        return "already_known"
-    if not event.success:  # e.g. already captured: status sync keeps asking
-        with transaction.atomic():
-            sm.record_event(attempt.payment, "payment.release_failed", actor=ACTOR,
-                            data={"attempt": attempt.id, "reason": event.reason})
-        return "release_failed"
-    status_sync.apply_release(attempt, provider_reference=event.provider_reference,
-                              actor=ACTOR)
-    return "applied"
+    return release.release_settle(attempt.id, actor=ACTOR)
 
 
 def _modification(event: ProviderWebhookEvent) -> str:
@@ -181,7 +171,8 @@ def _modification(event: ProviderWebhookEvent) -> str:
         return "applied"
     if (mod.status == ModificationStatus.SUCCEEDED) == event.success:
         return "already_known"
-    return _mismatch(mod.payment, event, recorded=f"{mod.kind} {mod.status}")
+    return release.flag_mismatch(mod.payment, event=event, actor=ACTOR,
+                                 recorded=f"{mod.kind} {mod.status}")
 
 
 def _refund(event: ProviderWebhookEvent) -> str:
@@ -198,7 +189,8 @@ def _refund(event: ProviderWebhookEvent) -> str:
         return "applied"
     if (refund.status == RefundStatus.SUCCEEDED) == event.success:
         return "already_known"
-    return _mismatch(refund.payment, event, recorded=f"refund {refund.status}")
+    return release.flag_mismatch(refund.payment, event=event, actor=ACTOR,
+                                 recorded=f"refund {refund.status}")
 
 
 def _reversal(event: ProviderWebhookEvent) -> str:
@@ -210,7 +202,8 @@ def _reversal(event: ProviderWebhookEvent) -> str:
         return "unknown_reference"
     if event.success:
         return "already_known"
-    return _mismatch(attempt.payment, event, recorded="reversed")
+    return release.flag_mismatch(attempt.payment, event=event, actor=ACTOR,
+                                 recorded="reversed")
 
 
 def _find(queryset, event: ProviderWebhookEvent):
@@ -218,18 +211,6 @@ def _find(queryset, event: ProviderWebhookEvent):
     if found is None and event.operation_reference:
         found = queryset.filter(provider_reference=event.operation_reference).first()
     return found
-
-
-def _mismatch(payment: Payment, event: ProviderWebhookEvent, *, recorded: str) -> str:
-    with transaction.atomic():
-        payment = sm.lock_payment(payment.pk)
-        sm.record_event(payment, "payment.provider_event_mismatch", actor=ACTOR, data={
-            "event": event.raw_type or event.kind, "success": event.success,
-            "reference": event.reference, "recorded": recorded, "reason": event.reason})
-        Payment.objects.filter(pk=payment.pk).update(needs_operator=True)
-    logger.warning("provider event contradicts payment %s: %s success=%s, recorded %s",
-                   payment.pk, event.raw_type, event.success, recorded)
-    return "flagged_for_operator"
 
 
 APPLY = {"authorization": _authorization, "release": _release, "capture": _modification,

@@ -28,10 +28,10 @@ from django.utils import timezone
 from payments import metrics
 from payments import state_machine as sm
 from payments.models import AttemptStatus, Payment, PaymentAttempt, PaymentStatus
-from payments.services import authorization
+from payments.services import authorization, release
 from payments.services.payment_methods import card_for_provider
 from payments.services.provider_calls import Outcome, _error_body, call_provider
-from providers import base, outcomes
+from providers import base, gateway, outcomes
 
 logger = logging.getLogger(__name__)
 S = PaymentStatus
@@ -74,55 +74,33 @@ def attempt_sync(attempt_id: str, *, actor: str = ACTOR) -> Payment:
         return payment
     card = card_for_provider(payment.payment_method)
     request = authorization.authorize_request(payment, attempt, card)
+    if attempt.release_requested_at is not None:
+        # the provider's answer to the release decides now; never replay the authorization
+        # again (a replay processed as new would be a charge the release never saw)
+        release.release_send(attempt, request)
+        return _reschedule(attempt, reason="awaiting_release")
     answer = call_provider(attempt.provider_account, "lookup", request)
     if answer.kind != "approved":  # the lookup itself failed: ask again later
-        if attempt.sync_count + 1 >= settings.STATUS_SYNC_RELEASE_AFTER_LOOKUPS:
-            _request_release(attempt, request, actor=actor)
+        if attempt.sync_count + 1 >= settings.STATUS_SYNC_RELEASE_AFTER_LOOKUPS and \
+                gateway.supports(attempt.provider_account, "release"):
+            release.release_start(attempt, request, actor=actor)
         return _reschedule(attempt, reason=answer.error.code if answer.error else "")
     return apply_lookup(attempt, answer.result, card=card, actor=actor)
 
 
-def _request_release(attempt: PaymentAttempt, request: base.AuthorizeRequest, *,
-                     actor: str) -> None:
-    """A provider that cannot say what became of an authorization (Adyen has no read
-    endpoint; its replay cannot tell a request that never arrived) may release instead:
-    cancel whatever it holds under our reference. Its webhook then proves that nothing stays
-    charged, and `apply_release` lets failover go on. The request is idempotent (keyed by
-    the attempt), so asking at every later lookup is safe; the event is recorded once."""
-    from providers import gateway
-
-    if not gateway.supports(attempt.provider_account, "release"):
-        return
-    answer = call_provider(attempt.provider_account, "release", request)
-    first = not attempt.payment.events.filter(type="payment.release_requested").exists()
-    if answer.kind == "approved" and first:
-        with transaction.atomic():
-            sm.record_event(attempt.payment, "payment.release_requested", actor=actor, data={
-                "attempt": attempt.id, "provider_reference": answer.result.provider_reference})
-
-
-def apply_release(attempt: PaymentAttempt, *, provider_reference: str = "",
-                  actor: str = ACTOR) -> Payment:
-    """The provider confirmed that nothing stays charged under the attempt's reference (an
-    authorization it held is cancelled, or there was none): the attempt is over without a
-    charge, and the payment goes on as after "no charge found"."""
-    payment = attempt.payment
-    return apply_lookup(attempt, base.LookupResult(found=False,
-                                                   provider_reference=provider_reference),
-                        card=card_for_provider(payment.payment_method), actor=actor,
-                        error_code=RELEASED)
-
-
 def apply_lookup(attempt: PaymentAttempt, found: base.LookupResult, *, card: base.Card,
-                 actor: str = ACTOR, error_code: str = "") -> Payment:
+                 actor: str = ACTOR, error_code: str = "", via_release: bool = False) -> Payment:
     """Apply the provider's answer about an unknown attempt (lookup, webhook or release);
-    `error_code` is kept on an attempt that ends without a charge."""
+    `error_code` is kept on an attempt that ends without a charge. Once a release was
+    requested only its outcome (`via_release`, from `payments.services.release`) decides."""
     charged = found.found and found.status in ("authorized", "captured")
     with transaction.atomic():
         payment = sm.lock_payment(attempt.payment_id)
         attempt = PaymentAttempt.objects.select_for_update().get(pk=attempt.pk)
         if attempt.status != AttemptStatus.UNKNOWN:
             return payment  # another worker (or a webhook) got there first
+        if attempt.release_requested_at is not None and not via_release:
+            return payment  # the release decides (payments.services.release)
         data = {"attempt": attempt.id,
                 "lookup": found.status or ("released" if error_code == RELEASED else "not_found")}
         if charged:
@@ -202,6 +180,7 @@ def compensate(attempt: PaymentAttempt, found: base.LookupResult, *, actor: str)
         reference=f"{attempt.id}-reversal", provider_reference=found.provider_reference,
         amount=found.amount or payment.amount, currency=payment.currency))
     with transaction.atomic():
+        sm.lock_payment(payment.pk)  # the payment first, then the attempt, as everywhere
         locked = PaymentAttempt.objects.select_for_update().get(pk=attempt.pk)
         data = {"attempt": attempt.id, "operation": operation, "outcome": answer.kind,
                 "provider_reference": found.provider_reference, "amount": found.amount}

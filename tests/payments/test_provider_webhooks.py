@@ -113,41 +113,130 @@ def test_after_a_release_failover_goes_on_within_the_budget(api, merchant):
     assert payment.status == "unresolved"
 
 
+def hidden_charge(attempt: PaymentAttempt, *, status: str) -> SandboxCharge:
+    """What Adyen recorded under the attempt's reference although no replay of ours saw it,
+    with its AUTHORISATION webhook queued (delivered with the others, in order)."""
+    from providers.adyen.sandbox import _notify
+
+    charge = SandboxCharge.objects.create(
+        provider="adyen", provider_reference=f"HIDDEN{attempt.id[-10:].upper()}",
+        reference=attempt.id, amount=1050, currency="EUR", status=status,
+        amount_captured=1050 if status == "captured" else 0,
+        decline_code="stolen_card" if status == "declined" else "")
+    _notify(attempt.provider_account.get_credentials()["merchant_account"], "AUTHORISATION",
+            success=status != "declined", psp=charge.provider_reference, reference=attempt.id,
+            amount=1050, currency="EUR", reason="Blocked Card" if status == "declined" else "")
+    return charge
+
+
+def release(attempt: PaymentAttempt) -> None:
+    """Two replays that cannot tell: the second asks Adyen to release by our reference."""
+    status_sync.attempt_sync(attempt.id)
+    status_sync.attempt_sync(attempt.id)
+    assert PaymentAttempt.objects.get(pk=attempt.pk).release_requested_at is not None
+
+
+def adyen_first(merchant) -> None:
+    ProviderAccount.objects.filter(pk=adyen(merchant).pk).update(priority=1)
+
+
 @pytest.mark.django_db(transaction=True)
-def test_a_release_cancels_an_authorisation_the_replays_could_not_see(api, merchant):
-    """If Adyen did authorise under our reference, the technical cancel voids it: the
-    customer keeps no hold, and the payment goes on as not charged."""
-    resp = pay(api, "4000000000000606", provider="adyen-sandbox", capture_method="manual")
+@pytest.mark.parametrize("authorisation_first", [True, False])
+def test_a_release_cancels_an_authorisation_the_replays_could_not_see(api, merchant,
+                                                                      authorisation_first):
+    """Adyen did authorise under our reference: the technical cancel voids it, and whichever
+    of its two webhooks comes last decides: not charged, so failover goes on."""
+    adyen_first(merchant)
+    resp = pay(api, "4000000000000606", capture_method="manual")
     attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
-    charge = SandboxCharge.objects.create(  # what Adyen recorded but we never heard of
-        provider="adyen", provider_reference="HIDDENAUTH000001", reference=attempt.id,
-        amount=1050, currency="EUR", status="authorized")
-    SandboxNotification.objects.all().delete()
-    status_sync.attempt_sync(attempt.id)
-    status_sync.attempt_sync(attempt.id)
-    deliver()
-    charge.refresh_from_db()
+    if authorisation_first:  # the AUTHORISATION was late, but left before the release
+        hidden_charge(attempt, status="authorized")
+        release(attempt)
+    else:  # authorised before the release, but its webhook comes after the release's
+        SandboxCharge.objects.create(
+            provider="adyen", provider_reference=f"HIDDEN{attempt.id[-10:].upper()}",
+            reference=attempt.id, amount=1050, currency="EUR", status="authorized")
+        release(attempt)
+        SandboxCharge.objects.filter(reference=attempt.id).delete()
+        hidden_charge(attempt, status="canceled")  # the same psp; its AUTHORISATION, last
+    assert deliver() == 2
+    charge = SandboxCharge.objects.get(reference=attempt.id)
     attempt.refresh_from_db()
     assert charge.status == "canceled"
-    assert attempt.status == "failed" and attempt.provider_reference == "HIDDENAUTH000001"
-    assert Payment.objects.get(pk=attempt.payment_id).status == "failed"
+    assert (attempt.status, attempt.error_code) == ("failed", status_sync.RELEASED)
+    assert attempt.provider_reference == charge.provider_reference
+    payment = Payment.objects.get(pk=attempt.payment_id)
+    assert [a.provider_account.provider for a in payment.attempts.all()] == ["adyen", "stripe"]
+    assert not payment.needs_operator
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_failed_release_keeps_the_attempt_unknown(api):
+def test_a_refusal_the_release_names_is_a_decline_not_a_failover(api, merchant):
+    adyen_first(merchant)
+    resp = pay(api, "4000000000000606")
+    attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
+    hidden_charge(attempt, status="declined")  # Adyen refused it: Blocked Card, a hard decline
+    release(attempt)
+    deliver()
+    payment = Payment.objects.get(pk=attempt.payment_id)
+    attempt.refresh_from_db()
+    assert attempt.status == "declined" and payment.status == "failed"
+    assert payment.attempts.count() == 1  # a hard decline is never tried elsewhere
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_capture_the_release_could_not_cancel_is_kept(api):
     resp = pay(api, "4000000000000606", provider="adyen-sandbox")  # automatic capture
     attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
-    SandboxCharge.objects.create(provider="adyen", provider_reference="HIDDENCAPT000001",
-                                 reference=attempt.id, amount=1050, currency="EUR",
-                                 status="captured", amount_captured=1050)
-    status_sync.attempt_sync(attempt.id)
-    status_sync.attempt_sync(attempt.id)
-    deliver()
+    charge = hidden_charge(attempt, status="captured")
+    release(attempt)
+    deliver()  # AUTHORISATION (success), TECHNICAL_CANCEL (failed: already captured)
+    attempt.refresh_from_db()
+    payment = Payment.objects.get(pk=attempt.payment_id)
+    assert (attempt.status, attempt.provider_reference) == ("captured",
+                                                            charge.provider_reference)
+    assert payment.status == "succeeded" and payment.amount_captured == 1050
+    assert SandboxCharge.objects.get(pk=charge.pk).status == "captured"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_authorisation_after_the_release_is_an_extra_charge_and_is_reversed(api, merchant):
+    """The release found nothing; then Adyen reports an authorisation under the reference
+    (a request that reached it late): the payment has moved on, so it is reversed."""
+    adyen_first(merchant)
+    resp = pay(api, "4000000000000606", capture_method="manual")
+    attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
+    release(attempt)
+    assert deliver() == 1  # TECHNICAL_CANCEL: nothing held; failover to stripe
+    assert PaymentAttempt.objects.get(pk=attempt.pk).status == "failed"
+    late = hidden_charge(attempt, status="authorized")
+    assert deliver() == 1
+    attempt.refresh_from_db()
+    assert attempt.status == "reversed"
+    assert SandboxCharge.objects.get(pk=late.pk).status == "canceled"
+    payment = Payment.objects.get(pk=attempt.payment_id)
+    assert payment.events.filter(type="payment.duplicate_charge_reversed").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_release_naming_no_payment_keeps_the_attempt_unknown(api, merchant):
+    resp = pay(api, "4000000000000606", provider="adyen-sandbox")
+    attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
+    release(attempt)
+    SandboxNotification.objects.all().delete()  # Adyen's word is replaced by this one:
+    account = adyen(merchant)
+    tc = item(account, eventCode="TECHNICAL_CANCEL", success="false",
+              pspReference="TECHCANCEL000001", merchantReference=attempt.id + "-release",
+              reason="Internal error")
+    assert post(account, tc).status_code == 200
+    provider_events.process_due()
     attempt.refresh_from_db()
     payment = Payment.objects.get(pk=attempt.payment_id)
     assert attempt.status == "unknown" and payment.status == "unresolved"
     assert payment.events.filter(type="payment.release_failed").count() == 1
     assert ProviderWebhookEvent.objects.get().outcome == "release_failed"
+    status_sync.attempt_sync(attempt.id)  # no replay any more: only the release is resent
+    assert PaymentAttempt.objects.get(pk=attempt.pk).status == "unknown"
 
 
 # --- captures, voids, refunds -----------------------------------------------------------------

@@ -1,0 +1,198 @@
+"""Release: proving "no charge" at a provider that cannot be asked.
+
+Adyen has no endpoint to read a payment, and replaying the request under its idempotency key
+cannot tell a request that never arrived (the replay would even be processed as new). What
+Adyen offers instead is to cancel whatever it holds under our reference (a "technical
+cancel"), confirmed by its TECHNICAL_CANCEL webhook. So, after `STATUS_SYNC_RELEASE_AFTER_LOOKUPS`
+replays that could not tell, status sync calls `release_start`:
+
+1. `release_requested_at` is set on the attempt (under its lock, while it is still unknown),
+   and from then on nothing replays the authorization again: a replay processed as new after
+   the cancel would be a charge the cancel never saw.
+2. The provider is asked to release (`release` adapter operation, idempotent, resent at every
+   sync until the webhook comes).
+3. `release_settle` decides the attempt from the provider's stored webhook events — the
+   release's answer and, when it names a payment (`provider_reference`), that payment's
+   AUTHORISATION — whichever arrives last completing the decision:
+   - release succeeded, nothing was held: not charged; failover goes on within the budget;
+   - release succeeded and cancelled payment X: X's AUTHORISATION says whether it had been
+     authorised (now cancelled: not charged, failover goes on) or refused (a decline,
+     classified as if the provider had answered at once: a hard decline ends the payment);
+   - release failed and names payment X (e.g. captured already): X's AUTHORISATION decides,
+     as a lookup would;
+   - release failed naming nothing: the attempt stays unknown (`payment.release_failed`);
+     status sync's schedule runs out and flags it for an operator.
+   Once the attempt is settled, a later successful AUTHORISATION for a payment the release did
+   not cancel is an extra charge: it is reversed (`status_sync.compensate`), never kept.
+
+Every decision re-checks the attempt under the payment's and the attempt's row locks (in
+`status_sync.apply_lookup`), so a webhook and a status sync racing settle it once.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import transaction
+from django.utils import timezone
+
+from payments import state_machine as sm
+from payments.models import AttemptStatus, Payment, PaymentAttempt, ProviderWebhookEvent
+from payments.services import status_sync
+from payments.services.payment_methods import card_for_provider
+from payments.services.provider_calls import call_provider
+from providers import base
+
+logger = logging.getLogger(__name__)
+RELEASE_SUFFIX = "-release"  # the adapters' reference for the release of an attempt
+CHARGED = (AttemptStatus.AUTHORIZED, AttemptStatus.CAPTURED, AttemptStatus.VOIDED)
+
+
+def release_start(attempt: PaymentAttempt, request: base.AuthorizeRequest, *,
+                  actor: str) -> bool:
+    """Mark the attempt as released-by-reference and ask the provider; False if the attempt
+    was settled meanwhile (nothing is sent then)."""
+    with transaction.atomic():
+        payment = sm.lock_payment(attempt.payment_id)
+        locked = PaymentAttempt.objects.select_for_update().get(pk=attempt.pk)
+        if locked.status != AttemptStatus.UNKNOWN:
+            return False
+        if locked.release_requested_at is None:
+            locked.release_requested_at = timezone.now()
+            locked.save(update_fields=["release_requested_at", "updated_at"])
+            sm.record_event(payment, "payment.release_requested", actor=actor,
+                            data={"attempt": locked.id})
+    release_send(locked, request)
+    return True
+
+
+def release_send(attempt: PaymentAttempt, request: base.AuthorizeRequest) -> None:
+    """(Re)send the release; idempotent at the provider. A failure is only logged: the next
+    sync sends it again, and nothing is decided until the provider's webhook."""
+    answer = call_provider(attempt.provider_account, "release", request)
+    if answer.kind != "approved":
+        logger.info("release of attempt %s not accepted yet: %s", attempt.id,
+                    answer.error.code if answer.error else answer.kind)
+
+
+def _events(attempt: PaymentAttempt, kind: str, references: list[str]):
+    return ProviderWebhookEvent.objects.filter(
+        account_id=attempt.provider_account_id, kind=kind,
+        reference__in=references).order_by("id")
+
+
+def release_settle(attempt_id: str, *, actor: str) -> str:
+    """Decide (or check) an attempt from its stored release and authorization events;
+    returns what it did. Safe to call any number of times, from any event of the attempt."""
+    applied = False
+    for _ in range(3):  # re-read when a racing worker settled the attempt meanwhile
+        attempt = PaymentAttempt.objects.select_related(
+            "payment", "payment__payment_method", "provider_account").get(pk=attempt_id)
+        releases = list(_events(attempt, "release", [attempt.id, attempt.id + RELEASE_SUFFIX]))
+        auths = list(_events(attempt, "authorization", [attempt.id]))
+        if attempt.status != AttemptStatus.UNKNOWN:
+            # settled (by us just now, or before): do the other events agree?
+            outcome = _check_settled(attempt, releases, auths, actor=actor)
+            return "applied" if applied and outcome == "already_known" else outcome
+        if attempt.release_requested_at is None and not releases:
+            return "no_release"  # nothing to decide here: a lookup or AUTHORISATION decides
+        outcome = _decide(attempt, releases, auths, actor=actor)
+        if outcome != "applied":
+            return outcome
+        applied = True
+    return "retry"
+
+
+def _decide(attempt: PaymentAttempt, releases: list, auths: list, *, actor: str) -> str:
+    release = next((e for e in releases if e.success), None) or (releases[0] if releases
+                                                                  else None)
+    if release is None:
+        return "awaiting_release"
+    card = card_for_provider(attempt.payment.payment_method)
+    named = release.provider_reference
+    auth = next((a for a in auths if a.provider_reference == named), None) if named else None
+    if release.success and not named:  # nothing was held when it ran
+        found = base.LookupResult(found=False)
+        status_sync.apply_lookup(attempt, found, card=card, actor=actor,
+                                 error_code=status_sync.RELEASED, via_release=True)
+        return "applied"
+    if named and auth is None:
+        return "awaiting_authorization"  # its AUTHORISATION completes the decision
+    if not named:  # the release failed and names no payment: we still cannot tell
+        with transaction.atomic():
+            payment = sm.lock_payment(attempt.payment_id)
+            if not payment.events.filter(type="payment.release_failed").exists():
+                sm.record_event(payment, "payment.release_failed", actor=actor,
+                                data={"attempt": attempt.id, "reason": release.reason})
+        return "release_failed"
+    if release.success and auth.success:  # authorised, then cancelled by the release
+        found = base.LookupResult(found=False, provider_reference=named)
+        status_sync.apply_lookup(attempt, found, card=card, actor=actor,
+                                 error_code=status_sync.RELEASED, via_release=True)
+        return "applied"
+    # the payment's own AUTHORISATION decides: refused (a decline) or, when the release
+    # failed, charged
+    status_sync.apply_lookup(attempt, authorization_result(attempt, auth), card=card,
+                             actor=actor, via_release=True)
+    return "applied"
+
+
+def authorization_result(attempt: PaymentAttempt, auth) -> base.LookupResult:
+    """An AUTHORISATION event as the answer of a lookup."""
+    if not auth.success:
+        return base.LookupResult(found=True, provider_reference=auth.provider_reference,
+                                 status="declined", decline_code=auth.decline_code,
+                                 amount=auth.amount)
+    captured = attempt.payment.capture_method == "automatic"
+    return base.LookupResult(found=True, provider_reference=auth.provider_reference,
+                             status="captured" if captured else "authorized",
+                             amount=auth.amount)
+
+
+def _check_settled(attempt: PaymentAttempt, releases: list, auths: list, *,
+                   actor: str) -> str:
+    """The attempt is settled: do the provider's events agree? A successful authorization
+    of a payment the release did not cancel, on an attempt that ended without a charge, is
+    an extra charge: reverse it. Anything else that disagrees goes to an operator."""
+    cancelled = {e.provider_reference for e in releases if e.success and e.provider_reference}
+    outcome = "already_known"
+    for auth in auths:
+        if not auth.success or auth.provider_reference in cancelled:
+            continue
+        if attempt.status in CHARGED and auth.provider_reference == attempt.provider_reference:
+            continue  # the charge we keep
+        if attempt.status in (AttemptStatus.FAILED, AttemptStatus.DECLINED) and \
+                attempt.error_code == status_sync.RELEASED:
+            status_sync.compensate(attempt, authorization_result(attempt, auth), actor=actor)
+            outcome = "reversed"
+        elif attempt.status != AttemptStatus.REVERSED:
+            outcome = flag_mismatch(
+                attempt.payment, event=auth, actor=actor,
+                recorded=f"{attempt.status} {attempt.provider_reference}".strip())
+    for release in releases:
+        if release.success and release.provider_reference and \
+                release.provider_reference == attempt.provider_reference and \
+                attempt.status in CHARGED:
+            outcome = flag_mismatch(  # the charge we keep was cancelled
+                attempt.payment, event=release, actor=actor, recorded=attempt.status)
+    return outcome
+
+
+
+def flag_mismatch(payment: Payment, *, event: ProviderWebhookEvent, actor: str,
+                  recorded: str) -> str:
+    """A provider event contradicts what we recorded: never applied blindly. The payment is
+    flagged for an operator, with one `payment.provider_event_mismatch` event per provider
+    event however often it is looked at."""
+    with transaction.atomic():
+        payment = sm.lock_payment(payment.pk)
+        if not payment.events.filter(type="payment.provider_event_mismatch",
+                                     data__event_id=event.event_id).exists():
+            sm.record_event(payment, "payment.provider_event_mismatch", actor=actor, data={
+                "event": event.raw_type or event.kind, "event_id": event.event_id,
+                "success": event.success, "reference": event.reference,
+                "recorded": recorded, "reason": event.reason})
+            logger.warning("provider event %s contradicts payment %s (recorded %s)",
+                           event.raw_type, payment.pk, recorded)
+        Payment.objects.filter(pk=payment.pk).update(needs_operator=True)
+    return "flagged_for_operator"
