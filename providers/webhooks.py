@@ -29,7 +29,8 @@ def parse(*, provider: str, livemode: bool, credentials: Mapping[str, str], body
         raise InvalidWebhook(f"Webhooks from {provider} are not received.", status=404)
     _check_basic_auth(credentials, headers.get("authorization", ""))
     return adyen.parse(body, livemode=livemode, hmac_keys=[
-        credentials.get("hmac_key", ""), credentials.get("hmac_key_previous", "")])
+        credentials.get("hmac_key", ""), credentials.get("hmac_key_previous", "")],
+        merchant_account=credentials.get("merchant_account", ""))
 
 
 def acknowledgement(provider: str) -> str:

@@ -372,8 +372,10 @@ def _technical_cancel(body: dict) -> Response:
         elif charge.status == "captured":
             success, reason = False, "Transaction is already captured; refund it instead."
         # declined or already canceled: nothing is held, the cancel succeeds trivially
-    # ASSUMPTION (unverified, PROVIDERS.md 6): with no payment under the reference at all,
-    # the technical cancel succeeds with nothing to cancel (no originalReference).
+    # ASSUMPTION (ours; Adyen documents no answer for this case): with no payment under the
+    # reference at all, the technical cancel succeeds with nothing to cancel (no
+    # originalReference). Switchyard's use of it stays safe either way: it never replays the
+    # authorization after a release, and reverses a charge reported after it.
     _notify(body["merchantAccount"], "TECHNICAL_CANCEL", success=success, psp=psp,
             original=original, reference=reference or payment_reference, reason=reason)
     return Response(201, {"merchantAccount": body["merchantAccount"],

@@ -74,14 +74,18 @@ def is_valid(item: dict, hex_keys: list[str]) -> bool:
     return False
 
 
-def parse(body: bytes, *, hmac_keys: list[str], livemode: bool) -> list[ProviderEvent]:
-    """The events of one delivery, every item's signature checked; raises InvalidWebhook."""
+def parse(body: bytes, *, hmac_keys: list[str], livemode: bool,
+          merchant_account: str = "") -> list[ProviderEvent]:
+    """The events of one delivery, every item's signature checked; raises InvalidWebhook.
+    With `merchant_account`, every item must be that merchant account's (a company-level
+    webhook sending another account's events here is a configuration error, refused so that
+    Adyen keeps them and someone notices)."""
     keys = [k for k in hmac_keys if k]
     if not keys:
         raise InvalidWebhook("No HMAC key is configured for this Adyen account.", status=401)
     try:
         data = json.loads(body or b"")
-    except ValueError:
+    except (ValueError, RecursionError):
         raise InvalidWebhook("The body is not JSON.") from None
     items = data.get("notificationItems") if isinstance(data, dict) else None
     if not isinstance(items, list) or not items:
@@ -91,14 +95,35 @@ def parse(body: bytes, *, hmac_keys: list[str], livemode: bool) -> list[Provider
     events = []
     for wrapper in items:
         item = wrapper.get("NotificationRequestItem") if isinstance(wrapper, dict) else None
-        if not isinstance(item, dict) or not item.get("eventCode") or not item.get(
-                "pspReference"):
-            raise InvalidWebhook("A notification item lacks eventCode or pspReference.")
+        _check_shape(item)
         if not is_valid(item, keys):
             raise InvalidWebhook("A notification item's HMAC signature does not verify.",
                                  status=401)
+        if merchant_account and item.get("merchantAccountCode") != merchant_account:
+            raise InvalidWebhook(f"A notification item is for merchant account "
+                                 f"{item.get('merchantAccountCode')!r}, not this account's.")
         events.append(_event(item))
     return events
+
+
+def _check_shape(item) -> None:
+    """Types first: nothing below may trip over a malformed (unauthenticated) item."""
+    if not isinstance(item, dict):
+        raise InvalidWebhook("A notification item is not an object.")
+    for name in ("eventCode", "pspReference"):
+        if not isinstance(item.get(name), str) or not item[name]:
+            raise InvalidWebhook(f"A notification item lacks {name}.")
+    for name in ("originalReference", "merchantAccountCode", "merchantReference", "success",
+                 "reason"):
+        if item.get(name) is not None and not isinstance(item[name], str):
+            raise InvalidWebhook(f"A notification item's {name} is not a string.")
+    amount = item.get("amount")
+    if amount is not None and not (isinstance(amount, dict) and all(
+            isinstance(amount.get(k), t) or amount.get(k) is None
+            for k, t in (("value", int), ("currency", str)))):
+        raise InvalidWebhook("A notification item's amount is not {value, currency}.")
+    if item.get("additionalData") is not None and not isinstance(item["additionalData"], dict):
+        raise InvalidWebhook("A notification item's additionalData is not an object.")
 
 
 def _event(item: dict) -> ProviderEvent:

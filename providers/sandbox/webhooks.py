@@ -30,8 +30,10 @@ from providers.models import SandboxNotification, SandboxWebhookEndpoint
 
 logger = logging.getLogger(__name__)
 IN_PROCESS_HOST = "http://localhost"
-# seconds before retry N (then the last one, repeated): providers retry quickly, then slowly
-RETRY_SCHEDULE = [10, 60, 300, 1800, 7200]
+# seconds before retry N (then the last one, repeated), as Adyen does: three quick retries,
+# then a queue from 2 minutes up to 8 hours apart, for at most 30 days (PROVIDERS.md 2.8)
+RETRY_SCHEDULE = [10, 10, 10, 120, 600, 3600, 4 * 3600, 8 * 3600]
+GIVE_UP_AFTER = dt.timedelta(days=30)
 TIMEOUT_SECONDS = 10.0  # Adyen wants an answer within 10 s
 
 
@@ -67,7 +69,8 @@ def deliver_due(*, limit: int = 100, now: dt.datetime | None = None) -> int:
     now = now or timezone.now()
     with transaction.atomic():
         due = list(SandboxNotification.objects.select_for_update(skip_locked=True)
-                   .filter(delivered_at__isnull=True, next_attempt_at__lte=now)
+                   .filter(delivered_at__isnull=True, next_attempt_at__lte=now,
+                           created_at__gt=now - GIVE_UP_AFTER)
                    .select_related("endpoint").order_by("id")[:limit])
         # claimed: another deliverer will not send them while these are in flight
         SandboxNotification.objects.filter(pk__in=[n.pk for n in due]).update(

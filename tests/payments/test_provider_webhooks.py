@@ -390,6 +390,7 @@ def test_bad_deliveries_get_clear_errors(merchant):
     assert not_json.status_code == 400 and not_json.json()["error"]["message"]
     assert client.post(url, "{}", content_type="application/json").status_code == 400
     assert post(account, item(account), live="true").status_code == 400  # a test account
+    assert post(account, item(account, merchantAccountCode="OtherMerchant")).status_code == 400
     assert client.get(url).status_code == 405
     assert client.post("/provider_webhooks/acct_missing", "{}",
                        content_type="application/json").status_code == 404

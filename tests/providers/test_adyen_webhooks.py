@@ -95,11 +95,30 @@ def test_parse_normalizes_authorisations_and_modifications():
     (delivery(signed(ITEM), live="true"), [KEY], 400),
     (delivery(signed(ITEM)), [], 401),
     (delivery(signed(ITEM), signed(ITEM, "00" * 32)), [KEY], 401),
+    # malformed items are refused before anything trips over them (none is authentic yet)
+    (delivery({**ITEM, "amount": [1]}), [KEY], 400),
+    (delivery({**ITEM, "amount": "x"}), [KEY], 400),
+    (delivery({**ITEM, "amount": {"value": "1130", "currency": "EUR"}}), [KEY], 400),
+    (delivery({**ITEM, "additionalData": "s"}), [KEY], 400),
+    (delivery({**ITEM, "success": True}), [KEY], 400),
+    (delivery({**ITEM, "eventCode": 5}), [KEY], 400),
+    (delivery("not an object"), [KEY], 400),
+    (b"[" * 100_000 + b"]" * 100_000, [KEY], 400),  # nested too deep for the parser
 ])
 def test_parse_refuses_what_it_cannot_trust(body, keys, status):
     with pytest.raises(InvalidWebhook) as caught:
         webhooks.parse(body, hmac_keys=keys, livemode=False)
     assert caught.value.status == status and caught.value.message
+
+
+def test_items_of_another_merchant_account_are_refused():
+    other = signed({**ITEM, "merchantAccountCode": "AnotherMerchant"})
+    assert webhooks.parse(delivery(signed(ITEM)), hmac_keys=[KEY], livemode=False,
+                          merchant_account="TestMerchant")
+    with pytest.raises(InvalidWebhook, match="AnotherMerchant") as caught:
+        webhooks.parse(delivery(signed(ITEM), other), hmac_keys=[KEY], livemode=False,
+                       merchant_account="TestMerchant")
+    assert caught.value.status == 400
 
 
 # --- the sandbox's technical cancel -----------------------------------------------------------
