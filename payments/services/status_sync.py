@@ -13,6 +13,11 @@ provider had answered at once:
   if the payment is still within its attempt budget, else the payment fails;
 - still unknown (the provider cannot tell, or is unreachable): ask again on the back-off
   schedule; when it runs out, the payment stays `unresolved` and is flagged for an operator.
+
+A provider that cannot be asked (Adyen: no read endpoint) is asked to release whatever it holds
+under the attempt after STATUS_SYNC_RELEASE_AFTER_LOOKUPS lookups that could not tell; its
+webhooks then decide the attempt (`payments.services.release`). The sync pass also applies
+the providers' stored webhook events first (`payments.services.provider_events`).
 """
 
 from __future__ import annotations
