@@ -223,6 +223,10 @@ def _reschedule(attempt: PaymentAttempt, *, reason: str) -> Payment:
                             data={"attempt": locked.id, "lookups": locked.sync_count,
                                   "reason": reason})
             Payment.objects.filter(pk=payment.pk).update(needs_operator=True)
+        elif locked.next_sync_at is not None and settings.CELERY_TASK_ALWAYS_EAGER:
+            # the embedded default has no beat: the next lookup is a timer in this process
+            delay = (locked.next_sync_at - now).total_seconds()
+            transaction.on_commit(lambda: nudge(delay))
     return Payment.objects.get(pk=attempt.payment_id)
 
 
