@@ -75,7 +75,8 @@ class PaymentMethodAdmin(ReadOnlyAdmin):
 class AttemptInline(ReadOnlyInline):
     model = PaymentAttempt
     fields = ("id", "provider_account", "status", "provider_reference", "error_code",
-              "decline_code", "sync_count", "next_sync_at", "created_at")
+              "decline_code", "sync_count", "next_sync_at", "release_requested_at",
+              "created_at")
     readonly_fields = fields
 
 

@@ -7,3 +7,9 @@ duplicate_charges_reversed = Counter(
     "Extra charges found by status sync and voided or refunded automatically.",
     ["provider"],
 )
+
+provider_webhook_events = Counter(
+    "switchyard_provider_webhook_events_total",
+    "Provider webhook events applied, by provider, event kind and what applying them did.",
+    ["provider", "kind", "outcome"],
+)

@@ -24,6 +24,7 @@ import logging
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from payments import metrics
 from payments.models import (
     AttemptStatus,
     Modification,
@@ -111,6 +112,8 @@ def provider_event_apply(event_id: int) -> bool:
         return False
     ProviderWebhookEvent.objects.filter(pk=event.pk).update(
         tries=event.tries + 1, next_try_at=None, processed_at=timezone.now(), outcome=outcome)
+    metrics.provider_webhook_events.labels(provider=event.account.provider, kind=event.kind,
+                                           outcome=outcome).inc()
     return True
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from prometheus_client import REGISTRY
 from rest_framework.test import APIClient
 
 from payments.models import Payment, PaymentAttempt, ProviderWebhookEvent, Refund
@@ -72,6 +73,8 @@ def test_commit_then_drop_is_resolved_by_the_authorisation_webhook(api):
     event = ProviderWebhookEvent.objects.get()
     assert (event.raw_type, event.outcome) == ("AUTHORISATION", "applied")
     assert payment.events.filter(actor="provider_webhook").exists()
+    assert REGISTRY.get_sample_value("switchyard_provider_webhook_events_total", {
+        "provider": "adyen", "kind": "authorization", "outcome": "applied"}) >= 1
 
 
 @pytest.mark.django_db(transaction=True)
