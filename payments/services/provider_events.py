@@ -45,11 +45,9 @@ logger = logging.getLogger(__name__)
 ACTOR = "provider_webhook"
 RETRY_SECONDS = 30  # an event that cannot apply yet is tried again after this
 CLAIM_SECONDS = 120
-REVERSAL_SUFFIX = "-reversal"  # status_sync.compensate's operation reference
 
 
-class NotYet(Exception):
-    """The event cannot be applied yet (what it is about is still in flight)."""
+NotYet = release.NotYet  # the event cannot be applied yet: it is tried again later
 
 
 def provider_events_receive(*, account: ProviderAccount,
@@ -106,9 +104,13 @@ def provider_event_apply(event_id: int) -> bool:
     try:
         outcome = APPLY.get(event.kind, _ignore)(event)
     except NotYet:
+        # back off: 30 s, 1 min, 2 min … at most an hour apart, never given up
+        wait = min(RETRY_SECONDS * 2 ** min(event.tries, 7), 3600)
         ProviderWebhookEvent.objects.filter(pk=event.pk).update(
-            tries=event.tries + 1,
-            next_try_at=timezone.now() + dt.timedelta(seconds=RETRY_SECONDS))
+            tries=event.tries + 1, next_try_at=timezone.now() + dt.timedelta(seconds=wait))
+        if event.tries + 1 == 10:
+            logger.warning("provider event %s (%s %s) still cannot be applied after 10 tries",
+                           event.pk, event.raw_type, event.reference)
         return False
     ProviderWebhookEvent.objects.filter(pk=event.pk).update(
         tries=event.tries + 1, next_try_at=None, processed_at=timezone.now(), outcome=outcome)
@@ -163,7 +165,7 @@ def _release(event: ProviderWebhookEvent) -> str:
 
 
 def _modification(event: ProviderWebhookEvent) -> str:
-    if event.reference.endswith(REVERSAL_SUFFIX):
+    if status_sync.reversed_attempt_id(event.reference):
         return _reversal(event)
     mod = _find(Modification.objects.filter(attempt__provider_account=event.account), event)
     if mod is None:
@@ -179,7 +181,7 @@ def _modification(event: ProviderWebhookEvent) -> str:
 
 
 def _refund(event: ProviderWebhookEvent) -> str:
-    if event.reference.endswith(REVERSAL_SUFFIX):
+    if status_sync.reversed_attempt_id(event.reference):
         return _reversal(event)
     refund = _find(Refund.objects.filter(payment__attempts__provider_account=event.account)
                    .distinct(), event)
@@ -200,7 +202,7 @@ def _reversal(event: ProviderWebhookEvent) -> str:
     """The provider's word on a void or refund of an extra charge (double-charge
     compensation). Accepted reversals were counted when accepted; a failed one needs a
     person, since the customer may still be charged twice."""
-    attempt = _attempt(event, event.reference.removesuffix(REVERSAL_SUFFIX))
+    attempt = _attempt(event, status_sync.reversed_attempt_id(event.reference))
     if attempt is None:
         return "unknown_reference"
     if event.success:

@@ -81,9 +81,14 @@ def _events(attempt: PaymentAttempt, kind: str, references: list[str]):
         reference__in=references).order_by("id")
 
 
+class NotYet(Exception):
+    """A provider event cannot be applied (completely) yet: it is tried again later."""
+
+
 def release_settle(attempt_id: str, *, actor: str) -> str:
     """Decide (or check) an attempt from its stored release and authorization events;
-    returns what it did. Safe to call any number of times, from any event of the attempt."""
+    returns what it did, raises NotYet when it must be looked at again later. Safe to call
+    any number of times, from any event of the attempt."""
     applied = False
     for _ in range(3):  # re-read when a racing worker settled the attempt meanwhile
         attempt = PaymentAttempt.objects.select_related(
@@ -100,41 +105,49 @@ def release_settle(attempt_id: str, *, actor: str) -> str:
         if outcome != "applied":
             return outcome
         applied = True
-    return "retry"
+    raise NotYet
 
 
 def _decide(attempt: PaymentAttempt, releases: list, auths: list, *, actor: str) -> str:
-    release = next((e for e in releases if e.success), None) or (releases[0] if releases
-                                                                  else None)
-    if release is None:
+    if not releases:
         return "awaiting_release"
+    cancelled = {e.provider_reference for e in releases if e.success and e.provider_reference}
     card = card_for_provider(attempt.payment.payment_method)
-    named = release.provider_reference
-    auth = next((a for a in auths if a.provider_reference == named), None) if named else None
-    if release.success and not named:  # nothing was held when it ran
-        found = base.LookupResult(found=False)
-        status_sync.apply_lookup(attempt, found, card=card, actor=actor,
-                                 error_code=status_sync.RELEASED, via_release=True)
+
+    def apply(found: base.LookupResult, *, released: bool = False) -> str:
+        status_sync.apply_lookup(attempt, found, card=card, actor=actor, via_release=True,
+                                 error_code=status_sync.RELEASED if released else "")
         return "applied"
-    if named and auth is None:
-        return "awaiting_authorization"  # its AUTHORISATION completes the decision
-    if not named:  # the release failed and names no payment: we still cannot tell
-        with transaction.atomic():
-            payment = sm.lock_payment(attempt.payment_id)
-            if not payment.events.filter(type="payment.release_failed").exists():
-                sm.record_event(payment, "payment.release_failed", actor=actor,
-                                data={"attempt": attempt.id, "reason": release.reason})
-        return "release_failed"
-    if release.success and auth.success:  # authorised, then cancelled by the release
-        found = base.LookupResult(found=False, provider_reference=named)
-        status_sync.apply_lookup(attempt, found, card=card, actor=actor,
-                                 error_code=status_sync.RELEASED, via_release=True)
-        return "applied"
-    # the payment's own AUTHORISATION decides: refused (a decline) or, when the release
-    # failed, charged
-    status_sync.apply_lookup(attempt, authorization_result(attempt, auth), card=card,
-                             actor=actor, via_release=True)
-    return "applied"
+
+    # A charge the release did not cancel (whatever the order Adyen processed them in): the
+    # attempt holds it. Never fail over then.
+    held = next((a for a in auths if a.success and a.provider_reference not in cancelled),
+                None)
+    if held is not None:
+        return apply(authorization_result(attempt, held))
+    if any(e.success for e in releases):
+        if not cancelled:  # nothing was held when it ran, nor reported since
+            return apply(base.LookupResult(found=False), released=True)
+        named = sorted(cancelled)[0]
+        auth = next((a for a in auths if a.provider_reference == named), None)
+        if auth is None:
+            return "awaiting_authorization"  # its AUTHORISATION completes the decision
+        if auth.success:  # authorised, then cancelled by the release: nothing charged
+            return apply(base.LookupResult(found=False, provider_reference=named),
+                         released=True)
+        return apply(authorization_result(attempt, auth))  # it was refused: that decline
+    # The release failed, so it cancelled nothing: an AUTHORISATION decides, as a lookup would.
+    if auths:
+        return apply(authorization_result(attempt, auths[0]))  # (a refusal: see `held`)
+    if any(e.provider_reference for e in releases):
+        return "awaiting_authorization"  # it names a payment: its AUTHORISATION will come
+    with transaction.atomic():  # nothing to go on: a person must find out
+        payment = sm.lock_payment(attempt.payment_id)
+        if not payment.events.filter(type="payment.release_failed").exists():
+            sm.record_event(payment, "payment.release_failed", actor=actor,
+                            data={"attempt": attempt.id, "reason": releases[0].reason})
+        Payment.objects.filter(pk=payment.pk).update(needs_operator=True)
+    return "release_failed"
 
 
 def authorization_result(attempt: PaymentAttempt, auth) -> base.LookupResult:
@@ -152,31 +165,28 @@ def authorization_result(attempt: PaymentAttempt, auth) -> base.LookupResult:
 def _check_settled(attempt: PaymentAttempt, releases: list, auths: list, *,
                    actor: str) -> str:
     """The attempt is settled: do the provider's events agree? A successful authorization
-    of a payment the release did not cancel, on an attempt that ended without a charge, is
-    an extra charge: reverse it. Anything else that disagrees goes to an operator."""
+    the release did not cancel, other than the attempt's own charge, is an extra charge:
+    reverse it (NotYet until the reversal is accepted). A release that cancelled the charge
+    we keep goes to an operator."""
     cancelled = {e.provider_reference for e in releases if e.success and e.provider_reference}
+    holds_own = attempt.status in CHARGED
     outcome = "already_known"
     for auth in auths:
-        if not auth.success or auth.provider_reference in cancelled:
+        psp = auth.provider_reference
+        if not auth.success or psp in cancelled or status_sync.is_reversed(attempt.payment, psp):
             continue
-        if attempt.status in CHARGED and auth.provider_reference == attempt.provider_reference:
-            continue  # the charge we keep
-        if attempt.status in (AttemptStatus.FAILED, AttemptStatus.DECLINED) and \
-                attempt.error_code == status_sync.RELEASED:
-            status_sync.compensate(attempt, authorization_result(attempt, auth), actor=actor)
-            outcome = "reversed"
-        elif attempt.status != AttemptStatus.REVERSED:
-            outcome = flag_mismatch(
-                attempt.payment, event=auth, actor=actor,
-                recorded=f"{attempt.status} {attempt.provider_reference}".strip())
+        if holds_own and psp == attempt.provider_reference:
+            continue  # the charge we keep (or voided)
+        status_sync.compensate(attempt, authorization_result(attempt, auth), actor=actor)
+        if not status_sync.is_reversed(attempt.payment, psp):
+            raise NotYet  # the reversal failed (the payment is flagged): try again later
+        outcome = "reversed"
     for release in releases:
-        if release.success and release.provider_reference and \
-                release.provider_reference == attempt.provider_reference and \
-                attempt.status in CHARGED:
+        if release.success and release.provider_reference and holds_own and \
+                release.provider_reference == attempt.provider_reference:
             outcome = flag_mismatch(  # the charge we keep was cancelled
                 attempt.payment, event=release, actor=actor, recorded=attempt.status)
     return outcome
-
 
 
 def flag_mismatch(payment: Payment, *, event: ProviderWebhookEvent, actor: str,

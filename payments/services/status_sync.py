@@ -79,6 +79,9 @@ def attempt_sync(attempt_id: str, *, actor: str = ACTOR) -> Payment:
         return payment
     card = card_for_provider(payment.payment_method)
     request = authorization.authorize_request(payment, attempt, card)
+    attempt.refresh_from_db(fields=["status", "release_requested_at"])  # as late as we can
+    if attempt.status != AttemptStatus.UNKNOWN:
+        return Payment.objects.get(pk=attempt.payment_id)
     if attempt.release_requested_at is not None:
         # the provider's answer to the release decides now; never replay the authorization
         # again (a replay processed as new would be a charge the release never saw)
@@ -177,33 +180,58 @@ def _not_charged_outcome(found: base.LookupResult, *, released: bool = False) ->
         "The provider never processed the request.", code="provider_not_processed"))
 
 
+REVERSAL = "-reversal-"
+
+
+def reversal_reference(attempt_id: str, provider_reference: str) -> str:
+    """Our reference (and idempotency key) for the reversal of one extra charge."""
+    return f"{attempt_id}{REVERSAL}{provider_reference}"
+
+
+def reversed_attempt_id(reference: str) -> str | None:
+    """The attempt id in a reversal's reference, or None if it is not one."""
+    return reference.split(REVERSAL, 1)[0] if REVERSAL in reference else None
+
+
+def is_reversed(payment: Payment, provider_reference: str) -> bool:
+    return payment.events.filter(type="payment.duplicate_charge_reversed",
+                                 data__provider_reference=provider_reference).exists()
+
+
 def compensate(attempt: PaymentAttempt, found: base.LookupResult, *, actor: str) -> Payment:
-    """Void (authorized) or refund (captured) a charge the payment must not keep."""
+    """Void (authorized) or refund (captured) a charge the payment must not keep. Keyed by
+    the charge, so a retry (or a second worker) reverses it once; a reversal that fails is
+    retried by whoever found it and flags the payment for an operator meanwhile."""
     operation = "cancel" if found.status == "authorized" else "refund"
     payment = attempt.payment
     answer = call_provider(attempt.provider_account, operation, base.ModificationRequest(
-        reference=f"{attempt.id}-reversal", provider_reference=found.provider_reference,
+        reference=reversal_reference(attempt.id, found.provider_reference),
+        provider_reference=found.provider_reference,
         amount=found.amount or payment.amount, currency=payment.currency))
     with transaction.atomic():
-        sm.lock_payment(payment.pk)  # the payment first, then the attempt, as everywhere
+        payment = sm.lock_payment(payment.pk)  # the payment first, then the attempt
         locked = PaymentAttempt.objects.select_for_update().get(pk=attempt.pk)
         data = {"attempt": attempt.id, "operation": operation, "outcome": answer.kind,
                 "provider_reference": found.provider_reference, "amount": found.amount}
         if answer.kind == "approved":
-            locked.status = AttemptStatus.REVERSED
+            if locked.status not in KEPT:  # (never the attempt holding the kept charge)
+                locked.status = AttemptStatus.REVERSED
             locked.next_sync_at = None
             locked.save()
-            sm.record_event(payment, "payment.duplicate_charge_reversed", actor=actor,
-                            data=data)
-            metrics.duplicate_charges_reversed.labels(
-                provider=attempt.provider_account.provider).inc()
-            logger.warning("reversed an extra charge payment=%s attempt=%s provider=%s",
-                           payment.id, attempt.id, attempt.provider_account.provider)
-        else:  # could not reverse it yet: keep asking, an operator sees the event
+            if not is_reversed(payment, found.provider_reference):
+                sm.record_event(payment, "payment.duplicate_charge_reversed", actor=actor,
+                                data=data)
+                metrics.duplicate_charges_reversed.labels(
+                    provider=attempt.provider_account.provider).inc()
+                logger.warning("reversed an extra charge payment=%s attempt=%s provider=%s",
+                               payment.id, attempt.id, attempt.provider_account.provider)
+        else:  # could not reverse it yet: asked again, and an operator is told meanwhile
             sm.record_event(payment, "payment.duplicate_charge_reversal_failed", actor=actor,
                             data=data)
-            locked.next_sync_at = timezone.now() + dt.timedelta(minutes=5)
-            locked.save()
+            Payment.objects.filter(pk=payment.pk).update(needs_operator=True)
+            if locked.status == AttemptStatus.UNKNOWN:  # status sync asks again
+                locked.next_sync_at = timezone.now() + dt.timedelta(minutes=5)
+                locked.save()
     return Payment.objects.get(pk=payment.pk)
 
 

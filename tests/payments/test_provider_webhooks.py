@@ -16,7 +16,12 @@ from rest_framework.test import APIClient
 from payments.models import Payment, PaymentAttempt, ProviderWebhookEvent, Refund
 from payments.services import provider_events, status_sync
 from providers.adyen.webhooks import sign
-from providers.models import ProviderAccount, SandboxCharge, SandboxNotification
+from providers.models import (
+    ProviderAccount,
+    SandboxCharge,
+    SandboxCondition,
+    SandboxNotification,
+)
 from providers.sandbox import webhooks as sandbox_webhooks
 from tests.conftest import make_card
 
@@ -473,3 +478,112 @@ def test_redeliveries_racing_store_the_event_once(merchant):
     delivery = item(account)
     assert _race(*[lambda: post(account, delivery) for _ in range(4)]) == []
     assert ProviderWebhookEvent.objects.count() == 1
+
+
+# --- orders and failures around a release (second review) -------------------------------------
+def signed_event(account, attempt, code: str, *, success: bool, psp: str, original: str = "",
+                 reason: str = "") -> dict:
+    fields = {"eventCode": code, "success": "true" if success else "false",
+              "pspReference": psp, "reason": reason,
+              "merchantReference": attempt.id + ("-release" if code == "TECHNICAL_CANCEL"
+                                                 else "")}
+    if original:
+        fields["originalReference"] = original
+    return item(account, **fields)
+
+
+def ledger_auth(attempt, psp: str) -> SandboxCharge:
+    return SandboxCharge.objects.create(provider="adyen", provider_reference=psp,
+                                        reference=attempt.id, amount=1050, currency="EUR",
+                                        status="authorized")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_charge_reported_with_a_release_that_found_nothing_is_kept_not_failed_over(api,
+                                                                                   merchant):
+    """Adyen ran the cancel first (nothing held), then the late payment; its AUTHORISATION
+    is delivered first. The attempt holds that charge: no failover, nothing reversed."""
+    adyen_first(merchant)
+    account = adyen(merchant)
+    resp = pay(api, "4000000000000606", capture_method="manual")
+    attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
+    release(attempt)
+    SandboxNotification.objects.all().delete()
+    ledger_auth(attempt, "LATEPAYMENT00001")
+    post(account, signed_event(account, attempt, "AUTHORISATION", success=True,
+                               psp="LATEPAYMENT00001"))
+    provider_events.process_due()
+    post(account, signed_event(account, attempt, "TECHNICAL_CANCEL", success=True,
+                               psp="TECHCANCEL000002"))
+    provider_events.process_due()
+    payment = Payment.objects.get(pk=attempt.payment_id)
+    attempt.refresh_from_db()
+    assert (attempt.status, attempt.provider_reference) == ("authorized", "LATEPAYMENT00001")
+    assert payment.status == "requires_capture" and payment.attempts.count() == 1
+    assert SandboxCharge.objects.get(reference=attempt.id).status == "authorized"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_reversal_that_fails_is_retried_and_flagged_meanwhile(api, merchant):
+    adyen_first(merchant)
+    account = adyen(merchant)
+    resp = pay(api, "4000000000000606", capture_method="manual")
+    attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
+    release(attempt)
+    assert deliver() == 1  # nothing held: failover to stripe
+    late = ledger_auth(attempt, "LATEPAYMENT00002")
+    SandboxCondition.objects.update_or_create(provider="adyen", defaults={"outage": True})
+    post(account, signed_event(account, attempt, "AUTHORISATION", success=True,
+                               psp=late.provider_reference))
+    provider_events.process_due()
+    event = ProviderWebhookEvent.objects.get(raw_type="AUTHORISATION")
+    payment = Payment.objects.get(pk=attempt.payment_id)
+    assert event.processed_at is None and event.tries == 1  # to be tried again
+    assert payment.needs_operator
+    assert payment.events.filter(type="payment.duplicate_charge_reversal_failed").exists()
+    SandboxCondition.objects.filter(provider="adyen").update(outage=False)
+    ProviderWebhookEvent.objects.filter(pk=event.pk).update(next_try_at=event.received_at)
+    provider_events.process_due()
+    event.refresh_from_db()
+    assert event.outcome == "reversed"
+    assert SandboxCharge.objects.get(pk=late.pk).status == "canceled"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_late_charges_under_one_reference_are_both_reversed(api, merchant):
+    adyen_first(merchant)
+    account = adyen(merchant)
+    resp = pay(api, "4000000000000606", capture_method="manual")
+    attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
+    release(attempt)
+    deliver()
+    for psp in ("LATEPAYMENT00003", "LATEPAYMENT00004"):
+        ledger_auth(attempt, psp)
+        post(account, signed_event(account, attempt, "AUTHORISATION", success=True, psp=psp))
+    provider_events.process_due()
+    assert set(SandboxCharge.objects.filter(reference=attempt.id)
+               .values_list("status", flat=True)) == {"canceled"}
+    payment = Payment.objects.get(pk=attempt.payment_id)
+    assert payment.events.filter(type="payment.duplicate_charge_reversed").count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_release_then_an_authorisation_settles_the_attempt(api, merchant):
+    account = adyen(merchant)
+    resp = pay(api, "4000000000000606", provider="adyen-sandbox")
+    attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
+    release(attempt)
+    SandboxNotification.objects.all().delete()
+    post(account, signed_event(account, attempt, "TECHNICAL_CANCEL", success=False,
+                               psp="TECHCANCEL000003", reason="Internal error"))
+    provider_events.process_due()
+    assert Payment.objects.get(pk=attempt.payment_id).needs_operator  # nothing to go on yet
+    SandboxCharge.objects.create(provider="adyen", provider_reference="LATEPAYMENT00005",
+                                 reference=attempt.id, amount=1050, currency="EUR",
+                                 status="captured", amount_captured=1050)
+    post(account, signed_event(account, attempt, "AUTHORISATION", success=True,
+                               psp="LATEPAYMENT00005"))
+    provider_events.process_due()
+    payment = Payment.objects.get(pk=attempt.payment_id)
+    assert payment.status == "succeeded" and payment.amount_captured == 1050
+    assert PaymentAttempt.objects.get(pk=attempt.pk).provider_reference == "LATEPAYMENT00005"
