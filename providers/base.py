@@ -194,6 +194,9 @@ class Adapter(Protocol):
     # Optional: `release(request)` (Adyen) cancels whatever the provider holds under our
     # reference, for an authorization whose outcome the provider cannot tell us; it is
     # confirmed later by webhook (ProviderEvent kind "release").
+    # Optional: `reverse(request: ModificationRequest)` (Adyen) cancels an authorization or
+    # refunds it in full if it was captured, whichever applies when the provider gets to it:
+    # used to reverse an extra charge whose capture may still be under way.
 
     def probe(self) -> None:
         """A cheap authenticated call for the health probe; raises a ProviderError if the

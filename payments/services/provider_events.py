@@ -219,4 +219,4 @@ def _find(queryset, event: ProviderWebhookEvent):
 
 
 APPLY = {"authorization": _authorization, "release": _release, "capture": _modification,
-         "cancel": _modification, "refund": _refund}
+         "cancel": _modification, "refund": _refund, "reverse": _modification}

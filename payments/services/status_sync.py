@@ -203,6 +203,8 @@ def compensate(attempt: PaymentAttempt, found: base.LookupResult, *, actor: str)
     the charge, so a retry (or a second worker) reverses it once; a reversal that fails is
     retried by whoever found it and flags the payment for an operator meanwhile."""
     operation = "cancel" if found.status == "authorized" else "refund"
+    if gateway.supports(attempt.provider_account, "reverse"):
+        operation = "reverse"  # cancel or refund, as applies when the provider gets to it
     payment = attempt.payment
     answer = call_provider(attempt.provider_account, operation, base.ModificationRequest(
         reference=reversal_reference(attempt.id, found.provider_reference),

@@ -38,6 +38,8 @@ Operations
   most one charge, thanks to the key) and returns found=True; this adapter never returns
   found=False. In the sandbox card 4000000000000606 times out on every delivery, so its
   lookup keeps raising OutcomeUnknown.
+- reverse: `POST payments/{pspReference}/reversals` (cancel or refund, the full amount, as
+  applies): how double-charge compensation reverses an extra Adyen charge.
 - release: `POST cancels` with `paymentReference` = the attempt id and `reference` =
   "<attempt id>-release" (Adyen's technical cancel, PROVIDERS.md 2.4): cancels whatever Adyen
   holds under our reference. Status sync sends it when replays cannot tell what became of an
@@ -191,6 +193,12 @@ class AdyenAdapter:
                                 decline_code=outcome.decline_code)
         raise OutcomeUnknown(f"Adyen has no final result yet (resultCode "
                              f"{data.get('resultCode')!r}).", raw_code=data.get("resultCode", ""))
+
+    def reverse(self, request: ModificationRequest) -> ModificationResult:
+        """Cancel or refund, whichever applies (`POST payments/{psp}/reversals`, always the
+        full amount): for an extra charge whose automatic capture may be under way, where a
+        refund would fail before the capture and a cancel after it. CANCEL_OR_REFUND webhook."""
+        return self._modify("reversals", request, with_amount=False)
 
     def release(self, request: AuthorizeRequest) -> ModificationResult:
         """Cancel whatever Adyen holds under our reference: `POST cancels` with

@@ -4,7 +4,7 @@
 What it reproduces, for everything `providers.adyen.adapter` sends:
 
 - Paths under `/v71` (the real test base URL is `https://checkout-test.adyen.com/v71`):
-  `POST /v71/payments`, `POST /v71/payments/{pspReference}/captures|cancels|refunds`,
+  `POST /v71/payments`, `POST /v71/payments/{pspReference}/captures|cancels|refunds|reversals`,
   `POST /v71/paymentMethods`; and the settlement details report download
   `GET /reports/download/MerchantAccount/{merchantAccount}/settlement_detail_report_batch_{N}.csv`
   (on the real platform that lives on the Customer Area host, not under `/v71`).
@@ -242,7 +242,8 @@ def _authorize(body: dict) -> Response:
 # --- webhooks (PROVIDERS.md 2.8) ------------------------------------------------------------
 def _notify(merchant_account: str, event_code: str, *, success: bool, psp: str,
             reference: str, amount: int | None = None, currency: str = "",
-            original: str = "", reason: str = "", payment_method: str = "") -> None:
+            original: str = "", reason: str = "", payment_method: str = "",
+            additional: dict | None = None) -> None:
     """Queue a standard webhook for every endpoint of the merchant account, each item signed
     with that endpoint's HMAC key."""
     item = {"eventCode": event_code, "success": "true" if success else "false",
@@ -257,7 +258,8 @@ def _notify(merchant_account: str, event_code: str, *, success: bool, psp: str,
         item["paymentMethod"] = payment_method
 
     def body_for(endpoint) -> dict:
-        signed = {**item, "additionalData": {"hmacSignature": sign(item, endpoint.hmac_key)}}
+        signed = {**item, "additionalData": {**(additional or {}),
+                                             "hmacSignature": sign(item, endpoint.hmac_key)}}
         return {"live": "false", "notificationItems": [{"NotificationRequestItem": signed}]}
 
     sandbox_webhooks.queue(PROVIDER, merchant_account, event_code, body_for)
@@ -294,8 +296,10 @@ def _payment_response(charge: SandboxCharge) -> dict:
 
 
 # --- modifications ------------------------------------------------------------------------
-_KINDS = {"captures": "capture", "cancels": "cancel", "refunds": "refund"}
-EVENT_CODES = {"capture": "CAPTURE", "cancel": "CANCELLATION", "refund": "REFUND"}
+_KINDS = {"captures": "capture", "cancels": "cancel", "refunds": "refund",
+          "reversals": "reverse"}
+EVENT_CODES = {"capture": "CAPTURE", "cancel": "CANCELLATION", "refund": "REFUND",
+               "reverse": "CANCEL_OR_REFUND"}
 
 
 def modification(request: Request, psp: str, action: str) -> Response:
@@ -307,7 +311,11 @@ def modification(request: Request, psp: str, action: str) -> Response:
 
 def _modify(body: dict, psp: str, kind: str) -> Response:
     amount = None
-    if kind != "cancel":  # captures and refunds require an amount
+    action = kind
+    if kind == "reverse":  # cancel or refund (in full), whichever applies now
+        charge = SandboxCharge.objects.filter(provider=PROVIDER, provider_reference=psp).first()
+        action = "refund" if charge is not None and charge.status == "captured" else "cancel"
+    elif kind != "cancel":  # captures and refunds require an amount
         parsed = _amount(body)
         if isinstance(parsed, Response):
             return parsed
@@ -318,7 +326,7 @@ def _modify(body: dict, psp: str, kind: str) -> Response:
                                  "from the payment's.")
     reference = str(body.get("reference") or "")
     try:
-        operation = ledger.modify(PROVIDER, kind, psp, amount=amount, reference=reference)
+        operation = ledger.modify(PROVIDER, action, psp, amount=amount, reference=reference)
     except ledger.UnknownCharge:
         return service_error(422, "167", "Original pspReference required for this operation")
     except ledger.InvalidState as exc:
@@ -331,19 +339,21 @@ def _modify(body: dict, psp: str, kind: str) -> Response:
     return _received(body, kind, psp=psp, operation_psp=operation.provider_reference,
                      reference=reference or operation.charge.reference,
                      amount=operation.amount, currency=operation.charge.currency,
-                     success=True)
+                     success=True, action=action)
 
 
 def _received(body: dict, kind: str, *, psp: str, operation_psp: str, reference: str,
-              amount: int, currency: str, success: bool, reason: str = "") -> Response:
+              amount: int, currency: str, success: bool, reason: str = "",
+              action: str = "") -> Response:
     """201 `received`, and the webhook with the real result queued."""
+    extra = {"modification.action": action} if kind == "reverse" and action else {}
     _notify(body["merchantAccount"], EVENT_CODES[kind], success=success, psp=operation_psp,
             original=psp, reference=reference, amount=amount, currency=currency,
-            reason=reason)
+            reason=reason, additional=extra)
     response = {"merchantAccount": body["merchantAccount"], "paymentPspReference": psp,
                 "pspReference": operation_psp, "reference": str(body.get("reference") or ""),
                 "status": "received"}
-    if kind != "cancel":
+    if kind not in ("cancel", "reverse"):
         response["amount"] = {"currency": currency, "value": amount}
     return Response(201, response)
 
@@ -479,7 +489,8 @@ def _not_found(request: Request) -> Response:
 
 app = make_app([
     ("POST", PREFIX + r"/payments", payments),
-    ("POST", PREFIX + r"/payments/(?P<psp>[A-Za-z0-9]+)/(?P<action>captures|cancels|refunds)",
+    ("POST", PREFIX + r"/payments/(?P<psp>[A-Za-z0-9]+)/"
+             r"(?P<action>captures|cancels|refunds|reversals)",
      modification),
     ("POST", PREFIX + r"/cancels", technical_cancel),
     ("POST", PREFIX + r"/paymentMethods", payment_methods),

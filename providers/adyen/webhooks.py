@@ -38,6 +38,7 @@ KINDS = {
     "REFUND": "refund",
     "REFUND_FAILED": "refund",  # a refund the scheme rejected after a REFUND success
     "TECHNICAL_CANCEL": "release",
+    "CANCEL_OR_REFUND": "reverse",  # the answer to a reversal
 }
 # Events that report a failure even when their `success` says "true".
 FAILURE_EVENTS = frozenset({"CAPTURE_FAILED", "REFUND_FAILED"})

@@ -224,6 +224,9 @@ def test_an_authorisation_after_the_release_is_an_extra_charge_and_is_reversed(a
     assert SandboxCharge.objects.get(pk=late.pk).status == "canceled"
     payment = Payment.objects.get(pk=attempt.payment_id)
     assert payment.events.filter(type="payment.duplicate_charge_reversed").count() == 1
+    assert deliver() == 1  # Adyen confirms the reversal (cancel or refund, as applied)
+    confirmation = ProviderWebhookEvent.objects.get(raw_type="CANCEL_OR_REFUND")
+    assert confirmation.success and confirmation.outcome == "already_known"
 
 
 @pytest.mark.django_db(transaction=True)

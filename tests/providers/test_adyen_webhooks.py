@@ -185,3 +185,25 @@ def test_the_sandbox_signs_every_webhook_it_queues(adapter, endpoint):
         adapter.authorize(request_for("att_hang", number="4000000000000606"))
     assert not [i for i in notifications("AUTHORISATION")
                 if i["merchantReference"] == "att_hang"]  # never processed: no webhook
+
+
+@pytest.mark.parametrize("capture,action,status", [(False, "cancel", "canceled"),
+                                                   (True, "refund", "captured")])
+def test_reverse_cancels_or_refunds_whichever_applies(adapter, endpoint, capture, action,
+                                                      status):
+    auth = adapter.authorize(request_for(f"att_rev_{action}", capture=capture))
+    result = adapter.reverse(ModificationRequest(
+        reference=f"att_rev_{action}-reversal-{auth.provider_reference}", amount=1050,
+        currency="EUR", provider_reference=auth.provider_reference))
+    assert result.pending
+    charge = SandboxCharge.objects.get(reference=f"att_rev_{action}")
+    assert charge.status == status
+    assert charge.amount_refunded == (1050 if capture else 0)
+    [item] = notifications("CANCEL_OR_REFUND")
+    assert (item["success"], item["originalReference"], item["pspReference"]) == (
+        "true", auth.provider_reference, result.provider_reference)
+    assert item["additionalData"]["modification.action"] == action
+    assert webhooks.is_valid(item, [KEY])
+    [event] = webhooks.parse(json.dumps({"live": "false", "notificationItems": [
+        {"NotificationRequestItem": item}]}).encode(), hmac_keys=[KEY], livemode=False)
+    assert event.kind == "reverse" and event.success
