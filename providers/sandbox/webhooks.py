@@ -29,7 +29,6 @@ from django.utils import timezone
 from providers.models import SandboxNotification, SandboxWebhookEndpoint
 
 logger = logging.getLogger(__name__)
-IN_PROCESS_HOST = "http://localhost"
 # seconds before retry N (then the last one, repeated), as Adyen does: three quick retries,
 # then a queue from 2 minutes up to 8 hours apart, for at most 30 days (PROVIDERS.md 2.8)
 RETRY_SCHEDULE = [10, 10, 10, 120, 600, 3600, 4 * 3600, 8 * 3600]
@@ -99,7 +98,7 @@ def _post(url: str, body: dict) -> str:
             from django.core.wsgi import get_wsgi_application
 
             transport = httpx.WSGITransport(app=get_wsgi_application())
-            with httpx.Client(transport=transport, base_url=IN_PROCESS_HOST) as client:
+            with httpx.Client(transport=transport, base_url=_in_process_base()) as client:
                 response = client.post(url, json=body)
         else:
             with httpx.Client(timeout=TIMEOUT_SECONDS) as client:
@@ -107,6 +106,15 @@ def _post(url: str, body: dict) -> str:
     except httpx.HTTPError as exc:
         return type(exc).__name__
     return str(response.status_code)
+
+
+def _in_process_base() -> str:
+    """A host our own app accepts (ALLOWED_HOSTS), for deliveries that never leave the
+    process."""
+    for host in settings.ALLOWED_HOSTS:
+        if host and host != "*":
+            return "http://" + host.lstrip(".")
+    return "http://localhost"
 
 
 def _schedule_delivery() -> None:

@@ -207,3 +207,12 @@ def test_reverse_cancels_or_refunds_whichever_applies(adapter, endpoint, capture
     [event] = webhooks.parse(json.dumps({"live": "false", "notificationItems": [
         {"NotificationRequestItem": item}]}).encode(), hmac_keys=[KEY], livemode=False)
     assert event.kind == "reverse" and event.success
+
+
+@pytest.mark.django_db(transaction=True)
+def test_in_process_deliveries_use_a_host_the_app_allows(settings, endpoint):
+    from providers.sandbox.webhooks import _post
+
+    settings.ALLOWED_HOSTS = [".switchyard.example"]
+    # our receiver answers (404: no such account), not Django's DisallowedHost 400
+    assert _post("/provider_webhooks/acct_missing", {"live": "false"}) == "404"
