@@ -112,10 +112,11 @@ def provider_event_apply(event_id: int) -> bool:
             logger.warning("provider event %s (%s %s) still cannot be applied after 10 tries",
                            event.pk, event.raw_type, event.reference)
         return False
-    ProviderWebhookEvent.objects.filter(pk=event.pk).update(
+    done = ProviderWebhookEvent.objects.filter(pk=event.pk, processed_at__isnull=True).update(
         tries=event.tries + 1, next_try_at=None, processed_at=timezone.now(), outcome=outcome)
-    metrics.provider_webhook_events.labels(provider=event.account.provider, kind=event.kind,
-                                           outcome=outcome).inc()
+    if done:  # (a worker whose claim expired meanwhile may have finished it too)
+        metrics.provider_webhook_events.labels(provider=event.account.provider,
+                                               kind=event.kind, outcome=outcome).inc()
     return True
 
 
@@ -149,11 +150,13 @@ def _authorization(event: ProviderWebhookEvent) -> str:
         attempt = _attempt(event, event.reference)
     if attempt.status == AttemptStatus.UNKNOWN:
         raise NotYet
+    if event.success:  # ours, or an extra charge under the reference: reversed at once
+        outcome = release.release_settle(attempt.id, actor=ACTOR)
+        return "applied" if applied and outcome == "already_known" else outcome
     charged = attempt.status not in (AttemptStatus.DECLINED, AttemptStatus.FAILED)
-    if event.success == charged and (not event.success or event.provider_reference in (
-            attempt.provider_reference, "")):
+    if not charged or event.provider_reference not in (attempt.provider_reference, ""):
         return "applied" if applied else "already_known"
-    return release.flag_mismatch(attempt.payment, event=event, actor=ACTOR,
+    return release.flag_mismatch(attempt.payment, event=event, actor=ACTOR,  # ours, refused?
                                  recorded=f"{attempt.status} {attempt.provider_reference}")
 
 

@@ -100,7 +100,7 @@ def release_settle(attempt_id: str, *, actor: str) -> str:
             outcome = _check_settled(attempt, releases, auths, actor=actor)
             return "applied" if applied and outcome == "already_known" else outcome
         if attempt.release_requested_at is None and not releases:
-            return "no_release"  # nothing to decide here: a lookup or AUTHORISATION decides
+            raise NotYet  # unknown, no release: a lookup or its AUTHORISATION decides
         outcome = _decide(attempt, releases, auths, actor=actor)
         if outcome != "applied":
             return outcome

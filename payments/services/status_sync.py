@@ -189,8 +189,11 @@ def reversal_reference(attempt_id: str, provider_reference: str) -> str:
 
 
 def reversed_attempt_id(reference: str) -> str | None:
-    """The attempt id in a reversal's reference, or None if it is not one."""
-    return reference.split(REVERSAL, 1)[0] if REVERSAL in reference else None
+    """The attempt id in a reversal's reference, or None if it is not one (also the older
+    form `<attempt>-reversal`, for reversals sent before references named the charge)."""
+    if REVERSAL in reference:
+        return reference.split(REVERSAL, 1)[0]
+    return reference.removesuffix("-reversal") if reference.endswith("-reversal") else None
 
 
 def is_reversed(payment: Payment, provider_reference: str) -> bool:
@@ -216,7 +219,10 @@ def compensate(attempt: PaymentAttempt, found: base.LookupResult, *, actor: str)
         data = {"attempt": attempt.id, "operation": operation, "outcome": answer.kind,
                 "provider_reference": found.provider_reference, "amount": found.amount}
         if answer.kind == "approved":
-            if locked.status not in KEPT:  # (never the attempt holding the kept charge)
+            if locked.status == AttemptStatus.UNKNOWN or (
+                    locked.status == AttemptStatus.FAILED and locked.error_code == RELEASED):
+                # the extra charge was this attempt's only one; any other attempt keeps its
+                # own final status (the reversed charge is in the event below)
                 locked.status = AttemptStatus.REVERSED
             locked.next_sync_at = None
             locked.save()
@@ -228,8 +234,11 @@ def compensate(attempt: PaymentAttempt, found: base.LookupResult, *, actor: str)
                 logger.warning("reversed an extra charge payment=%s attempt=%s provider=%s",
                                payment.id, attempt.id, attempt.provider_account.provider)
         else:  # could not reverse it yet: asked again, and an operator is told meanwhile
-            sm.record_event(payment, "payment.duplicate_charge_reversal_failed", actor=actor,
-                            data=data)
+            if not payment.events.filter(type="payment.duplicate_charge_reversal_failed",
+                                         data__provider_reference=found.provider_reference
+                                         ).exists():  # once per charge, however many tries
+                sm.record_event(payment, "payment.duplicate_charge_reversal_failed",
+                                actor=actor, data=data)
             Payment.objects.filter(pk=payment.pk).update(needs_operator=True)
             if locked.status == AttemptStatus.UNKNOWN:  # status sync asks again
                 locked.next_sync_at = timezone.now() + dt.timedelta(minutes=5)
@@ -248,7 +257,9 @@ def _reschedule(attempt: PaymentAttempt, *, reason: str) -> Payment:
         locked.next_sync_at = authorization.next_sync_time(
             locked.unknown_since or now, sync_count=locked.sync_count, now=now)
         locked.save()
-        if locked.next_sync_at is None and not payment.needs_operator:
+        if locked.next_sync_at is None and not payment.events.filter(
+                type="payment.flagged_for_operator", data__attempt=locked.id).exists():
+            # (recorded even if the payment is flagged already for another reason)
             sm.record_event(payment, "payment.flagged_for_operator", actor=ACTOR,
                             data={"attempt": locked.id, "lookups": locked.sync_count,
                                   "reason": reason})

@@ -316,16 +316,37 @@ def test_an_event_before_our_answer_waits_for_it(api, merchant):
 
 
 @pytest.mark.django_db
-def test_an_event_contradicting_our_record_is_flagged_for_an_operator(api, merchant):
+def test_a_charge_reported_for_a_declined_attempt_is_reversed(api, merchant):
     resp = pay(api, "4000000000000002", provider="adyen-sandbox")  # declined
     assert resp.status_code == 402
     attempt = PaymentAttempt.objects.get(payment_id=resp.json()["payment"]["id"])
     SandboxNotification.objects.all().delete()
     account = adyen(merchant)
+    charge = SandboxCharge.objects.create(provider="adyen", provider_reference="PSPAUTHORISED001",
+                                          reference=attempt.id, amount=1050, currency="EUR",
+                                          status="authorized")
     post(account, item(account, merchantReference=attempt.id, pspReference="PSPAUTHORISED001"))
     provider_events.process_due()
     payment = Payment.objects.get(pk=attempt.payment_id)
-    assert payment.status == "failed" and payment.needs_operator
+    attempt.refresh_from_db()
+    assert payment.status == "failed" and attempt.status == "declined"  # final, unchanged
+    assert SandboxCharge.objects.get(pk=charge.pk).status == "canceled"
+    assert payment.events.filter(type="payment.duplicate_charge_reversed").count() == 1
+
+
+@pytest.mark.django_db
+def test_our_kept_charge_reported_refused_is_flagged_for_an_operator(api, merchant):
+    resp = pay(api, "4242424242424242", provider="adyen-sandbox")
+    attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
+    SandboxNotification.objects.all().delete()
+    account = adyen(merchant)
+    post(account, item(account, merchantReference=attempt.id, success="false",
+                       pspReference=attempt.provider_reference, reason="Refused"))
+    provider_events.process_due()
+    payment = Payment.objects.get(pk=attempt.payment_id)
+    assert payment.status == "succeeded" and payment.needs_operator  # not applied blindly
+    assert payment.events.filter(type="payment.provider_event_mismatch").count() == 1
+    provider_events.process_due()
     assert payment.events.filter(type="payment.provider_event_mismatch").count() == 1
 
 
@@ -590,3 +611,26 @@ def test_a_failed_release_then_an_authorisation_settles_the_attempt(api, merchan
     payment = Payment.objects.get(pk=attempt.payment_id)
     assert payment.status == "succeeded" and payment.amount_captured == 1050
     assert PaymentAttempt.objects.get(pk=attempt.pk).provider_reference == "LATEPAYMENT00005"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reversing_an_extra_charge_leaves_the_other_attempts_status_alone(api, merchant):
+    """A late second charge under an attempt that kept (then voided) its own: the extra one
+    is reversed, the attempt stays `voided` (terminal states are final)."""
+    account = adyen(merchant)
+    resp = pay(api, "4242424242424242", provider="adyen-sandbox", capture_method="manual")
+    pay_id = resp.json()["id"]
+    api.post(f"/v1/payments/{pay_id}/cancel")
+    deliver()  # AUTHORISATION, CANCELLATION
+    attempt = PaymentAttempt.objects.get(payment_id=pay_id)
+    assert attempt.status == "voided"
+    late = ledger_auth(attempt, "LATEPAYMENT00006")
+    post(account, signed_event(account, attempt, "AUTHORISATION", success=True,
+                               psp=late.provider_reference))
+    provider_events.process_due()
+    attempt.refresh_from_db()
+    assert attempt.status == "voided"
+    assert SandboxCharge.objects.get(pk=late.pk).status == "canceled"
+    payment = Payment.objects.get(pk=pay_id)
+    assert payment.status == "canceled"
+    assert payment.events.filter(type="payment.duplicate_charge_reversed").count() == 1
