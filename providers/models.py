@@ -122,6 +122,10 @@ class SandboxCharge(models.Model):
     card_last4 = models.CharField(max_length=4, blank=True)
     card_brand = models.CharField(max_length=16, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
+    merchant_account = models.CharField(
+        max_length=80, blank=True,
+        help_text="The merchant account (Adyen) or processing channel (Checkout.com) it was "
+        "made under: where its webhooks go")
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
@@ -168,7 +172,8 @@ class SandboxNotification(models.Model):
 
     endpoint = models.ForeignKey(SandboxWebhookEndpoint, on_delete=models.CASCADE,
                                  related_name="notifications")
-    body = models.JSONField()
+    body = models.TextField(help_text="The exact body sent (signatures may cover its bytes)")
+    headers = models.JSONField(default=dict, blank=True)
     event_code = models.CharField(max_length=32)
     created_at = models.DateTimeField(auto_now_add=True)
     next_attempt_at = models.DateTimeField(db_index=True)

@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 import secrets
 import string
@@ -257,10 +258,11 @@ def _notify(merchant_account: str, event_code: str, *, success: bool, psp: str,
     if payment_method:
         item["paymentMethod"] = payment_method
 
-    def body_for(endpoint) -> dict:
+    def body_for(endpoint) -> tuple[str, dict]:
         signed = {**item, "additionalData": {**(additional or {}),
                                              "hmacSignature": sign(item, endpoint.hmac_key)}}
-        return {"live": "false", "notificationItems": [{"NotificationRequestItem": signed}]}
+        return json.dumps({"live": "false",
+                           "notificationItems": [{"NotificationRequestItem": signed}]}), {}
 
     sandbox_webhooks.queue(PROVIDER, merchant_account, event_code, body_for)
 

@@ -23,6 +23,10 @@ Speaks what `CheckoutAdapter` uses, in Checkout.com's wire format:
   `action_id`, `action_type`, `reference`, `processed_on` and a `breakdown` of decimal
   major-unit amounts (gross line, then the sandbox's fee split into a variable and a fixed
   line; debits negative), latest first. Declined, voided and uncaptured payments do not appear.
+- Webhooks (PROVIDERS.md 3.8): `payment_approved` / `payment_declined` for every processed
+  payment (…0408's too), `payment_captured` / `payment_voided` / `payment_refunded` for every
+  action, sent to the endpoints of the payment's processing channel (`providers.sandbox.
+  webhooks`), signed with `Cko-Signature` over the exact bytes sent.
 - Idempotency (`Cko-Idempotency-Key`, PROVIDERS.md 3.5): only 2xx results are stored and
   replayed (same status, same body); a 4xx/5xx is not stored, so a retry with the same key is
   executed again.
@@ -40,6 +44,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -47,8 +52,10 @@ from urllib.parse import urlencode
 
 import iso4217
 
+from providers.checkout.webhooks import sign
 from providers.models import SandboxCharge
 from providers.sandbox import ledger
+from providers.sandbox import webhooks as sandbox_webhooks
 from providers.sandbox.wsgi import IdempotencyPolicy, Request, Response, idempotent, make_app
 
 PROVIDER = "checkout"
@@ -389,12 +396,44 @@ def _request_payment(request: Request) -> Response:
             PROVIDER, reference=body.get("reference", ""), amount=body["amount"],
             currency=body["currency"], number=source["number"],
             capture=body.get("capture", True), brand=_scheme(source["number"]),
-            metadata=body.get("metadata") or {})
+            metadata=body.get("metadata") or {},
+            merchant_account=body["processing_channel_id"])
     except ledger.ServiceUnavailable:
         return _unavailable()  # nothing recorded; a 5xx is not stored under the key
     # ledger.Hang propagates: nothing recorded, the key is released, the caller times out.
-    return _ok(201, _payment_created(request, authorization.charge, source),
+    charge = authorization.charge
+    code, summary = _response_code(charge)
+    approved = charge.status != "declined"
+    _notify(charge, "payment_approved" if approved else "payment_declined",
+            action_id=_authorization_action_id(charge), amount=charge.amount,
+            response=(code, summary))
+    # A dropped connection (card …0408) loses the answer, not the payment nor its webhook.
+    return _ok(201, _payment_created(request, charge, source),
                drop_connection=authorization.drop_connection)
+
+
+# --- webhooks (PROVIDERS.md 3.8) --------------------------------------------------------------
+WEBHOOK_TYPES = {"capture": "payment_captured", "cancel": "payment_voided",
+                 "refund": "payment_refunded"}
+
+
+def _notify(charge: SandboxCharge, event_type: str, *, action_id: str, amount: int,
+            response: tuple[str, str] = APPROVED) -> None:
+    """Queue the event for every endpoint of the payment's processing channel, each signed
+    (Cko-Signature over the exact body bytes we will send) with that endpoint's key."""
+    event = {"id": _digest_id("evt_", f"{event_type}:{action_id}"), "type": event_type,
+             "version": "1.0.33", "created_on": _ts(datetime.now(UTC)),
+             "data": {"id": charge.provider_reference, "action_id": action_id,
+                      "reference": charge.reference, "amount": amount,
+                      "currency": charge.currency, "response_code": response[0],
+                      "response_summary": response[1], "balances": _balances(charge),
+                      "metadata": charge.metadata, "processed_on": _ts(datetime.now(UTC))}}
+
+    def body_for(endpoint) -> tuple[str, dict]:
+        raw = json.dumps(event, separators=(",", ":"))
+        return raw, {"Cko-Signature": sign(raw.encode(), endpoint.hmac_key)}
+
+    sandbox_webhooks.queue(PROVIDER, charge.merchant_account, event_type, body_for)
 
 
 def list_payments(request: Request) -> Response:
@@ -470,6 +509,8 @@ def _modify(request: Request, payment_id: str, kind: str) -> Response:
         return _error(403, "action_not_allowed", f"{ACTION_TYPES[kind].lower()}_not_allowed")
     except ledger.UnknownCharge:
         return _not_found()
+    _notify(operation.charge, WEBHOOK_TYPES[kind], action_id=operation.provider_reference,
+            amount=operation.amount)
     href = f"{_base_url(request)}/payments/{payment_id}"
     return _ok(202, {"action_id": operation.provider_reference, "reference": reference,
                      "_links": {"payment": {"href": href}}})

@@ -78,7 +78,8 @@ def _new_id(formats: dict, provider: str) -> str:
 
 def authorize(provider: str, *, reference: str, amount: int, currency: str, number: str,
               capture: bool, brand: str = "", metadata: dict | None = None,
-              conditions: SandboxCondition | None = None) -> Authorization:
+              conditions: SandboxCondition | None = None,
+              merchant_account: str = "") -> Authorization:
     """Decide and record an authorization; raises ServiceUnavailable or Hang when the test card
     (or the provider's conditions) say nothing is recorded."""
     behaviour = behaviour_for(number)
@@ -106,6 +107,7 @@ def authorize(provider: str, *, reference: str, amount: int, currency: str, numb
         card_last4=number[-4:],
         card_brand=brand,
         metadata=metadata or {},
+        merchant_account=merchant_account,
     )
     return Authorization(charge=charge,
                          drop_connection=behaviour.result == "commit_then_timeout")

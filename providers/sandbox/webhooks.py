@@ -49,15 +49,19 @@ def register(provider: str, merchant_account: str, url: str, hmac_key: str) -> N
 
 
 def queue(provider: str, merchant_account: str, event_code: str,
-          body_for: Callable[[SandboxWebhookEndpoint], dict]) -> int:
+          body_for: Callable[[SandboxWebhookEndpoint], tuple[str, dict]]) -> int:
     """Queue one delivery per endpoint of the merchant account; `body_for(endpoint)` builds
-    the body signed with that endpoint's key. Returns how many were queued."""
+    the exact body and headers, signed with that endpoint's key. Returns how many."""
     endpoints = list(SandboxWebhookEndpoint.objects.filter(
-        provider=provider, merchant_account=merchant_account))
+        provider=provider, merchant_account=merchant_account)) if merchant_account else []
     now = timezone.now()
-    SandboxNotification.objects.bulk_create([
-        SandboxNotification(endpoint=endpoint, body=body_for(endpoint), event_code=event_code,
-                            next_attempt_at=now) for endpoint in endpoints])
+    notifications = []
+    for endpoint in endpoints:
+        body, headers = body_for(endpoint)
+        notifications.append(SandboxNotification(
+            endpoint=endpoint, body=body, headers=headers, event_code=event_code,
+            next_attempt_at=now))
+    SandboxNotification.objects.bulk_create(notifications)
     if endpoints:
         transaction.on_commit(_schedule_delivery)
     return len(endpoints)
@@ -76,7 +80,7 @@ def deliver_due(*, limit: int = 100, now: dt.datetime | None = None) -> int:
             next_attempt_at=now + dt.timedelta(seconds=TIMEOUT_SECONDS * 3))
     delivered = 0
     for notification in due:
-        status = _post(notification.endpoint.url, notification.body)
+        status = _post(notification.endpoint.url, notification.body, notification.headers)
         notification.attempts += 1
         notification.last_status = status
         if status.startswith("2"):
@@ -91,18 +95,20 @@ def deliver_due(*, limit: int = 100, now: dt.datetime | None = None) -> int:
     return delivered
 
 
-def _post(url: str, body: dict) -> str:
-    """POST one delivery; the HTTP status as text, or the transport error's name."""
+def _post(url: str, body: str, headers: dict | None = None) -> str:
+    """POST one delivery (the exact body bytes); the HTTP status as text, or the transport
+    error's name."""
+    headers = {"Content-Type": "application/json", **(headers or {})}
     try:
         if url.startswith("/"):
             from django.core.wsgi import get_wsgi_application
 
             transport = httpx.WSGITransport(app=get_wsgi_application())
             with httpx.Client(transport=transport, base_url=_in_process_base()) as client:
-                response = client.post(url, json=body)
+                response = client.post(url, content=body.encode(), headers=headers)
         else:
             with httpx.Client(timeout=TIMEOUT_SECONDS) as client:
-                response = client.post(url, json=body)
+                response = client.post(url, content=body.encode(), headers=headers)
     except httpx.HTTPError as exc:
         return type(exc).__name__
     return str(response.status_code)
@@ -142,19 +148,29 @@ def connect_account(account, *, base_url: str = "") -> str:
     provider's dashboard: an HMAC key in the account's credentials, and the sandbox's endpoint
     for its merchant account pointing at `<base_url>/provider_webhooks/<account id>` (no
     base_url: Switchyard in-process, for `sandbox://` accounts). Returns the endpoint URL, or
-    "" for accounts whose sandbox sends no webhooks (only Adyen's does so far)."""
+    "" for accounts whose sandbox sends no webhooks (Stripe's does not yet)."""
     from providers.sandbox.apps import SANDBOX_CREDENTIALS
 
-    if account.provider != "adyen" or not (account.is_sandbox or base_url):
+    if account.provider not in SETUP or not (account.is_sandbox or base_url):
         return ""
+    channel_field, key_field, own_channel = SETUP[account.provider]
     credentials = account.get_credentials()
-    if credentials.get("merchant_account") in (
-            None, "", SANDBOX_CREDENTIALS["adyen"]["merchant_account"]):
-        # its own merchant account in the sandbox, so its webhooks go to it alone
-        credentials["merchant_account"] = f"SwitchyardSandbox-{account.id}"
-    credentials.setdefault("hmac_key", new_hmac_key())
+    if credentials.get(channel_field) in (
+            None, "", SANDBOX_CREDENTIALS[account.provider].get(channel_field)):
+        # its own merchant account / channel in the sandbox: its webhooks go to it alone
+        credentials[channel_field] = own_channel(account.id)
+    credentials.setdefault(key_field, new_hmac_key())
     account.set_credentials(credentials)
     account.save()
     url = f"{base_url.rstrip('/')}/provider_webhooks/{account.id}"
-    register(account.provider, credentials["merchant_account"], url, credentials["hmac_key"])
+    register(account.provider, credentials[channel_field], url, credentials[key_field])
     return url
+
+
+# provider → (the credential naming where webhooks are configured, the credential holding the
+# signature key, the sandbox's own value of the first for an account)
+SETUP = {
+    "adyen": ("merchant_account", "hmac_key", lambda acct: f"SwitchyardSandbox-{acct}"),
+    "checkout": ("processing_channel_id", "webhook_secret",
+                 lambda acct: f"pc_{acct.removeprefix('acct_').lower()}"),
+}

@@ -634,3 +634,61 @@ def test_reversing_an_extra_charge_leaves_the_other_attempts_status_alone(api, m
     payment = Payment.objects.get(pk=pay_id)
     assert payment.status == "canceled"
     assert payment.events.filter(type="payment.duplicate_charge_reversed").count() == 1
+
+
+# --- Checkout.com ---------------------------------------------------------------------------
+def checkout(merchant) -> ProviderAccount:
+    return ProviderAccount.objects.get(merchant=merchant, name="checkout-sandbox")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_checkout_captures_voids_and_refunds_settle_by_webhook_at_once(api, settings):
+    settings.MODIFICATION_SYNC_AFTER_SECONDS = 3600  # no status sync: only the webhooks
+    resp = pay(api, "4242424242424242", provider="checkout-sandbox", capture_method="manual")
+    pay_id = resp.json()["id"]
+    assert api.post(f"/v1/payments/{pay_id}/capture").json()["status"] == "processing"
+    deliver()
+    payment = Payment.objects.get(pk=pay_id)
+    assert payment.status == "succeeded" and payment.amount_captured == 1050
+    refund = api.post("/v1/refunds", {"payment": pay_id, "amount": 200}).json()
+    assert refund["status"] == "pending"
+    deliver()
+    assert Refund.objects.get(pk=refund["id"]).status == "succeeded"
+    other = pay(api, "4242424242424242", provider="checkout-sandbox",
+                capture_method="manual").json()["id"]
+    api.post(f"/v1/payments/{other}/cancel")
+    deliver()
+    assert Payment.objects.get(pk=other).status == "canceled"
+    kinds = set(ProviderWebhookEvent.objects.values_list("raw_type", "outcome"))
+    assert {("payment_captured", "applied"), ("payment_refunded", "applied"),
+            ("payment_voided", "applied"), ("payment_approved", "already_known")} <= kinds
+
+
+@pytest.mark.django_db(transaction=True)
+def test_checkout_commit_then_drop_is_resolved_by_the_approved_webhook(api):
+    resp = pay(api, "4000000000000408", provider="checkout-sandbox")
+    assert resp.json()["status"] == "unresolved"
+    assert deliver() == 1
+    payment = Payment.objects.get(pk=resp.json()["id"])
+    assert payment.status == "succeeded"
+    assert SandboxCharge.objects.filter(reference=payment.attempts.get().id).count() == 1
+
+
+@pytest.mark.django_db
+def test_checkout_deliveries_must_carry_a_valid_signature(merchant):
+    from providers.checkout.webhooks import sign
+
+    account = checkout(merchant)
+    body = json.dumps({"id": "evt_x", "type": "payment_approved",
+                       "data": {"id": "pay_x", "reference": "att_x"}})
+    key = account.get_credentials()["webhook_secret"]
+    client = APIClient()
+    url = f"/provider_webhooks/{account.id}"
+    bad = client.post(url, body, content_type="application/json",
+                      HTTP_CKO_SIGNATURE=sign(body.encode(), "wrong"))
+    assert bad.status_code == 401
+    assert ProviderWebhookEvent.objects.count() == 0
+    good = client.post(url, body, content_type="application/json",
+                       HTTP_CKO_SIGNATURE=sign(body.encode(), key))
+    assert good.status_code == 200
+    assert ProviderWebhookEvent.objects.get().raw_type == "payment_approved"

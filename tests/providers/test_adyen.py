@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import threading
 import time
@@ -102,7 +103,7 @@ def webhooks():
                               "ab" * 32)
 
     def items(event_code: str) -> list[dict]:
-        return [n.body["notificationItems"][0]["NotificationRequestItem"]
+        return [json.loads(n.body)["notificationItems"][0]["NotificationRequestItem"]
                 for n in SandboxNotification.objects.filter(event_code=event_code)
                 .order_by("id")]
     return items

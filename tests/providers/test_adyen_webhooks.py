@@ -144,7 +144,7 @@ def request_for(reference: str, number: str = "4242424242424242",
 
 
 def notifications(event_code: str) -> list[dict]:
-    return [n.body["notificationItems"][0]["NotificationRequestItem"]
+    return [json.loads(n.body)["notificationItems"][0]["NotificationRequestItem"]
             for n in SandboxNotification.objects.filter(event_code=event_code)]
 
 
@@ -215,4 +215,4 @@ def test_in_process_deliveries_use_a_host_the_app_allows(settings, endpoint):
 
     settings.ALLOWED_HOSTS = [".switchyard.example"]
     # our receiver answers (404: no such account), not Django's DisallowedHost 400
-    assert _post("/provider_webhooks/acct_missing", {"live": "false"}) == "404"
+    assert _post("/provider_webhooks/acct_missing", '{"live": "false"}') == "404"
