@@ -168,11 +168,10 @@ def _release(event: ProviderWebhookEvent) -> str:
 
 
 def _modification(event: ProviderWebhookEvent) -> str:
-    if status_sync.reversed_attempt_id(event.reference):
-        return _reversal(event)
     mod = _find(Modification.objects.filter(attempt__provider_account=event.account), event)
     if mod is None:
-        return "unknown_reference"
+        reversal = _reversal_of(event)
+        return _reversal(event, reversal) if reversal else _unmatched(event)
     if mod.status in (ModificationStatus.PENDING, ModificationStatus.UNKNOWN):
         modification_settle(modification=mod, succeeded=event.success, actor=ACTOR,
                             provider_reference=event.operation_reference)
@@ -184,12 +183,11 @@ def _modification(event: ProviderWebhookEvent) -> str:
 
 
 def _refund(event: ProviderWebhookEvent) -> str:
-    if status_sync.reversed_attempt_id(event.reference):
-        return _reversal(event)
     refund = _find(Refund.objects.filter(payment__attempts__provider_account=event.account)
                    .distinct(), event)
     if refund is None:
-        return "unknown_reference"
+        reversal = _reversal_of(event)
+        return _reversal(event, reversal) if reversal else _unmatched(event)
     if refund.status in (RefundStatus.PENDING, RefundStatus.UNRESOLVED):
         refund_settle(refund=refund, succeeded=event.success, actor=ACTOR,
                       provider_reference=event.operation_reference,
@@ -201,17 +199,70 @@ def _refund(event: ProviderWebhookEvent) -> str:
                                  recorded=f"refund {refund.status}")
 
 
-def _reversal(event: ProviderWebhookEvent) -> str:
-    """The provider's word on a void or refund of an extra charge (double-charge
-    compensation). Accepted reversals were counted when accepted; a failed one needs a
-    person, since the customer may still be charged twice."""
-    attempt = _attempt(event, status_sync.reversed_attempt_id(event.reference))
-    if attempt is None:
-        return "unknown_reference"
+def _reversal_of(event: ProviderWebhookEvent) -> PaymentAttempt | None:
+    """The attempt whose extra charge this event's operation reversed (double-charge
+    compensation): named in our reference (Adyen echoes it), or, when the event names the
+    charge by its attempt (Checkout.com), recognised by the provider's id for the operation,
+    which `status_sync.compensate` records."""
+    attempt_id = status_sync.reversed_attempt_id(event.reference)
+    if attempt_id is not None:
+        return _attempt(event, attempt_id)
+    attempt = _attempt(event, event.reference)
+    if attempt is None or not event.operation_reference:
+        return None
+    reversed_here = attempt.payment.events.filter(
+        type="payment.duplicate_charge_reversed",
+        data__operation_reference=event.operation_reference).exists()
+    return attempt if reversed_here else None
+
+
+def _reversal(event: ProviderWebhookEvent, attempt: PaymentAttempt) -> str:
+    """The provider's word on a void or refund of an extra charge. Accepted reversals were
+    counted when accepted; a declined one needs a person: the customer may still be charged
+    twice."""
     if event.success:
         return "already_known"
     return release.flag_mismatch(attempt.payment, event=event, actor=ACTOR,
                                  recorded="reversed")
+
+
+IN_FLIGHT = {"capture": [ModificationStatus.PENDING, ModificationStatus.UNKNOWN],
+             "cancel": [ModificationStatus.PENDING, ModificationStatus.UNKNOWN],
+             "refund": [RefundStatus.PENDING, RefundStatus.UNRESOLVED]}
+
+
+def _unmatched(event: ProviderWebhookEvent) -> str:
+    """A capture, void or refund event we cannot match by our id nor by the provider's id for
+    the operation (Checkout.com names the payment by our attempt id and the action by its
+    own id, which we only learn from the provider's answer)."""
+    attempt = _attempt(event, event.reference)
+    if attempt is None:
+        return "unknown_reference"
+    payment = attempt.payment
+    if event.kind == "capture" and payment.capture_method == "automatic" and \
+            attempt.status in (AttemptStatus.CAPTURED, AttemptStatus.UNKNOWN):
+        if attempt.status == AttemptStatus.UNKNOWN:
+            raise NotYet  # the authorization decides first
+        if event.success:
+            return "already_known"  # the capture of an automatically captured payment
+        return release.flag_mismatch(payment, event=event, actor=ACTOR, recorded="captured")
+    if event.kind == "refund":
+        rows = Refund.objects.filter(payment=payment, provider_reference="")
+    else:
+        rows = Modification.objects.filter(attempt=attempt, kind=event.kind,
+                                           provider_reference="")
+    if rows.filter(status__in=IN_FLIGHT[event.kind]).exists():
+        raise NotYet  # its answer (with the provider's id) or status sync will place it
+    if event.success and rows.filter(status="succeeded", amount=event.amount).exists():
+        return "already_known"  # settled by status sync, which had no id to record
+    if not event.success and rows.filter(status="failed", amount=event.amount).exists():
+        return "already_known"
+    if event.kind in ("capture", "cancel") and event.success and attempt.status in (
+            AttemptStatus.CAPTURED, AttemptStatus.VOIDED):
+        return "already_known"
+    # nothing of ours explains it: an operator looks (a decline must never be dropped)
+    return release.flag_mismatch(payment, event=event, actor=ACTOR,
+                                 recorded=f"no {event.kind} of ours matches")
 
 
 def _find(queryset, event: ProviderWebhookEvent):

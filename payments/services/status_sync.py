@@ -217,7 +217,9 @@ def compensate(attempt: PaymentAttempt, found: base.LookupResult, *, actor: str)
         payment = sm.lock_payment(payment.pk)  # the payment first, then the attempt
         locked = PaymentAttempt.objects.select_for_update().get(pk=attempt.pk)
         data = {"attempt": attempt.id, "operation": operation, "outcome": answer.kind,
-                "provider_reference": found.provider_reference, "amount": found.amount}
+                "provider_reference": found.provider_reference, "amount": found.amount,
+                # the provider's id for the reversal, to recognise its later confirmation
+                "operation_reference": getattr(answer.result, "provider_reference", "")}
         if answer.kind == "approved":
             if locked.status == AttemptStatus.UNKNOWN or (
                     locked.status == AttemptStatus.FAILED and locked.error_code == RELEASED):

@@ -24,8 +24,8 @@ Speaks what `CheckoutAdapter` uses, in Checkout.com's wire format:
   major-unit amounts (gross line, then the sandbox's fee split into a variable and a fixed
   line; debits negative), latest first. Declined, voided and uncaptured payments do not appear.
 - Webhooks (PROVIDERS.md 3.8): `payment_approved` / `payment_declined` for every processed
-  payment (…0408's too), `payment_captured` / `payment_voided` / `payment_refunded` for every
-  action, sent to the endpoints of the payment's processing channel (`providers.sandbox.
+  payment (…0408's too), `payment_captured` for one captured with its authorization, and
+  `payment_captured` / `payment_voided` / `payment_refunded` for every action, sent to the endpoints of the payment's processing channel (`providers.sandbox.
   webhooks`), signed with `Cko-Signature` over the exact bytes sent.
 - Idempotency (`Cko-Idempotency-Key`, PROVIDERS.md 3.5): only 2xx results are stored and
   replayed (same status, same body); a 4xx/5xx is not stored, so a retry with the same key is
@@ -407,6 +407,9 @@ def _request_payment(request: Request) -> Response:
     _notify(charge, "payment_approved" if approved else "payment_declined",
             action_id=_authorization_action_id(charge), amount=charge.amount,
             response=(code, summary))
+    if charge.status == "captured":  # captured with the authorization: its own event follows
+        _notify(charge, "payment_captured", action_id=_capture_action_id(charge),
+                amount=charge.amount_captured)
     # A dropped connection (card …0408) loses the answer, not the payment nor its webhook.
     return _ok(201, _payment_created(request, charge, source),
                drop_connection=authorization.drop_connection)

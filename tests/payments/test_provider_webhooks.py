@@ -13,7 +13,13 @@ import pytest
 from prometheus_client import REGISTRY
 from rest_framework.test import APIClient
 
-from payments.models import Payment, PaymentAttempt, ProviderWebhookEvent, Refund
+from payments.models import (
+    Modification,
+    Payment,
+    PaymentAttempt,
+    ProviderWebhookEvent,
+    Refund,
+)
 from payments.services import provider_events, status_sync
 from providers.adyen.webhooks import sign
 from providers.models import (
@@ -668,7 +674,7 @@ def test_checkout_captures_voids_and_refunds_settle_by_webhook_at_once(api, sett
 def test_checkout_commit_then_drop_is_resolved_by_the_approved_webhook(api):
     resp = pay(api, "4000000000000408", provider="checkout-sandbox")
     assert resp.json()["status"] == "unresolved"
-    assert deliver() == 1
+    assert deliver() == 2  # payment_approved, then payment_captured (automatic capture)
     payment = Payment.objects.get(pk=resp.json()["id"])
     assert payment.status == "succeeded"
     assert SandboxCharge.objects.filter(reference=payment.attempts.get().id).count() == 1
@@ -692,3 +698,79 @@ def test_checkout_deliveries_must_carry_a_valid_signature(merchant):
                        HTTP_CKO_SIGNATURE=sign(body.encode(), key))
     assert good.status_code == 200
     assert ProviderWebhookEvent.objects.get().raw_type == "payment_approved"
+
+
+def cko_post(account: ProviderAccount, event_type: str, data: dict):
+    from providers.checkout.webhooks import sign
+
+    body = json.dumps({"id": f"evt_{event_type}_{data.get('action_id', '')}",
+                       "type": event_type, "data": data})
+    return APIClient().post(f"/provider_webhooks/{account.id}", body,
+                            content_type="application/json",
+                            HTTP_CKO_SIGNATURE=sign(body.encode(),
+                                                    account.get_credentials()["webhook_secret"]))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_checkout_automatic_capture_events_are_known_and_a_declined_one_is_flagged(api,
+                                                                                  merchant):
+    resp = pay(api, "4242424242424242", provider="checkout-sandbox")  # automatic capture
+    payment = Payment.objects.get(pk=resp.json()["id"])
+    attempt = payment.attempts.get()
+    assert deliver() == 2  # payment_approved, payment_captured
+    assert set(ProviderWebhookEvent.objects.values_list("raw_type", "outcome")) == {
+        ("payment_approved", "already_known"), ("payment_captured", "already_known")}
+    cko_post(checkout(merchant), "payment_capture_declined", {
+        "id": attempt.provider_reference, "action_id": "act_declinedcapture",
+        "reference": attempt.id, "amount": 1050, "response_summary": "Declined"})
+    provider_events.process_due()
+    payment.refresh_from_db()
+    assert payment.needs_operator
+    assert payment.events.filter(type="payment.provider_event_mismatch").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_checkout_event_before_our_answer_waits_then_settles(api, merchant):
+    resp = pay(api, "4242424242424242", provider="checkout-sandbox", capture_method="manual")
+    pay_id = resp.json()["id"]
+    api.post(f"/v1/payments/{pay_id}/capture")
+    capture = Modification.objects.get(payment_id=pay_id)
+    action_id = capture.provider_reference
+    # as if the webhook overtook Checkout.com's 202 answer: the action id is not ours yet
+    Modification.objects.filter(pk=capture.pk).update(provider_reference="")
+    deliver()
+    event = ProviderWebhookEvent.objects.get(raw_type="payment_captured")
+    assert event.processed_at is None  # waits
+    Modification.objects.filter(pk=capture.pk).update(provider_reference=action_id)
+    ProviderWebhookEvent.objects.filter(pk=event.pk).update(next_try_at=event.received_at)
+    provider_events.process_due()
+    assert Payment.objects.get(pk=pay_id).status == "succeeded"
+
+
+@pytest.mark.django_db
+def test_a_declined_checkout_reversal_is_flagged_for_an_operator(api, merchant):
+    """Double-charge compensation at Checkout.com: the void of the extra charge is accepted
+    (202), then declined by webhook, which names the payment, not our reversal."""
+    from providers.base import LookupResult
+
+    resp = pay(api, "4242424242424242", provider="checkout-sandbox", capture_method="manual")
+    attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
+    extra = SandboxCharge.objects.create(provider="checkout", provider_reference="pay_extra01",
+                                         reference=attempt.id, amount=1050, currency="EUR",
+                                         status="authorized")
+    status_sync.compensate(attempt, LookupResult(found=True, provider_reference="pay_extra01",
+                                                 status="authorized", amount=1050),
+                           actor="test")
+    payment = Payment.objects.get(pk=attempt.payment_id)
+    reversed_event = payment.events.get(type="payment.duplicate_charge_reversed")
+    action_id = reversed_event.data["operation_reference"]
+    assert action_id.startswith("act_")
+    assert PaymentAttempt.objects.get(pk=attempt.pk).status == "authorized"  # still kept
+    cko_post(checkout(merchant), "payment_void_declined", {
+        "id": extra.provider_reference, "action_id": action_id, "reference": attempt.id,
+        "amount": 1050, "response_summary": "Declined"})
+    provider_events.process_due()
+    payment.refresh_from_db()
+    assert payment.needs_operator
+    assert payment.events.get(type="payment.provider_event_mismatch").data["recorded"] == \
+        "reversed"

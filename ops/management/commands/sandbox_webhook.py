@@ -36,8 +36,9 @@ class Command(BaseCommand):
             return
         if not url or not url.startswith(("http://", "https://")):
             raise CommandError("--url must be Switchyard's http(s) base URL.")
-        if found.livemode:
-            raise CommandError("Only test-mode (sandbox) accounts have sandbox webhooks.")
+        if found.livemode or found.base_url.startswith("https://"):
+            raise CommandError(f"{found} is not a sandbox account: configure its webhooks in "
+                               "the provider's dashboard.")
         endpoint = webhooks.connect_account(found, base_url=url)
         if not endpoint:
             raise CommandError(f"The {found.provider} sandbox sends no webhooks yet.")
