@@ -138,8 +138,7 @@ def _authorization(event: ProviderWebhookEvent) -> str:
     for _ in range(3):  # re-read when a racing worker changed the attempt meanwhile
         if attempt.status == AttemptStatus.PENDING:
             raise NotYet  # our own request is still waiting for its answer
-        if attempt.release_requested_at is not None or attempt.error_code == \
-                status_sync.RELEASED:
+        if attempt.release_requested_at is not None:
             return release.release_settle(attempt.id, actor=ACTOR)  # the release decides
         if attempt.status != AttemptStatus.UNKNOWN:
             break
@@ -232,17 +231,25 @@ IN_FLIGHT = {"capture": [ModificationStatus.PENDING, ModificationStatus.UNKNOWN]
 
 
 def _unmatched(event: ProviderWebhookEvent) -> str:
-    """A capture, void or refund event we cannot match by our id nor by the provider's id for
-    the operation (Checkout.com names the payment by our attempt id and the action by its
-    own id, which we only learn from the provider's answer)."""
+    """A capture, void, refund or reversal event we cannot match by our id nor by the
+    provider's id for the operation (Checkout.com names the payment by our attempt id and the
+    action by its own id, which we only learn from the provider's answer)."""
     attempt = _attempt(event, event.reference)
     if attempt is None:
         return "unknown_reference"
     payment = attempt.payment
+    if attempt.status in (AttemptStatus.PENDING, AttemptStatus.UNKNOWN):
+        raise NotYet  # the authorization decides first
+    psp = event.provider_reference
+    if psp and psp != attempt.provider_reference:  # about another charge under the attempt
+        if status_sync.is_reversed(payment, psp):
+            return "already_known"  # an extra charge we reversed
+        raise NotYet  # its authorization (an extra charge, to reverse) is applied first
+    if event.kind not in IN_FLIGHT:  # a reversal we did not send (e.g. made by hand)
+        return release.flag_mismatch(payment, event=event, actor=ACTOR,
+                                     recorded=f"{attempt.status}; no reversal of ours")
     if event.kind == "capture" and payment.capture_method == "automatic" and \
-            attempt.status in (AttemptStatus.CAPTURED, AttemptStatus.UNKNOWN):
-        if attempt.status == AttemptStatus.UNKNOWN:
-            raise NotYet  # the authorization decides first
+            attempt.status == AttemptStatus.CAPTURED:
         if event.success:
             return "already_known"  # the capture of an automatically captured payment
         return release.flag_mismatch(payment, event=event, actor=ACTOR, recorded="captured")
@@ -253,13 +260,9 @@ def _unmatched(event: ProviderWebhookEvent) -> str:
                                            provider_reference="")
     if rows.filter(status__in=IN_FLIGHT[event.kind]).exists():
         raise NotYet  # its answer (with the provider's id) or status sync will place it
-    if event.success and rows.filter(status="succeeded", amount=event.amount).exists():
+    settled = "succeeded" if event.success else "failed"
+    if rows.filter(status=settled, amount=event.amount).exists():
         return "already_known"  # settled by status sync, which had no id to record
-    if not event.success and rows.filter(status="failed", amount=event.amount).exists():
-        return "already_known"
-    if event.kind in ("capture", "cancel") and event.success and attempt.status in (
-            AttemptStatus.CAPTURED, AttemptStatus.VOIDED):
-        return "already_known"
     # nothing of ours explains it: an operator looks (a decline must never be dropped)
     return release.flag_mismatch(payment, event=event, actor=ACTOR,
                                  recorded=f"no {event.kind} of ours matches")

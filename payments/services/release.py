@@ -136,11 +136,17 @@ def _decide(attempt: PaymentAttempt, releases: list, auths: list, *, actor: str)
             return apply(base.LookupResult(found=False, provider_reference=named),
                          released=True)
         return apply(authorization_result(attempt, auth))  # it was refused: that decline
-    # The release failed, so it cancelled nothing: an AUTHORISATION decides, as a lookup would.
+    # The release failed, so it cancelled nothing: an AUTHORISATION decides, as a lookup
+    # would; that of the payment it names, when it names one (another psp's refusal, e.g. of
+    # a replay processed as new, says nothing about it).
+    named = {e.provider_reference for e in releases if e.provider_reference}
+    if named:
+        auth = next((a for a in auths if a.provider_reference in named), None)
+        if auth is None:
+            return "awaiting_authorization"  # its AUTHORISATION will come
+        return apply(authorization_result(attempt, auth))  # (a refusal: see `held`)
     if auths:
         return apply(authorization_result(attempt, auths[0]))  # (a refusal: see `held`)
-    if any(e.provider_reference for e in releases):
-        return "awaiting_authorization"  # it names a payment: its AUTHORISATION will come
     with transaction.atomic():  # nothing to go on: a person must find out
         payment = sm.lock_payment(attempt.payment_id)
         if not payment.events.filter(type="payment.release_failed").exists():
@@ -177,10 +183,14 @@ def _check_settled(attempt: PaymentAttempt, releases: list, auths: list, *,
             continue
         if holds_own and psp == attempt.provider_reference:
             continue  # the charge we keep (or voided)
-        status_sync.compensate(attempt, authorization_result(attempt, auth), actor=actor)
-        if not status_sync.is_reversed(attempt.payment, psp):
-            raise NotYet  # the reversal failed (the payment is flagged): try again later
-        outcome = "reversed"
+        refused = status_sync.compensate(attempt, authorization_result(attempt, auth),
+                                         actor=actor) is None
+        if refused:  # for good (e.g. voided by hand meanwhile): the flagged operator decides
+            outcome = "reversal_refused"
+        elif not status_sync.is_reversed(attempt.payment, psp):
+            raise NotYet  # the reversal failed for now (the payment is flagged): try again
+        else:
+            outcome = "reversed"
     for release in releases:
         if release.success and release.provider_reference and holds_own and \
                 release.provider_reference == attempt.provider_reference:

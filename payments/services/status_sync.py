@@ -114,9 +114,13 @@ def apply_lookup(attempt: PaymentAttempt, found: base.LookupResult, *, card: bas
         if charged:
             other = payment.attempts.filter(status__in=KEPT).exclude(pk=attempt.pk).first()
             if other is None and payment.status == S.UNRESOLVED:
+                # as when the provider answers at once: an automatic-capture payment counts
+                # as captured once approved, even while the provider's capture is pending
+                # (Checkout.com reports `Authorized` until then)
                 return authorization.mark_approved(
                     payment, attempt, found.provider_reference,
-                    captured=found.status == "captured", actor=actor, data=data)
+                    captured=found.status == "captured" or payment.capture_method == "automatic",
+                    actor=actor, data=data)
             # extra charge: reverse it below, outside this transaction. The attempt stays due
             # until it is reversed, so a worker dying in between cannot leave it charged.
             attempt.provider_reference = found.provider_reference
@@ -142,7 +146,7 @@ def apply_lookup(attempt: PaymentAttempt, found: base.LookupResult, *, card: bas
                     payment, S.FAILED, event="payment.failed", actor=actor, data=data,
                     updates={"last_error": _error_body(outcome.error)})
     if charged:
-        return compensate(attempt, found, actor=actor)
+        return compensate(attempt, found, actor=actor) or Payment.objects.get(pk=attempt.payment_id)
     payment, outcome = authorization.authorize(payment, card, actor=actor)
     return payment
 
@@ -201,10 +205,13 @@ def is_reversed(payment: Payment, provider_reference: str) -> bool:
                                  data__provider_reference=provider_reference).exists()
 
 
-def compensate(attempt: PaymentAttempt, found: base.LookupResult, *, actor: str) -> Payment:
+def compensate(attempt: PaymentAttempt, found: base.LookupResult, *,
+               actor: str) -> Payment | None:
     """Void (authorized) or refund (captured) a charge the payment must not keep. Keyed by
     the charge, so a retry (or a second worker) reverses it once; a reversal that fails is
-    retried by whoever found it and flags the payment for an operator meanwhile."""
+    retried by whoever found it and flags the payment for an operator meanwhile. Returns
+    None when the provider refused it for good (a 4xx: nothing to retry; the operator
+    decides), else the payment."""
     operation = "cancel" if found.status == "authorized" else "refund"
     if gateway.supports(attempt.provider_account, "reverse"):
         operation = "reverse"  # cancel or refund, as applies when the provider gets to it
@@ -242,6 +249,11 @@ def compensate(attempt: PaymentAttempt, found: base.LookupResult, *, actor: str)
                 sm.record_event(payment, "payment.duplicate_charge_reversal_failed",
                                 actor=actor, data=data)
             Payment.objects.filter(pk=payment.pk).update(needs_operator=True)
+            if isinstance(answer.error, base.ProviderBadRequest):  # refused for good
+                if locked.status == AttemptStatus.UNKNOWN:
+                    locked.next_sync_at = None
+                    locked.save()
+                return None
             if locked.status == AttemptStatus.UNKNOWN:  # status sync asks again
                 locked.next_sync_at = timezone.now() + dt.timedelta(minutes=5)
                 locked.save()

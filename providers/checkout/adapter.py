@@ -140,7 +140,9 @@ class CheckoutAdapter:
         return self._modify("refund", request)
 
     def lookup(self, request: AuthorizeRequest) -> LookupResult:
-        """What became of the authorization with our reference (`GET /payments?reference=`)."""
+        """What became of the authorization with our reference (`GET /payments?reference=`).
+        Reported as Checkout.com has it: a payment requested with `capture: true` is
+        `Authorized` until its capture runs."""
         with self._session() as client:
             return self._lookup(client, request.reference)
 

@@ -774,3 +774,90 @@ def test_a_declined_checkout_reversal_is_flagged_for_an_operator(api, merchant):
     assert payment.needs_operator
     assert payment.events.get(type="payment.provider_event_mismatch").data["recorded"] == \
         "reversed"
+
+
+# --- fourth review ------------------------------------------------------------------------------
+@pytest.mark.django_db
+def test_a_reversal_we_did_not_send_is_flagged_not_crashed_on(api, merchant):
+    resp = pay(api, "4242424242424242", provider="adyen-sandbox")
+    attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
+    SandboxNotification.objects.all().delete()
+    account = adyen(merchant)
+    post(account, item(account, eventCode="CANCEL_OR_REFUND", pspReference="BYHANDREVERSAL01",
+                       originalReference=attempt.provider_reference,
+                       merchantReference=attempt.id))
+    provider_events.process_due()
+    event = ProviderWebhookEvent.objects.get()
+    assert event.processed_at is not None and event.outcome == "flagged_for_operator"
+    assert Payment.objects.get(pk=attempt.payment_id).needs_operator
+
+
+@pytest.mark.django_db
+def test_an_automatic_capture_still_pending_at_the_provider_counts_as_captured(api, settings):
+    """Checkout.com reports `Authorized` until the capture of a `capture: true` payment
+    runs: the payment succeeds, as if Checkout.com had answered at once."""
+    resp = pay(api, "4000000000000408", provider="checkout-sandbox")
+    attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
+    SandboxCharge.objects.filter(reference=attempt.id).update(status="authorized",
+                                                              amount_captured=0)
+    settings.SANDBOX_DROP_WINDOW_SECONDS = 0
+    payment = status_sync.attempt_sync(attempt.id)
+    assert payment.status == "succeeded"
+    assert PaymentAttempt.objects.get(pk=attempt.pk).status == "captured"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_automatic_capture_event_overtaking_our_answer_waits(api):
+    resp = pay(api, "4242424242424242", provider="checkout-sandbox")
+    attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
+    PaymentAttempt.objects.filter(pk=attempt.pk).update(status="pending")
+    deliver()
+    assert ProviderWebhookEvent.objects.filter(processed_at__isnull=True).count() == 2
+    assert not Payment.objects.get(pk=attempt.payment_id).needs_operator
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_release_naming_a_payment_waits_for_that_payments_authorisation(api,
+                                                                                 merchant):
+    account = adyen(merchant)
+    resp = pay(api, "4000000000000606", provider="adyen-sandbox")
+    attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
+    release(attempt)
+    SandboxNotification.objects.all().delete()
+    post(account, signed_event(account, attempt, "AUTHORISATION", success=False,
+                               psp="REPLAYREFUSED001", reason="Not enough balance"))
+    post(account, signed_event(account, attempt, "TECHNICAL_CANCEL", success=False,
+                               psp="TECHCANCEL000004", original="NAMEDPAYMENT0001",
+                               reason="already captured"))
+    provider_events.process_due()
+    attempt.refresh_from_db()
+    assert attempt.status == "unknown"  # another psp's refusal says nothing about it
+    SandboxCharge.objects.create(provider="adyen", provider_reference="NAMEDPAYMENT0001",
+                                 reference=attempt.id, amount=1050, currency="EUR",
+                                 status="captured", amount_captured=1050)
+    post(account, signed_event(account, attempt, "AUTHORISATION", success=True,
+                               psp="NAMEDPAYMENT0001"))
+    provider_events.process_due()
+    payment = Payment.objects.get(pk=attempt.payment_id)
+    assert payment.status == "succeeded"
+    assert PaymentAttempt.objects.get(pk=attempt.pk).provider_reference == "NAMEDPAYMENT0001"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_reversal_refused_for_good_is_not_retried_forever(api, merchant):
+    adyen_first(merchant)
+    account = adyen(merchant)
+    resp = pay(api, "4000000000000606", capture_method="manual")
+    attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
+    release(attempt)
+    deliver()  # nothing held: failover
+    # a charge Adyen reports but cannot find when asked to reverse it (422 "167")
+    post(account, signed_event(account, attempt, "AUTHORISATION", success=True,
+                               psp="UNKNOWNTOADYEN01"))
+    provider_events.process_due()
+    event = ProviderWebhookEvent.objects.get(raw_type="AUTHORISATION",
+                                             provider_reference="UNKNOWNTOADYEN01")
+    assert event.processed_at is not None and event.outcome == "reversal_refused"
+    payment = Payment.objects.get(pk=attempt.payment_id)
+    assert payment.needs_operator
+    assert payment.events.filter(type="payment.duplicate_charge_reversal_failed").count() == 1
