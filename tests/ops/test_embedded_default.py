@@ -8,6 +8,24 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
+
+def run_embedded(tmp_path, script: str, **settings: str) -> subprocess.CompletedProcess:
+    """Migrate a fresh SQLite database and run `script` in `manage.py shell` on the embedded
+    default's settings (plus `settings`, as environment variables)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update({
+        "DJANGO_SETTINGS_MODULE": "settings.base",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'embedded.sqlite3'}",
+        "SECRET_KEY": "test-only", "FINGERPRINT_KEY": "test-only", "VAULT_ACTIVE_KEY": "k1",
+        "VAULT_KEYS": "k1=dGVzdC1vbmx5LXZhdWx0LWtleS1vbmUtMzJieXRlcyE=",
+        **settings,
+    })
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+                   cwd=ROOT, env=env, check=True, timeout=120)
+    return subprocess.run([sys.executable, "manage.py", "shell", "-c", script], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
 SCRIPT = r'''
 import datetime as dt
 from django.conf import settings
@@ -39,18 +57,7 @@ print("approved:", ok.status)
 
 
 def test_embedded_default_runs_the_lifecycle_and_status_sync(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update({
-        "DJANGO_SETTINGS_MODULE": "settings.base",
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'embedded.sqlite3'}",
-        "SECRET_KEY": "test-only", "FINGERPRINT_KEY": "test-only", "VAULT_ACTIVE_KEY": "k1",
-        "VAULT_KEYS": "k1=dGVzdC1vbmx5LXZhdWx0LWtleS1vbmUtMzJieXRlcyE=",
-        "STATUS_SYNC_NUDGE": "false",
-    })
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-                   cwd=ROOT, env=env, check=True, timeout=120)
-    result = subprocess.run([sys.executable, "manage.py", "shell", "-c", SCRIPT], cwd=ROOT,
-                            env=env, capture_output=True, text=True, timeout=120)
+    result = run_embedded(tmp_path, SCRIPT, STATUS_SYNC_NUDGE="false")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "after confirm: unresolved" in result.stdout
     assert "after sync: succeeded 1" in result.stdout
@@ -97,18 +104,8 @@ def test_embedded_default_settles_adyen_by_webhook_on_its_own(tmp_path):
     """The in-process Adyen sandbox delivers its webhooks on a timer thread, and the nudged
     sync passes apply them and run the next lookups: no worker, no test hook. A capture is
     confirmed; an unknown outcome is released and ends known."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update({
-        "DJANGO_SETTINGS_MODULE": "settings.base",
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'embedded.sqlite3'}",
-        "SECRET_KEY": "test-only", "FINGERPRINT_KEY": "test-only", "VAULT_ACTIVE_KEY": "k1",
-        "VAULT_KEYS": "k1=dGVzdC1vbmx5LXZhdWx0LWtleS1vbmUtMzJieXRlcyE=",
-        "SANDBOX_WEBHOOK_DELAY_SECONDS": "0.1", "STATUS_SYNC_SCHEDULE": "1,1,1",
-    })
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-                   cwd=ROOT, env=env, check=True, timeout=120)
-    result = subprocess.run([sys.executable, "manage.py", "shell", "-c", WEBHOOK_SCRIPT],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    result = run_embedded(tmp_path, WEBHOOK_SCRIPT, SANDBOX_WEBHOOK_DELAY_SECONDS="0.1",
+                          STATUS_SYNC_SCHEDULE="1,1,1")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "after capture: processing" in result.stdout
     assert "later: succeeded 700" in result.stdout, result.stderr[-3000:]

@@ -99,7 +99,7 @@ def test_timeout_before_commit_is_released_and_then_fails_when_pinned(api):
     assert not payment.events.filter(type="payment.release_requested").exists()
     status_sync.attempt_sync(attempt.id)  # still cannot tell: release by our reference
     assert payment.events.filter(type="payment.release_requested").count() == 1
-    assert payment.__class__.objects.get(pk=payment.pk).status == "unresolved"
+    assert Payment.objects.get(pk=payment.pk).status == "unresolved"
     assert deliver() == 1  # TECHNICAL_CANCEL
     payment.refresh_from_db()
     attempt.refresh_from_db()
@@ -113,9 +113,7 @@ def test_timeout_before_commit_is_released_and_then_fails_when_pinned(api):
 
 @pytest.mark.django_db(transaction=True)
 def test_after_a_release_failover_goes_on_within_the_budget(api, merchant):
-    adyen(merchant).__class__.objects.filter(pk=adyen(merchant).pk).update(priority=1)
-    resp = pay(api, "4000000000000606")  # adyen first now, unpinned
-    attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
+    attempt = lost_on_adyen_first(api, merchant)  # unpinned
     assert attempt.provider_account.provider == "adyen"
     status_sync.attempt_sync(attempt.id)
     status_sync.attempt_sync(attempt.id)
@@ -150,8 +148,12 @@ def release(attempt: PaymentAttempt) -> None:
     assert PaymentAttempt.objects.get(pk=attempt.pk).release_requested_at is not None
 
 
-def adyen_first(merchant) -> None:
+def lost_on_adyen_first(api, merchant, **fields) -> PaymentAttempt:
+    """A routed payment whose first attempt, on Adyen (moved first), times out before Adyen
+    commits it (card …0606): its unknown attempt."""
     ProviderAccount.objects.filter(pk=adyen(merchant).pk).update(priority=1)
+    resp = pay(api, "4000000000000606", **fields)
+    return PaymentAttempt.objects.get(payment_id=resp.json()["id"])
 
 
 @pytest.mark.django_db(transaction=True)
@@ -160,9 +162,7 @@ def test_a_release_cancels_an_authorisation_the_replays_could_not_see(api, merch
                                                                       authorisation_first):
     """Adyen did authorise under our reference: the technical cancel voids it, and whichever
     of its two webhooks comes last decides: not charged, so failover goes on."""
-    adyen_first(merchant)
-    resp = pay(api, "4000000000000606", capture_method="manual")
-    attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
+    attempt = lost_on_adyen_first(api, merchant, capture_method="manual")
     if authorisation_first:  # the AUTHORISATION was late, but left before the release
         hidden_charge(attempt, status="authorized")
         release(attempt)
@@ -186,9 +186,7 @@ def test_a_release_cancels_an_authorisation_the_replays_could_not_see(api, merch
 
 @pytest.mark.django_db(transaction=True)
 def test_a_refusal_the_release_names_is_a_decline_not_a_failover(api, merchant):
-    adyen_first(merchant)
-    resp = pay(api, "4000000000000606")
-    attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
+    attempt = lost_on_adyen_first(api, merchant)
     hidden_charge(attempt, status="declined")  # Adyen refused it: Blocked Card, a hard decline
     release(attempt)
     deliver()
@@ -217,9 +215,7 @@ def test_a_capture_the_release_could_not_cancel_is_kept(api):
 def test_an_authorisation_after_the_release_is_an_extra_charge_and_is_reversed(api, merchant):
     """The release found nothing; then Adyen reports an authorisation under the reference
     (a request that reached it late): the payment has moved on, so it is reversed."""
-    adyen_first(merchant)
-    resp = pay(api, "4000000000000606", capture_method="manual")
-    attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
+    attempt = lost_on_adyen_first(api, merchant, capture_method="manual")
     release(attempt)
     assert deliver() == 1  # TECHNICAL_CANCEL: nothing held; failover to stripe
     assert PaymentAttempt.objects.get(pk=attempt.pk).status == "failed"
@@ -533,10 +529,8 @@ def test_a_charge_reported_with_a_release_that_found_nothing_is_kept_not_failed_
                                                                                    merchant):
     """Adyen ran the cancel first (nothing held), then the late payment; its AUTHORISATION
     is delivered first. The attempt holds that charge: no failover, nothing reversed."""
-    adyen_first(merchant)
     account = adyen(merchant)
-    resp = pay(api, "4000000000000606", capture_method="manual")
-    attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
+    attempt = lost_on_adyen_first(api, merchant, capture_method="manual")
     release(attempt)
     SandboxNotification.objects.all().delete()
     ledger_auth(attempt, "LATEPAYMENT00001")
@@ -555,10 +549,8 @@ def test_a_charge_reported_with_a_release_that_found_nothing_is_kept_not_failed_
 
 @pytest.mark.django_db(transaction=True)
 def test_a_reversal_that_fails_is_retried_and_flagged_meanwhile(api, merchant):
-    adyen_first(merchant)
     account = adyen(merchant)
-    resp = pay(api, "4000000000000606", capture_method="manual")
-    attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
+    attempt = lost_on_adyen_first(api, merchant, capture_method="manual")
     release(attempt)
     assert deliver() == 1  # nothing held: failover to stripe
     late = ledger_auth(attempt, "LATEPAYMENT00002")
@@ -581,10 +573,8 @@ def test_a_reversal_that_fails_is_retried_and_flagged_meanwhile(api, merchant):
 
 @pytest.mark.django_db(transaction=True)
 def test_two_late_charges_under_one_reference_are_both_reversed(api, merchant):
-    adyen_first(merchant)
     account = adyen(merchant)
-    resp = pay(api, "4000000000000606", capture_method="manual")
-    attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
+    attempt = lost_on_adyen_first(api, merchant, capture_method="manual")
     release(attempt)
     deliver()
     for psp in ("LATEPAYMENT00003", "LATEPAYMENT00004"):
@@ -845,10 +835,8 @@ def test_a_failed_release_naming_a_payment_waits_for_that_payments_authorisation
 
 @pytest.mark.django_db(transaction=True)
 def test_a_reversal_refused_for_good_is_not_retried_forever(api, merchant):
-    adyen_first(merchant)
     account = adyen(merchant)
-    resp = pay(api, "4000000000000606", capture_method="manual")
-    attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
+    attempt = lost_on_adyen_first(api, merchant, capture_method="manual")
     release(attempt)
     deliver()  # nothing held: failover
     # a charge Adyen reports but cannot find when asked to reverse it (422 "167")
