@@ -131,6 +131,15 @@ class InvalidWebhook(Exception):
         self.status = status
 
 
+RELEASE_SUFFIX = "-release"
+
+
+def release_reference(reference: str) -> str:
+    """Our reference for the release of the authorization `reference` (its idempotency key
+    too, and what the provider's webhook about it echoes)."""
+    return reference + RELEASE_SUFFIX
+
+
 class ProviderError(Exception):
     """Base of the adapter exception taxonomy."""
 
@@ -193,7 +202,8 @@ class Adapter(Protocol):
 
     # Optional: `release(request)` (Adyen) cancels whatever the provider holds under our
     # reference, for an authorization whose outcome the provider cannot tell us; it is
-    # confirmed later by webhook (ProviderEvent kind "release").
+    # confirmed later by webhook (ProviderEvent kind "release"), whose reference is ours or
+    # `release_reference(ours)`.
     # Optional: `reverse(request: ModificationRequest)` (Adyen) cancels an authorization or
     # refunds it in full if it was captured, whichever applies when the provider gets to it:
     # used to reverse an extra charge whose capture may still be under way.

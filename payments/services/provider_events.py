@@ -160,7 +160,7 @@ def _authorization(event: ProviderWebhookEvent) -> str:
 
 
 def _release(event: ProviderWebhookEvent) -> str:
-    attempt = _attempt(event, event.reference.removesuffix(release.RELEASE_SUFFIX))
+    attempt = _attempt(event, event.reference.removesuffix(base.RELEASE_SUFFIX))
     if attempt is None:
         return "unknown_reference"
     return release.release_settle(attempt.id, actor=ACTOR)

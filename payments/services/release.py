@@ -44,7 +44,6 @@ from payments.services.provider_calls import call_provider
 from providers import base
 
 logger = logging.getLogger(__name__)
-RELEASE_SUFFIX = "-release"  # the adapters' reference for the release of an attempt
 CHARGED = (AttemptStatus.AUTHORIZED, AttemptStatus.CAPTURED, AttemptStatus.VOIDED)
 
 
@@ -93,7 +92,8 @@ def release_settle(attempt_id: str, *, actor: str) -> str:
     for _ in range(3):  # re-read when a racing worker settled the attempt meanwhile
         attempt = PaymentAttempt.objects.select_related(
             "payment", "payment__payment_method", "provider_account").get(pk=attempt_id)
-        releases = list(_events(attempt, "release", [attempt.id, attempt.id + RELEASE_SUFFIX]))
+        releases = list(_events(attempt, "release",
+                                [attempt.id, base.release_reference(attempt.id)]))
         auths = list(_events(attempt, "authorization", [attempt.id]))
         if attempt.status != AttemptStatus.UNKNOWN:
             # settled (by us just now, or before): do the other events agree?

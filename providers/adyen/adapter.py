@@ -96,6 +96,7 @@ from providers.base import (
     OutcomeUnknown,
     ProviderBadRequest,
     ProviderError,
+    release_reference,
 )
 from providers.http import send, session
 
@@ -127,11 +128,6 @@ class SettlementLine:
     created_at: datetime | None
     batch: str
     raw_type: str
-
-
-def release_reference(reference: str) -> str:
-    """Our reference for the technical cancel of the authorization `reference`."""
-    return f"{reference}-release"
 
 
 def idempotency_key(reference: str) -> str:

@@ -156,6 +156,14 @@ def _keyed(request: Request, handler) -> Response:
     return response
 
 
+def _keyed_body(request: Request, work) -> Response:
+    """Read the JSON body, then run `work(body)` once per Idempotency-Key."""
+    body = _body(request)
+    if isinstance(body, Response):
+        return body
+    return _keyed(request, lambda: work(body))
+
+
 def _body(request: Request) -> dict | Response:
     content_type = request.headers.get("content-type", "")
     if "json" not in content_type:
@@ -183,10 +191,7 @@ def _amount(body: dict) -> tuple[int, str] | Response:
 
 # --- /payments ----------------------------------------------------------------------------
 def payments(request: Request) -> Response:
-    body = _body(request)
-    if isinstance(body, Response):
-        return body
-    return _keyed(request, lambda: _authorize(body))
+    return _keyed_body(request, _authorize)
 
 
 def _authorize(body: dict) -> Response:
@@ -305,10 +310,7 @@ EVENT_CODES = {"capture": "CAPTURE", "cancel": "CANCELLATION", "refund": "REFUND
 
 
 def modification(request: Request, psp: str, action: str) -> Response:
-    body = _body(request)
-    if isinstance(body, Response):
-        return body
-    return _keyed(request, lambda: _modify(body, psp, _KINDS[action]))
+    return _keyed_body(request, lambda body: _modify(body, psp, _KINDS[action]))
 
 
 def _modify(body: dict, psp: str, kind: str) -> Response:
@@ -362,10 +364,7 @@ def _received(body: dict, kind: str, *, psp: str, operation_psp: str, reference:
 
 # --- /cancels: cancel by our reference ("technical cancel", PROVIDERS.md 2.3-2.4) -----------
 def technical_cancel(request: Request) -> Response:
-    body = _body(request)
-    if isinstance(body, Response):
-        return body
-    return _keyed(request, lambda: _technical_cancel(body))
+    return _keyed_body(request, _technical_cancel)
 
 
 def _technical_cancel(body: dict) -> Response:
