@@ -99,3 +99,15 @@ def pay(api: Api, number: str = "4242424242424242", **fields):
     body = {"amount": 1050, "currency": "USD", "payment_method": make_card(api, number),
             "confirm": True, **fields}
     return api.post("/v1/payments", body)
+
+
+def admin_change_url(obj) -> str:
+    """The admin change page of obj, with its key quoted as the admin quotes it.
+
+    Ids such as ``acct_2B…`` would otherwise be read back as ``acct+…`` (the admin
+    unquotes ``_XX``), and the page would redirect as if the object did not exist.
+    """
+    from django.contrib.admin.utils import quote
+    from django.urls import reverse
+    meta = obj._meta
+    return reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[quote(obj.pk)])

@@ -6,6 +6,7 @@ import pytest
 from django.contrib.auth.models import User
 
 from providers.models import ProviderAccount
+from tests.conftest import admin_change_url
 
 pytestmark = pytest.mark.django_db
 
@@ -32,7 +33,7 @@ def test_change_page_never_shows_credentials(staff_client, merchant):
     account = ProviderAccount.objects.get(merchant=merchant, name="stripe-sandbox")
     account.set_credentials({"secret_key": "sk_test_do_not_show_me"})
     account.save()
-    page = staff_client.get(f"/admin/providers/provideraccount/{account.pk}/change/")
+    page = staff_client.get(admin_change_url(account))
     assert page.status_code == 200
     assert b"sk_test_do_not_show_me" not in page.content
     assert b"secret_key" in page.content  # which keys are set is shown
@@ -40,7 +41,7 @@ def test_change_page_never_shows_credentials(staff_client, merchant):
 
 def test_new_credentials_are_encrypted_and_empty_keeps_the_old(staff_client, merchant):
     account = ProviderAccount.objects.get(merchant=merchant, name="stripe-sandbox")
-    url = f"/admin/providers/provideraccount/{account.pk}/change/"
+    url = admin_change_url(account)
     resp = staff_client.post(url, form_data(
         account, base_url="https://api.stripe.com",
         new_credentials='{"secret_key": "sk_test_rotated"}'))
@@ -64,7 +65,18 @@ def test_new_credentials_are_encrypted_and_empty_keeps_the_old(staff_client, mer
 ])
 def test_invalid_settings_are_refused(staff_client, merchant, changes, message):
     account = ProviderAccount.objects.get(merchant=merchant, name="stripe-sandbox")
-    resp = staff_client.post(f"/admin/providers/provideraccount/{account.pk}/change/",
+    resp = staff_client.post(admin_change_url(account),
                              form_data(account, **changes))
     assert resp.status_code == 200
     assert message in resp.content
+
+
+def test_change_page_opens_for_ids_that_look_admin_quoted(staff_client, merchant):
+    """The admin unquotes ``_XX``: an id like ``acct_2B…`` must still open its own page."""
+    account = ProviderAccount.objects.get(merchant=merchant, name="stripe-sandbox")
+    clone = ProviderAccount.objects.create(
+        id="acct_2BUN6CBZ1T8cH6JHFGl1OXLn", merchant=merchant, name="quoted-id",
+        provider=account.provider, base_url=account.base_url)
+    page = staff_client.get(admin_change_url(clone))
+    assert page.status_code == 200
+    assert b"quoted-id" in page.content

@@ -10,6 +10,7 @@ from providers import health
 from providers.base import OutcomeUnknown, ProviderBadRequest, ProviderUnavailable
 from providers.models import ProviderAccount, SandboxCondition
 from providers.resilience.breaker import breaker_for
+from tests.conftest import admin_change_url
 from tests.factories import ProviderAccountFactory
 from workers.celery import app
 from workers.tasks import probe_accounts
@@ -198,6 +199,6 @@ def test_the_admin_shows_health_and_breaker_state(admin_client, probe_with):
     for column in ("column-healthy", "column-health_latency_ms", "column-health_checked_at",
                    "column-breaker"):
         assert column in body
-    detail = admin_client.get(f"/admin/providers/provideraccount/{account.pk}/change/")
+    detail = admin_client.get(admin_change_url(account))
     assert detail.status_code == 200
     assert "closed" in detail.content.decode()
