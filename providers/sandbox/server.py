@@ -14,7 +14,7 @@ from socketserver import ThreadingMixIn
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 
 from providers.sandbox.ledger import DropConnection, Hang
 
@@ -23,6 +23,7 @@ class _Handler(ServerHandler):
     def handle_error(self):
         exc = sys.exc_info()[1]
         if isinstance(exc, Hang):
+            connections.close_all()  # this thread's: a silent request holds no database session
             time.sleep(getattr(settings, "SANDBOX_HANG_SECONDS", 15))
         if isinstance(exc, (DropConnection, Hang)):
             self.request_handler.close_connection = True
