@@ -912,14 +912,14 @@ def test_http_dropped_connection_after_commit_then_retry(server_url, settings):
 
 @pytest.mark.django_db(transaction=True)
 def test_http_timeout_before_commit(server_url, settings):
-    settings.SANDBOX_HANG_SECONDS = 1
+    settings.SANDBOX_HANG_SECONDS = 4
     adapter = http_adapter(server_url, read_timeout=0.3)
     request = auth("4000000000000606")
     started = time.monotonic()
     with pytest.raises(OutcomeUnknown) as caught:
         adapter.authorize(request)
     assert caught.value.raw_code == "ReadTimeout"
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 3  # the read timeout fired, not the end of the hang
     assert charges().count() == 0
     assert http_adapter(server_url).lookup(request).found is False
 
