@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pybreaker
@@ -111,23 +112,41 @@ def test_an_unexpected_exception_neither_counts_nor_resets(backend):
     assert breaker.current_state == "open"
 
 
-# pybreaker's Redis storage keeps opened_at in whole seconds, so a breaker may half-open up to
-# one second early: tests that check a refusal right after a trip use a 2 s reset timeout.
+def rewind(account: ProviderAccount, seconds: int) -> None:
+    """Move the breaker's trip back in time, as if `seconds` had passed since it opened.
+
+    Waiting on the clock instead would race with a loaded machine (and pybreaker's Redis storage
+    keeps opened_at in whole seconds, so the wait would be up to a second shorter than asked)."""
+    breaker = breaker_for(account)
+    if isinstance(breaker.storage, pybreaker.CircuitRedisStorage):
+        # pybreaker's setter only moves opened_at forward; the stored value is epoch seconds
+        namespace = store.account_key(account.id, "breaker")
+        store.redis_client().decrby(
+            f"{namespace}:{pybreaker.CircuitRedisStorage.BASE_NAMESPACE}:opened_at", seconds)
+    else:
+        breaker.storage.opened_at -= timedelta(seconds=seconds)
+
+
 def test_half_open_trial_success_closes_the_breaker(backend):
-    breaker = breaker_for(make_account(breaker_fail_max=1, breaker_reset_timeout=2))
+    account = make_account(breaker_fail_max=1, breaker_reset_timeout=30)
+    breaker = breaker_for(account)
     fail(breaker, ProviderUnavailable())
     with pytest.raises(BreakerOpen):
         guarded(breaker)
-    time.sleep(2.1)
+    rewind(account, 25)
+    with pytest.raises(BreakerOpen):  # not yet
+        guarded(breaker)
+    rewind(account, 6)
     assert guarded(breaker) == "ok"
     assert breaker.current_state == "closed"
     assert guarded(breaker) == "ok"
 
 
 def test_half_open_trial_failure_opens_it_again(backend):
-    breaker = breaker_for(make_account(breaker_fail_max=1, breaker_reset_timeout=2))
+    account = make_account(breaker_fail_max=1, breaker_reset_timeout=30)
+    breaker = breaker_for(account)
     fail(breaker, ProviderUnavailable())
-    time.sleep(2.1)
+    rewind(account, 31)
     fail(breaker, OutcomeUnknown())
     assert breaker.current_state == "open"
     with pytest.raises(BreakerOpen):
@@ -135,9 +154,10 @@ def test_half_open_trial_failure_opens_it_again(backend):
 
 
 def test_half_open_lets_one_trial_call_through_at_a_time(backend):
-    breaker = breaker_for(make_account(breaker_fail_max=1, breaker_reset_timeout=1))
+    account = make_account(breaker_fail_max=1, breaker_reset_timeout=30)
+    breaker = breaker_for(account)
     fail(breaker, ProviderUnavailable())
-    time.sleep(1.1)
+    rewind(account, 31)
     trial_started, finish_trial = threading.Event(), threading.Event()
 
     def trial():
@@ -159,16 +179,21 @@ def test_half_open_lets_one_trial_call_through_at_a_time(backend):
 
 
 def test_a_trial_whose_process_died_does_not_block_recovery(settings):
-    account = make_account(breaker_fail_max=1, breaker_reset_timeout=1)
+    account = make_account(breaker_fail_max=1, breaker_reset_timeout=30)
     breaker = breaker_for(account)
     fail(breaker, ProviderUnavailable())
-    time.sleep(1.1)
-    breaker.probe_slot.ttl_seconds = 0.2
+    rewind(account, 31)
     breaker.admit()  # a trial admitted, then its process dies: nothing is ever recorded
     assert breaker.current_state == "half-open"
     with pytest.raises(BreakerOpen):
         guarded(breaker)
-    time.sleep(0.3)
+    # the trial's slot expires on its own: bring its expiry forward instead of waiting it out
+    client, slot = store.redis_client(), store.account_key(account.id, "breaker", "probe")
+    assert 0 < client.pttl(slot) <= breaker.probe_slot.ttl_seconds * 1000
+    client.pexpire(slot, 1)
+    deadline = time.monotonic() + 5
+    while client.exists(slot) and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert guarded(breaker) == "ok"
     assert breaker.current_state == "closed"
 
@@ -239,22 +264,12 @@ def test_breaker_state_is_shared_between_processes(settings):
     assert run_child(settings, other, "pass") == ["refused", "open"]
 
 
-def rewind_opened_at(account: ProviderAccount, seconds: int) -> None:
-    """Move the shared breaker's trip back in time, as if `seconds` had passed.
-
-    pybreaker's own setter only moves opened_at forward, and waiting on the clock would race
-    with a child process that is slow to start on a loaded machine."""
-    namespace = store.account_key(account.id, "breaker")
-    store.redis_client().decrby(
-        f"{namespace}:{pybreaker.CircuitRedisStorage.BASE_NAMESPACE}:opened_at", seconds)
-
-
 def test_a_trial_call_in_another_process_recovers_the_breaker_here(settings):
     account = make_account(breaker_fail_max=1, breaker_reset_timeout=30)
     breaker = breaker_for(account)
     fail(breaker, ProviderUnavailable())
     assert run_child(settings, account, "pass") == ["refused", "open"]
-    rewind_opened_at(account, 31)
+    rewind(account, 31)
     assert run_child(settings, account, "pass") == ["passed", "closed"]
     assert breaker.current_state == "closed"
     assert guarded(breaker) == "ok"
