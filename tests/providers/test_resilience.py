@@ -27,7 +27,7 @@ from providers.base import (
 from providers.ids import new_id
 from providers.models import SANDBOX_URL, ProviderAccount
 from providers.resilience import limits, retry, store
-from providers.resilience.breaker import BreakerOpen, breaker_for
+from providers.resilience.breaker import AccountBreaker, BreakerOpen, breaker_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -127,6 +127,15 @@ def rewind(account: ProviderAccount, seconds: int) -> None:
         breaker.storage.opened_at -= timedelta(seconds=seconds)
 
 
+def due_for_a_trial() -> tuple[ProviderAccount, AccountBreaker]:
+    """An account whose breaker tripped once and whose reset timeout has since passed."""
+    account = make_account(breaker_fail_max=1, breaker_reset_timeout=30)
+    breaker = breaker_for(account)
+    fail(breaker, ProviderUnavailable())
+    rewind(account, 31)
+    return account, breaker
+
+
 def test_half_open_trial_success_closes_the_breaker(backend):
     account = make_account(breaker_fail_max=1, breaker_reset_timeout=30)
     breaker = breaker_for(account)
@@ -143,10 +152,7 @@ def test_half_open_trial_success_closes_the_breaker(backend):
 
 
 def test_half_open_trial_failure_opens_it_again(backend):
-    account = make_account(breaker_fail_max=1, breaker_reset_timeout=30)
-    breaker = breaker_for(account)
-    fail(breaker, ProviderUnavailable())
-    rewind(account, 31)
+    _, breaker = due_for_a_trial()
     fail(breaker, OutcomeUnknown())
     assert breaker.current_state == "open"
     with pytest.raises(BreakerOpen):
@@ -154,10 +160,7 @@ def test_half_open_trial_failure_opens_it_again(backend):
 
 
 def test_half_open_lets_one_trial_call_through_at_a_time(backend):
-    account = make_account(breaker_fail_max=1, breaker_reset_timeout=30)
-    breaker = breaker_for(account)
-    fail(breaker, ProviderUnavailable())
-    rewind(account, 31)
+    _, breaker = due_for_a_trial()
     trial_started, finish_trial = threading.Event(), threading.Event()
 
     def trial():
@@ -179,10 +182,7 @@ def test_half_open_lets_one_trial_call_through_at_a_time(backend):
 
 
 def test_a_trial_whose_process_died_does_not_block_recovery(settings):
-    account = make_account(breaker_fail_max=1, breaker_reset_timeout=30)
-    breaker = breaker_for(account)
-    fail(breaker, ProviderUnavailable())
-    rewind(account, 31)
+    account, breaker = due_for_a_trial()
     breaker.admit()  # a trial admitted, then its process dies: nothing is ever recorded
     assert breaker.current_state == "half-open"
     with pytest.raises(BreakerOpen):
@@ -213,7 +213,7 @@ import django
 django.setup()
 from providers.base import OutcomeUnknown
 from providers.models import ProviderAccount
-from providers.resilience.breaker import BreakerOpen, breaker_for
+from providers.resilience.breaker import AccountBreaker, BreakerOpen, breaker_for
 
 account_id, action, fail_max, reset_timeout = sys.argv[1:5]
 account = ProviderAccount(id=account_id, name="x", provider="stripe",
