@@ -43,16 +43,19 @@ logger = logging.getLogger(__name__)
 WINDOW_MS = 1000
 RATE_LIMITED, CONCURRENCY_LIMITED = "provider_rate_limited", "provider_concurrency_limited"
 
-_ACQUIRE = """
+# The time in ms: the one pinned by a test, else the Redis server's clock (one for every process).
+_NOW_MS = """
+local function now_ms(pinned)
+  if pinned ~= '' then return tonumber(pinned) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"""
+
+_ACQUIRE = _NOW_MS + """
 -- KEYS[1] rate log (zset: token -> grant time ms), KEYS[2] leases (zset: token -> expiry ms)
 -- ARGV: rate limit (0 = none), window ms, concurrency limit (0 = none), lease ms, token, now ms
-local now
-if ARGV[6] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-else
-  now = tonumber(ARGV[6])
-end
+local now = now_ms(ARGV[6])
 local rate, window = tonumber(ARGV[1]), tonumber(ARGV[2])
 local cap, lease = tonumber(ARGV[3]), tonumber(ARGV[4])
 if cap > 0 then
@@ -77,14 +80,8 @@ return ''
 # window (ms), ARGV[2] now (ms, '' for the server's clock), then each account's rate limit and
 # concurrency limit. Returns one refusal code ('' = would be granted) per account. (Several
 # accounts' keys in one script: fine on the single Redis that store.py connects to.)
-_PEEK = """
-local now
-if ARGV[2] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-else
-  now = tonumber(ARGV[2])
-end
+_PEEK = _NOW_MS + """
+local now = now_ms(ARGV[2])
 local window = tonumber(ARGV[1])
 local out = {}
 for i = 1, #KEYS / 2 do
