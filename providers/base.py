@@ -16,6 +16,7 @@ alone decides whether failing over to another provider can charge a customer twi
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -129,6 +130,14 @@ class InvalidWebhook(Exception):
         super().__init__(message)
         self.message = message
         self.status = status
+
+
+def webhook_json(body: bytes):
+    """A webhook delivery's JSON body; InvalidWebhook (400) for one that is not JSON."""
+    try:
+        return json.loads(body or b"")
+    except (ValueError, RecursionError):
+        raise InvalidWebhook("The body is not JSON.") from None
 
 
 RELEASE_SUFFIX = "-release"

@@ -20,10 +20,9 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 
 from providers import outcomes
-from providers.base import InvalidWebhook, ProviderEvent
+from providers.base import InvalidWebhook, ProviderEvent, webhook_json
 
 ACCEPTED = "[accepted]"
 SIGNED_FIELDS = ("pspReference", "originalReference", "merchantAccountCode",
@@ -84,10 +83,7 @@ def parse(body: bytes, *, hmac_keys: list[str], livemode: bool,
     keys = [k for k in hmac_keys if k]
     if not keys:
         raise InvalidWebhook("No HMAC key is configured for this Adyen account.", status=401)
-    try:
-        data = json.loads(body or b"")
-    except (ValueError, RecursionError):
-        raise InvalidWebhook("The body is not JSON.") from None
+    data = webhook_json(body)
     items = data.get("notificationItems") if isinstance(data, dict) else None
     if not isinstance(items, list) or not items:
         raise InvalidWebhook("The body has no notificationItems.")

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 
 from providers import outcomes
-from providers.base import InvalidWebhook, ProviderEvent
+from providers.base import InvalidWebhook, ProviderEvent, webhook_json
 
 SIGNATURE_HEADER = "cko-signature"
 
@@ -55,10 +54,7 @@ def parse(body: bytes, *, signature: str, keys: list[str]) -> list[ProviderEvent
                              "account.", status=401)
     if not is_valid(body, signature, keys):
         raise InvalidWebhook("The Cko-Signature header does not verify.", status=401)
-    try:
-        event = json.loads(body or b"")
-    except (ValueError, RecursionError):
-        raise InvalidWebhook("The body is not JSON.") from None
+    event = webhook_json(body)
     data = event.get("data") if isinstance(event, dict) else None
     if not isinstance(data, dict) or not isinstance(event.get("id"), str) or not isinstance(
             event.get("type"), str):
