@@ -19,10 +19,9 @@ from payments import state_machine as sm
 from payments.models import Payment, PaymentAttempt, Refund
 from providers.models import SandboxCharge, SandboxOperation
 from tests.conftest import Api, make_card
+from tests.threads import TIMEOUT, in_threads
 
 pytestmark = [pytest.mark.concurrency, pytest.mark.django_db(transaction=True)]
-
-TIMEOUT = 60  # seconds; a deadlock must fail the test, not hang the run
 
 
 @dataclass
@@ -416,29 +415,6 @@ def test_capture_and_cancel_race_has_one_winner(api, merchant, test_key, round_)
 
 
 # --- the sandbox provider's own idempotency under races ----------------------------------
-def _in_threads(n: int, call) -> list:
-    """Run `call(i)` in `n` threads released together; returns results or raised errors."""
-    barrier = threading.Barrier(n, timeout=TIMEOUT)
-    outcomes: list = [None] * n
-
-    def worker(i: int) -> None:
-        try:
-            barrier.wait()
-            outcomes[i] = call(i)
-        except BaseException as exc:
-            outcomes[i] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(TIMEOUT)
-    assert not any(thread.is_alive() for thread in threads), "a call hung (deadlock?)"
-    return outcomes
-
-
 def _sandbox_adapter(provider: str):
     from providers.base import AccountConfig
     from providers.models import SANDBOX_URL
@@ -470,7 +446,7 @@ def test_sandbox_authorize_with_one_reference_charges_once(db, provider):
     request = AuthorizeRequest(reference=f"att_race_auth_{provider}", amount=700,
                                currency="USD", card=Card("4242424242424242", 12, 2034, "visa"),
                                capture=False)
-    outcomes = _in_threads(20, lambda i: _sandbox_adapter(provider).authorize(request))
+    outcomes = in_threads(20, lambda i: _sandbox_adapter(provider).authorize(request))
     results = _results_or_unknown(outcomes, AuthorizeResult)
     assert len({o.provider_reference for o in results}) == 1
     assert SandboxCharge.objects.filter(reference=request.reference).count() == 1
@@ -493,7 +469,7 @@ def test_sandbox_modification_retried_concurrently_is_applied_once(db, kind, pro
                                   provider_reference=auth.provider_reference, amount=400,
                                   currency="USD")
 
-    outcomes = _in_threads(10, lambda i: getattr(_sandbox_adapter(provider), kind)(request))
+    outcomes = in_threads(10, lambda i: getattr(_sandbox_adapter(provider), kind)(request))
 
     results = _results_or_unknown(outcomes, ModificationResult)
     assert len({o.provider_reference for o in results}) == 1

@@ -30,6 +30,7 @@ from providers.models import (
 )
 from providers.sandbox import webhooks as sandbox_webhooks
 from tests.conftest import make_card
+from tests.threads import race
 
 
 def pay(api, number, **fields):
@@ -459,37 +460,13 @@ def test_the_sandbox_retries_a_delivery_that_was_not_acknowledged(api, merchant)
 
 
 # --- races (real threads, real commits) -------------------------------------------------------
-def _race(*functions) -> list[BaseException]:
-    import threading
-
-    from django.db import connection
-
-    errors, barrier = [], threading.Barrier(len(functions))
-
-    def run(function):
-        try:
-            barrier.wait()
-            function()
-        except BaseException as exc:  # noqa: BLE001 - reported to the test
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(f,)) for f in functions]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    return errors
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_webhook_and_a_status_lookup_racing_apply_the_charge_once(api, settings):
     settings.SANDBOX_DROP_WINDOW_SECONDS = 0  # the lookup's replay gets the answer
     resp = pay(api, "4000000000000408", provider="adyen-sandbox")
     attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
     sandbox_webhooks.deliver_due()  # stored, not applied yet
-    assert _race(lambda: status_sync.attempt_sync(attempt.id),
+    assert race(lambda: status_sync.attempt_sync(attempt.id),
                  provider_events.process_due, provider_events.process_due) == []
     payment = Payment.objects.get(pk=attempt.payment_id)
     assert payment.status == "succeeded" and payment.amount_captured == 1050
@@ -502,7 +479,7 @@ def test_a_webhook_and_a_status_lookup_racing_apply_the_charge_once(api, setting
 def test_redeliveries_racing_store_the_event_once(merchant):
     account = adyen(merchant)
     delivery = item(account)
-    assert _race(*[lambda: post(account, delivery) for _ in range(4)]) == []
+    assert race(*[lambda: post(account, delivery) for _ in range(4)]) == []
     assert ProviderWebhookEvent.objects.count() == 1
 
 
