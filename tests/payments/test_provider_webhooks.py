@@ -149,6 +149,14 @@ def release(attempt: PaymentAttempt) -> None:
     assert PaymentAttempt.objects.get(pk=attempt.pk).release_requested_at is not None
 
 
+def failed_over_after_release(api, merchant) -> PaymentAttempt:
+    """A manual-capture payment lost on Adyen, released with nothing held, failed over."""
+    attempt = lost_on_adyen_first(api, merchant, capture_method="manual")
+    release(attempt)
+    assert deliver() == 1  # TECHNICAL_CANCEL: nothing held; failover to stripe
+    return attempt
+
+
 def lost_on_adyen_first(api, merchant, **fields) -> PaymentAttempt:
     """A routed payment whose first attempt, on Adyen (moved first), times out before Adyen
     commits it (card …0606): its unknown attempt."""
@@ -216,9 +224,7 @@ def test_a_capture_the_release_could_not_cancel_is_kept(api):
 def test_an_authorisation_after_the_release_is_an_extra_charge_and_is_reversed(api, merchant):
     """The release found nothing; then Adyen reports an authorisation under the reference
     (a request that reached it late): the payment has moved on, so it is reversed."""
-    attempt = lost_on_adyen_first(api, merchant, capture_method="manual")
-    release(attempt)
-    assert deliver() == 1  # TECHNICAL_CANCEL: nothing held; failover to stripe
+    attempt = failed_over_after_release(api, merchant)
     assert PaymentAttempt.objects.get(pk=attempt.pk).status == "failed"
     late = hidden_charge(attempt, status="authorized")
     assert deliver() == 1
@@ -495,10 +501,13 @@ def signed_event(account, attempt, code: str, *, success: bool, psp: str, origin
     return item(account, **fields)
 
 
-def ledger_auth(attempt, psp: str) -> SandboxCharge:
-    return SandboxCharge.objects.create(provider="adyen", provider_reference=psp,
-                                        reference=attempt.id, amount=1050, currency="EUR",
-                                        status="authorized")
+def report_charge(account, attempt, psp: str, *, status: str = "authorized") -> SandboxCharge:
+    """A charge Adyen holds under the attempt's reference, and its AUTHORISATION webhook."""
+    charge = SandboxCharge.objects.create(
+        provider="adyen", provider_reference=psp, reference=attempt.id, amount=1050,
+        currency="EUR", status=status, amount_captured=1050 if status == "captured" else 0)
+    post(account, signed_event(account, attempt, "AUTHORISATION", success=True, psp=psp))
+    return charge
 
 
 @pytest.mark.django_db(transaction=True)
@@ -510,9 +519,7 @@ def test_a_charge_reported_with_a_release_that_found_nothing_is_kept_not_failed_
     attempt = lost_on_adyen_first(api, merchant, capture_method="manual")
     release(attempt)
     SandboxNotification.objects.all().delete()
-    ledger_auth(attempt, "LATEPAYMENT00001")
-    post(account, signed_event(account, attempt, "AUTHORISATION", success=True,
-                               psp="LATEPAYMENT00001"))
+    report_charge(account, attempt, "LATEPAYMENT00001")
     provider_events.process_due()
     post(account, signed_event(account, attempt, "TECHNICAL_CANCEL", success=True,
                                psp="TECHCANCEL000002"))
@@ -527,13 +534,9 @@ def test_a_charge_reported_with_a_release_that_found_nothing_is_kept_not_failed_
 @pytest.mark.django_db(transaction=True)
 def test_a_reversal_that_fails_is_retried_and_flagged_meanwhile(api, merchant):
     account = adyen(merchant)
-    attempt = lost_on_adyen_first(api, merchant, capture_method="manual")
-    release(attempt)
-    assert deliver() == 1  # nothing held: failover to stripe
-    late = ledger_auth(attempt, "LATEPAYMENT00002")
+    attempt = failed_over_after_release(api, merchant)
+    late = report_charge(account, attempt, "LATEPAYMENT00002")
     SandboxCondition.objects.update_or_create(provider="adyen", defaults={"outage": True})
-    post(account, signed_event(account, attempt, "AUTHORISATION", success=True,
-                               psp=late.provider_reference))
     provider_events.process_due()
     event = ProviderWebhookEvent.objects.get(raw_type="AUTHORISATION")
     payment = Payment.objects.get(pk=attempt.payment_id)
@@ -551,12 +554,9 @@ def test_a_reversal_that_fails_is_retried_and_flagged_meanwhile(api, merchant):
 @pytest.mark.django_db(transaction=True)
 def test_two_late_charges_under_one_reference_are_both_reversed(api, merchant):
     account = adyen(merchant)
-    attempt = lost_on_adyen_first(api, merchant, capture_method="manual")
-    release(attempt)
-    deliver()
+    attempt = failed_over_after_release(api, merchant)
     for psp in ("LATEPAYMENT00003", "LATEPAYMENT00004"):
-        ledger_auth(attempt, psp)
-        post(account, signed_event(account, attempt, "AUTHORISATION", success=True, psp=psp))
+        report_charge(account, attempt, psp)
     provider_events.process_due()
     assert set(SandboxCharge.objects.filter(reference=attempt.id)
                .values_list("status", flat=True)) == {"canceled"}
@@ -575,11 +575,7 @@ def test_a_failed_release_then_an_authorisation_settles_the_attempt(api, merchan
                                psp="TECHCANCEL000003", reason="Internal error"))
     provider_events.process_due()
     assert Payment.objects.get(pk=attempt.payment_id).needs_operator  # nothing to go on yet
-    SandboxCharge.objects.create(provider="adyen", provider_reference="LATEPAYMENT00005",
-                                 reference=attempt.id, amount=1050, currency="EUR",
-                                 status="captured", amount_captured=1050)
-    post(account, signed_event(account, attempt, "AUTHORISATION", success=True,
-                               psp="LATEPAYMENT00005"))
+    report_charge(account, attempt, "LATEPAYMENT00005", status="captured")
     provider_events.process_due()
     payment = Payment.objects.get(pk=attempt.payment_id)
     assert payment.status == "succeeded" and payment.amount_captured == 1050
@@ -597,9 +593,7 @@ def test_reversing_an_extra_charge_leaves_the_other_attempts_status_alone(api, m
     deliver()  # AUTHORISATION, CANCELLATION
     attempt = PaymentAttempt.objects.get(payment_id=pay_id)
     assert attempt.status == "voided"
-    late = ledger_auth(attempt, "LATEPAYMENT00006")
-    post(account, signed_event(account, attempt, "AUTHORISATION", success=True,
-                               psp=late.provider_reference))
+    late = report_charge(account, attempt, "LATEPAYMENT00006")
     provider_events.process_due()
     attempt.refresh_from_db()
     assert attempt.status == "voided"
@@ -799,11 +793,7 @@ def test_a_failed_release_naming_a_payment_waits_for_that_payments_authorisation
     provider_events.process_due()
     attempt.refresh_from_db()
     assert attempt.status == "unknown"  # another psp's refusal says nothing about it
-    SandboxCharge.objects.create(provider="adyen", provider_reference="NAMEDPAYMENT0001",
-                                 reference=attempt.id, amount=1050, currency="EUR",
-                                 status="captured", amount_captured=1050)
-    post(account, signed_event(account, attempt, "AUTHORISATION", success=True,
-                               psp="NAMEDPAYMENT0001"))
+    report_charge(account, attempt, "NAMEDPAYMENT0001", status="captured")
     provider_events.process_due()
     payment = Payment.objects.get(pk=attempt.payment_id)
     assert payment.status == "succeeded"
@@ -813,9 +803,7 @@ def test_a_failed_release_naming_a_payment_waits_for_that_payments_authorisation
 @pytest.mark.django_db(transaction=True)
 def test_a_reversal_refused_for_good_is_not_retried_forever(api, merchant):
     account = adyen(merchant)
-    attempt = lost_on_adyen_first(api, merchant, capture_method="manual")
-    release(attempt)
-    deliver()  # nothing held: failover
+    attempt = failed_over_after_release(api, merchant)
     # a charge Adyen reports but cannot find when asked to reverse it (422 "167")
     post(account, signed_event(account, attempt, "AUTHORISATION", success=True,
                                psp="UNKNOWNTOADYEN01"))
