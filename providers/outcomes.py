@@ -214,15 +214,19 @@ def http_outcome(status_code: int, *, not_processed: bool = False) -> Outcome:
     return Outcome(HARD, "provider_bad_request")
 
 
-def raise_for(outcome: Outcome, message: str, *, raw_code: str = "") -> None:
-    """Raise the adapter exception for a non-approved outcome."""
-    if outcome.kind == APPROVED:
-        return
+def error_for(outcome: Outcome, message: str, *, raw_code: str = "") -> ProviderError:
+    """The adapter exception for a non-approved outcome."""
     error: type[ProviderError] = {
         HARD: HardDecline, SOFT: SoftDecline, UNAVAILABLE: ProviderUnavailable,
         UNKNOWN: OutcomeUnknown,
     }[outcome.kind]
     if outcome.code == "provider_bad_request":
         error = ProviderBadRequest
-    raise error(message, code=outcome.code or None, decline_code=outcome.decline_code or None,
-                raw_code=raw_code)
+    return error(message, code=outcome.code or None, decline_code=outcome.decline_code or None,
+                 raw_code=raw_code)
+
+
+def raise_for(outcome: Outcome, message: str, *, raw_code: str = "") -> None:
+    """Raise the adapter exception for a non-approved outcome."""
+    if outcome.kind != APPROVED:
+        raise error_for(outcome, message, raw_code=raw_code)

@@ -172,10 +172,8 @@ def _not_charged_outcome(found: base.LookupResult, *, released: bool = False) ->
     if found.status == "declined":
         normalized = outcomes.classify_decline("stripe", found.decline_code) \
             if found.decline_code else outcomes.GENERIC_DECLINE
-        error_type = base.SoftDecline if normalized.kind == outcomes.SOFT else base.HardDecline
-        return Outcome("declined", error=error_type(
-            "The provider declined the card.", code=normalized.code,
-            decline_code=normalized.decline_code or None))
+        return Outcome("declined", error=outcomes.error_for(
+            normalized, "The provider declined the card."))
     if released:
         return Outcome("unavailable", error=base.ProviderUnavailable(
             "The provider could not tell what became of the request, so it was asked to "
