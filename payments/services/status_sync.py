@@ -390,7 +390,7 @@ def sync_modifications(*, limit: int = 100, now: dt.datetime | None = None) -> i
         Modification.objects.filter(pk__in=[m.pk for m in mods]).update(updated_at=now)
         Refund.objects.filter(pk__in=[r.pk for r in refunds]).update(updated_at=now)
     for mod in mods:
-        answer = _ask(mod.attempt, mod.id, mod.kind, mod.amount, mod.provider_reference,
+        answer = _ask(mod.attempt, mod.id, mod.kind, mod.amount,
                       unknown=mod.status == ModificationStatus.UNKNOWN)
         if answer is not None:
             modification_settle(modification=mod, succeeded=answer, actor=ACTOR)
@@ -399,7 +399,7 @@ def sync_modifications(*, limit: int = 100, now: dt.datetime | None = None) -> i
         attempt = refund.payment.attempts.filter(status=AttemptStatus.CAPTURED).first()
         if attempt is None:
             continue
-        answer = _ask(attempt, refund.id, "refund", refund.amount, refund.provider_reference,
+        answer = _ask(attempt, refund.id, "refund", refund.amount,
                       unknown=refund.status == RefundStatus.UNRESOLVED)
         if answer is not None:
             refund_settle(refund=refund, succeeded=answer, actor=ACTOR,
@@ -408,8 +408,8 @@ def sync_modifications(*, limit: int = 100, now: dt.datetime | None = None) -> i
     return settled
 
 
-def _ask(attempt: PaymentAttempt, reference: str, kind: str, amount: int,
-         provider_reference: str, *, unknown: bool) -> bool | None:
+def _ask(attempt: PaymentAttempt, reference: str, kind: str, amount: int, *,
+         unknown: bool) -> bool | None:
     """True: done; False: provably not done; None: cannot tell yet."""
     from providers.accounts import adapter_for
 
