@@ -195,6 +195,20 @@ def record_event(payment: Payment, event: str, *, actor: str, data: dict[str, An
         actor=actor, data={**data, **{name: getattr(locked, name) for name in _SNAPSHOT_FIELDS}})
 
 
+def flag_for_operator(payment_id: str, event: str, *, actor: str, data: dict[str, Any],
+                      once_by: tuple[str, ...] = ()) -> bool:
+    """Flag the payment for an operator (`needs_operator`), recording `event` once per
+    payment, or once per value of the `once_by` data fields, however often it is raised.
+    Call inside a transaction. True when the event was recorded now."""
+    locked = lock_payment(payment_id)
+    new = not locked.events.filter(
+        type=event, **{f"data__{name}": data[name] for name in once_by}).exists()
+    if new:
+        record_event(locked, event, actor=actor, data=data)
+    Payment.objects.filter(pk=locked.pk).update(needs_operator=True)
+    return new
+
+
 def replay_events(payment: Payment) -> dict[str, Any]:
     """Fold the payment's event log into the state it describes (for consistency checks)."""
     state: dict[str, Any] = {"status": None}

@@ -148,11 +148,8 @@ def _decide(attempt: PaymentAttempt, releases: list, auths: list, *, actor: str)
     if auths:
         return apply(authorization_result(attempt, auths[0]))  # (a refusal: see `held`)
     with transaction.atomic():  # nothing to go on: a person must find out
-        payment = sm.lock_payment(attempt.payment_id)
-        if not payment.events.filter(type="payment.release_failed").exists():
-            sm.record_event(payment, "payment.release_failed", actor=actor,
-                            data={"attempt": attempt.id, "reason": releases[0].reason})
-        Payment.objects.filter(pk=payment.pk).update(needs_operator=True)
+        sm.flag_for_operator(attempt.payment_id, "payment.release_failed", actor=actor,
+                             data={"attempt": attempt.id, "reason": releases[0].reason})
     return "release_failed"
 
 
@@ -205,14 +202,10 @@ def flag_mismatch(payment: Payment, *, event: ProviderWebhookEvent, actor: str,
     flagged for an operator, with one `payment.provider_event_mismatch` event per provider
     event however often it is looked at."""
     with transaction.atomic():
-        payment = sm.lock_payment(payment.pk)
-        if not payment.events.filter(type="payment.provider_event_mismatch",
-                                     data__event_id=event.event_id).exists():
-            sm.record_event(payment, "payment.provider_event_mismatch", actor=actor, data={
+        if sm.flag_for_operator(payment.pk, "payment.provider_event_mismatch", actor=actor, data={
                 "event": event.raw_type or event.kind, "event_id": event.event_id,
                 "success": event.success, "reference": event.reference,
-                "recorded": recorded, "reason": event.reason})
+                "recorded": recorded, "reason": event.reason}, once_by=("event_id",)):
             logger.warning("provider event %s contradicts payment %s (recorded %s)",
                            event.raw_type, payment.pk, recorded)
-        Payment.objects.filter(pk=payment.pk).update(needs_operator=True)
     return "flagged_for_operator"

@@ -241,12 +241,8 @@ def compensate(attempt: PaymentAttempt, found: base.LookupResult, *,
                 logger.warning("reversed an extra charge payment=%s attempt=%s provider=%s",
                                payment.id, attempt.id, attempt.provider_account.provider)
         else:  # could not reverse it yet: asked again, and an operator is told meanwhile
-            if not payment.events.filter(type="payment.duplicate_charge_reversal_failed",
-                                         data__provider_reference=found.provider_reference
-                                         ).exists():  # once per charge, however many tries
-                sm.record_event(payment, "payment.duplicate_charge_reversal_failed",
-                                actor=actor, data=data)
-            Payment.objects.filter(pk=payment.pk).update(needs_operator=True)
+            sm.flag_for_operator(payment.pk, "payment.duplicate_charge_reversal_failed",
+                                 actor=actor, data=data, once_by=("provider_reference",))
             if isinstance(answer.error, base.ProviderBadRequest):  # refused for good
                 if locked.status == AttemptStatus.UNKNOWN:
                     locked.next_sync_at = None
