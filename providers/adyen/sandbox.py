@@ -315,11 +315,7 @@ def modification(request: Request, psp: str, action: str) -> Response:
 
 def _modify(body: dict, psp: str, kind: str) -> Response:
     amount = None
-    action = kind
-    if kind == "reverse":  # cancel or refund (in full), whichever applies now
-        charge = SandboxCharge.objects.filter(provider=PROVIDER, provider_reference=psp).first()
-        action = "refund" if charge is not None and charge.status == "captured" else "cancel"
-    elif kind != "cancel":  # captures and refunds require an amount
+    if kind not in ("cancel", "reverse"):  # captures and refunds require an amount
         parsed = _amount(body)
         if isinstance(parsed, Response):
             return parsed
@@ -330,7 +326,7 @@ def _modify(body: dict, psp: str, kind: str) -> Response:
                                  "from the payment's.")
     reference = str(body.get("reference") or "")
     try:
-        operation = ledger.modify(PROVIDER, action, psp, amount=amount, reference=reference)
+        operation = ledger.modify(PROVIDER, kind, psp, amount=amount, reference=reference)
     except ledger.UnknownCharge:
         return service_error(422, "167", "Original pspReference required for this operation")
     except ledger.InvalidState as exc:
@@ -343,7 +339,7 @@ def _modify(body: dict, psp: str, kind: str) -> Response:
     return _received(body, kind, psp=psp, operation_psp=operation.provider_reference,
                      reference=reference or operation.charge.reference,
                      amount=operation.amount, currency=operation.charge.currency,
-                     success=True, action=action)
+                     success=True, action=operation.kind)
 
 
 def _received(body: dict, kind: str, *, psp: str, operation_psp: str, reference: str,

@@ -131,9 +131,13 @@ def find_by_reference(provider: str, reference: str) -> list[SandboxCharge]:
 
 def modify(provider: str, kind: str, provider_reference: str, *, amount: int | None,
            reference: str = "") -> SandboxOperation:
-    """Capture (partial releases the rest), cancel (void) or refund, atomically."""
+    """Capture (partial releases the rest), cancel (void) or refund, atomically. `reverse`
+    is Adyen's cancel-or-refund: a refund in full if the charge is captured, else a cancel;
+    the operation records which."""
     with transaction.atomic():
         charge = get_charge(provider, provider_reference, lock=True)
+        if kind == "reverse":
+            kind = "refund" if charge.status == "captured" else "cancel"
         if kind == "capture":
             amount = charge.amount if amount is None else amount
             if charge.status != "authorized":
