@@ -16,6 +16,7 @@ reached in-process through httpx.WSGITransport; any other URL is sent over HTTP.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import secrets
 import threading
@@ -23,6 +24,7 @@ from collections.abc import Callable
 
 import httpx
 from django.conf import settings
+from django.core.wsgi import get_wsgi_application
 from django.db import transaction
 from django.utils import timezone
 
@@ -101,9 +103,7 @@ def _post(url: str, body: str, headers: dict | None = None) -> str:
     headers = {"Content-Type": "application/json", **(headers or {})}
     try:
         if url.startswith("/"):
-            from django.core.wsgi import get_wsgi_application
-
-            transport = httpx.WSGITransport(app=get_wsgi_application())
+            transport = httpx.WSGITransport(app=_own_app())
             with httpx.Client(transport=transport, base_url=_in_process_base()) as client:
                 response = client.post(url, content=body.encode(), headers=headers)
         else:
@@ -112,6 +112,12 @@ def _post(url: str, body: str, headers: dict | None = None) -> str:
     except httpx.HTTPError as exc:
         return type(exc).__name__
     return str(response.status_code)
+
+
+@functools.cache
+def _own_app():
+    """Switchyard's own WSGI app, built once (it loads every middleware)."""
+    return get_wsgi_application()
 
 
 def _in_process_base() -> str:
