@@ -22,13 +22,6 @@ def adapter_for(account: ProviderAccount) -> Adapter:
     return get_adapter(account_config(account))
 
 
-def default_order(*, merchant_id: str, livemode: bool) -> list[ProviderAccount]:
-    """The merchant's enabled accounts in this mode, in priority order."""
-    return list(
-        ProviderAccount.objects.filter(merchant_id=merchant_id, livemode=livemode, enabled=True)
-    )
-
-
 REQUIRED_CREDENTIALS = {
     "stripe": ("secret_key",),
     "adyen": ("api_key", "merchant_account"),

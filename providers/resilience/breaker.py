@@ -198,11 +198,6 @@ class AccountBreaker(pybreaker.CircuitBreaker):
         with self.guard():
             return func(*args, **kwargs)
 
-    @contextlib.contextmanager
-    def calling(self) -> Iterator[None]:
-        with self.guard():
-            yield
-
     # -- helpers ------------------------------------------------------------------------------
     def _reset_timeout_elapsed(self) -> bool:
         # The same test as pybreaker's CircuitOpenState.before_call (which would also run the

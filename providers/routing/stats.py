@@ -157,10 +157,6 @@ class _LocalCounters:
                         total[field] += n
         return total["a"], total["s"], total["f"], total["h"]
 
-    def clear(self) -> None:
-        with self._lock:
-            self._counts.clear()
-
 
 _local = _LocalCounters()
 
@@ -209,14 +205,3 @@ def _rate(approved: int, soft: int, failed: int, hard: int, enough: int, prior: 
     value = approved / samples if samples >= enough else prior
     return Rate(rate=value, samples=samples, approved=approved, soft=soft, failed=failed,
                 hard=hard)
-
-
-def reset(account: ProviderAccount | str) -> None:
-    """Forget an account's counters (tests, and an operator after a provider migration)."""
-    account_id = _account_id(account)
-    client = store.redis_client()
-    if client is None:
-        with _local._lock:
-            _local._counts.pop(account_id, None)
-        return
-    client.delete(_key(account_id))
