@@ -223,10 +223,11 @@ def routing_rule_update(*, rule: RoutingRule, strategy: str = _UNSET, accounts: 
 
 def _save_rule(rule: RoutingRule, *, strategy, accounts, conditions, priority, enabled,
                description, creating: bool) -> RoutingRule:
-    rule.priority = clean_priority(priority)
-    rule.conditions = clean_conditions(conditions)
-    rule.accounts = clean_accounts(
-        strategy, accounts, known_names=mode_account_names(rule.merchant_id, rule.livemode))
+    cleaned = check_rule_fields(merchant_id=rule.merchant_id, livemode=rule.livemode,
+                                strategy=strategy, accounts=accounts, conditions=conditions,
+                                priority=priority)
+    rule.priority, rule.conditions, rule.accounts = (
+        cleaned["priority"], cleaned["conditions"], cleaned["accounts"])
     rule.strategy = strategy
     rule.enabled = bool(enabled)
     rule.description = description
