@@ -43,14 +43,16 @@ def candidate_names(payment: Payment) -> list[str]:
     return list(routing.get("order") or [])
 
 
-def is_retriable(payment: Payment, outcome: Outcome) -> bool:
-    """May the next candidate be tried after this outcome? Never after an unknown one; soft
-    declines and provably-not-processed errors by default; merchants may override per
-    decline code (`/v1/retry_rules`, providers.routing.retry)."""
+def may_fail_over(payment: Payment, outcome: Outcome) -> bool:
+    """Does the payment go on to its next candidate after this outcome? Never after an
+    unknown one; soft declines and provably-not-processed errors by default, merchants may
+    override per decline code (`/v1/retry_rules`, providers.routing.retry); and only while a
+    candidate is left within the attempt budget."""
     if outcome.kind in ("approved", "unknown"):
         return False
     return retry_rules.is_retriable(payment.merchant_id, payment.livemode,
-                                    retry_rules.outcome_of(outcome.error))
+                                    retry_rules.outcome_of(outcome.error)) \
+        and _next_account(payment) is not None
 
 
 def _record_stats(account: ProviderAccount, outcome: Outcome) -> None:
@@ -110,15 +112,11 @@ def _next_account(payment: Payment) -> ProviderAccount | None:
     tried = list(payment.attempts.values_list("provider_account__name", flat=True))
     if len(tried) >= settings.PAYMENT_MAX_ATTEMPTS:
         return None
-    for name in candidate_names(payment):
-        if name in tried:
-            continue
-        account = ProviderAccount.objects.filter(
-            merchant_id=payment.merchant_id, livemode=payment.livemode, name=name,
-            enabled=True).first()
-        if account is not None:
-            return account
-    return None
+    names = [name for name in candidate_names(payment) if name not in tried]
+    enabled = {account.name: account for account in ProviderAccount.objects.filter(
+        merchant_id=payment.merchant_id, livemode=payment.livemode, name__in=names,
+        enabled=True)}
+    return next((enabled[name] for name in names if name in enabled), None)
 
 
 def _give_up(payment: Payment, last: Outcome | None, *, actor: str) -> Payment:
@@ -160,7 +158,7 @@ def record_attempt(payment: Payment, attempt: PaymentAttempt, outcome: Outcome, 
         attempt.next_sync_at = None
         attempt.save()
         locked = sm.lock_payment(payment.pk)
-        if is_retriable(locked, outcome) and _next_account(locked) is not None:
+        if may_fail_over(locked, outcome):
             return sm.transition_payment(
                 locked, None, event="payment.failover", actor=actor, data=data,
                 updates={"last_error": _error_body(error)})

@@ -137,8 +137,7 @@ def apply_lookup(attempt: PaymentAttempt, found: base.LookupResult, *, card: bas
             if payment.status != S.UNRESOLVED:
                 return payment
             outcome = _not_charged_outcome(found, released=error_code == RELEASED)
-            if authorization.is_retriable(payment, outcome) and \
-                    authorization._next_account(payment) is not None:
+            if authorization.may_fail_over(payment, outcome):
                 sm.transition_payment(payment, S.PROCESSING, event="payment.failover",
                                       actor=actor, data=data)
             else:
