@@ -10,7 +10,7 @@ from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings.base")
 
-app = Celery("switchyard")
+app = Celery("switchyard")  # settings.TASK_APP_NAME: payments sends tasks by name to it
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.update(
     task_serializer="json",

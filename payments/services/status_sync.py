@@ -337,8 +337,10 @@ def resume(payment_id: str, *, actor: str = ACTOR) -> Payment:
 
 def nudge(delay_seconds: float) -> None:
     """Ask for a sync pass soon, by task name (payments never imports workers). Nothing
-    depends on it: the periodic job finds due attempts anyway. In the embedded default
-    (Celery eager, no worker) a timer thread runs the pass in this process instead."""
+    depends on it: the periodic job finds due attempts anyway, so a nudge that cannot be
+    enqueued (broker down) is logged and dropped, never raised into the request that made it.
+    In the embedded default (Celery eager, no worker) a timer thread runs the pass in this
+    process instead."""
     if not settings.STATUS_SYNC_NUDGE:
         return
     if settings.CELERY_TASK_ALWAYS_EAGER:
@@ -348,7 +350,18 @@ def nudge(delay_seconds: float) -> None:
         return
     from celery import current_app
 
-    current_app.send_task(SYNC_TASK, countdown=delay_seconds)
+    app = current_app._get_current_object()
+    if app.main != settings.TASK_APP_NAME:
+        # the project's app is loaded by the workers app's ready(); Celery's unconfigured
+        # default app would publish to amqp://localhost, where no worker of ours listens
+        logger.error("status sync nudge skipped: the current Celery app is %r, not ours",
+                     app.main)
+        return
+    try:
+        app.send_task(SYNC_TASK, countdown=delay_seconds, retry=False)
+    except Exception:  # noqa: BLE001 - an optimisation only: the periodic pass is the guarantee
+        logger.warning("status sync nudge not enqueued (the periodic pass will run it)",
+                       exc_info=True)
 
 
 def _sync_in_thread() -> None:
