@@ -148,9 +148,10 @@ class CheckoutAdapter:
 
     def lookup_modification(self, request: ModificationRequest) -> ModificationResult | None:
         """Confirm an accepted (pending) capture/void/refund from `GET /payments/{id}/actions`:
-        the action with our reference, no longer pending; None if Checkout.com lists none.
-        Raises ProviderBadRequest if Checkout.com declined it, OutcomeUnknown if it cannot
-        tell."""
+        the action with our reference, `pending=False` once Checkout.com approved it
+        (`approved: true`) and `pending=True` while it has no decision yet (`approved` null);
+        None if Checkout.com lists none. Raises ProviderBadRequest if Checkout.com declined it
+        (`approved: false`), OutcomeUnknown if it cannot tell."""
         with self._session() as client:
             return self._confirm_action(client, request)
 
@@ -247,13 +248,17 @@ class CheckoutAdapter:
         for action in actions:
             if action.get("reference") == request.reference and action.get("type") != \
                     "Authorization":
-                if action.get("approved") is False:
+                approved = action.get("approved")
+                if approved is False:
                     raise ProviderBadRequest(
                         f"Checkout.com declined the {action.get('type', 'action')} "
                         f"({action.get('response_code', '')}).",
                         code="provider_declined_action", raw_code=action.get("response_code", ""))
+                # Only `approved: true` is done. An action listed without a decision
+                # (`approved` null or absent: Checkout.com is still processing it) is accepted
+                # but pending: settling it now could report a capture or refund that later fails.
                 return ModificationResult(provider_reference=action.get("id", ""),
-                                          pending=False)
+                                          pending=approved is not True)
         return None
 
     # --- lookups --------------------------------------------------------------------------

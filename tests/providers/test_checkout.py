@@ -459,6 +459,42 @@ def test_a_503_to_a_capture_is_confirmed_from_the_actions(actions, outcome):
             recorder.adapter().capture(request)
 
 
+@pytest.mark.parametrize("approved", [None, "missing"])
+def test_an_action_without_a_decision_is_pending_not_done(approved):
+    """Issue #8 (#5): an action listed with `approved: null` (or none) is still being
+    processed: it must not settle the capture or refund as succeeded."""
+    action = {"id": "act_9", "type": "Capture", "reference": "att_1-capture",
+              "response_code": None}
+    if approved != "missing":
+        action["approved"] = approved
+    recorder = Recorder({("GET", "/payments/pay_1/actions"): httpx.Response(200, json=[action]),
+                         ("POST", "/payments/pay_1/captures"): httpx.Response(503)})
+    request = ModificationRequest(reference="att_1-capture", provider_reference="pay_1",
+                                  amount=500, currency="EUR")
+    adapter = recorder.adapter()
+    assert adapter.lookup_modification(request) == ModificationResult("act_9", pending=True)
+    # after a 503, the action it finds was accepted but is not done either
+    assert adapter.capture(request) == ModificationResult("act_9", pending=True)
+
+
+@pytest.mark.parametrize("approved,expected", [
+    (True, ModificationResult("act_9", pending=False)),
+    (None, ModificationResult("act_9", pending=True)),
+    (False, ProviderBadRequest),
+])
+def test_lookup_modification_reads_approved_true_false_and_null(approved, expected):
+    recorder = Recorder({("GET", "/payments/pay_1/actions"): httpx.Response(200, json=[
+        {"id": "act_9", "type": "Refund", "approved": approved, "reference": "re_1",
+         "response_code": "20005" if approved is False else None}])})
+    request = ModificationRequest(reference="re_1", provider_reference="pay_1", amount=500,
+                                  currency="EUR")
+    if expected is ProviderBadRequest:
+        with pytest.raises(ProviderBadRequest):
+            recorder.adapter().lookup_modification(request)
+    else:
+        assert recorder.adapter().lookup_modification(request) == expected
+
+
 @pytest.mark.parametrize("response,error", [
     (httpx.Response(202, json={"reference": "x"}), OutcomeUnknown),
     (httpx.Response(500), OutcomeUnknown),
