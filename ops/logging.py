@@ -1,7 +1,8 @@
 """Logging safety net: no card number ever reaches a log line, whatever a caller formats.
 
-Every run of 12 to 19 digits is masked, valid card number or not: a mistyped number is still
-a customer's card number, give or take a digit.
+What counts as a card number is `payments.cards.redact_card_numbers`' rule (12 to 19 digits
+passing the Luhn check, grouped or not), the same as in API error messages; other numbers
+(amounts, timestamps, bounds) stay readable.
 """
 
 import logging

@@ -19,14 +19,48 @@ _BRANDS: list[tuple[str, list[tuple[int, int]], set[int], int]] = [
 ]
 
 
-# 12 to 19 digits, optionally split by single spaces or dashes: anything that may be a card
-# number (valid or mistyped), wherever a merchant put it.
-_CARD_NUMBER_LIKE = re.compile(r"(?<![0-9])(?:[0-9][ -]?){11,18}[0-9](?![0-9])")
+# Digits in groups split by single spaces or dashes ("4242 4242 4242 4242"), wherever a
+# merchant or a provider put them. A card number is some run of whole groups within one.
+_DIGIT_GROUPS = re.compile(r"[0-9]+(?:[ -][0-9]+)*")
+_GROUP = re.compile(r"[0-9]+")
 
 
 def redact_card_numbers(text: str) -> str:
-    """`text` with every run of digits that could be a card number replaced."""
-    return _CARD_NUMBER_LIKE.sub("[redacted]", text)
+    """`text` with every card number in it replaced by "[redacted]".
+
+    A card number is 12 to 19 digits that pass the Luhn check, alone or as consecutive groups
+    of a longer run ("card 4242 4242 4242 4242 1050"). Other digits (amounts, timestamps,
+    the service's own bounds, a 23-digit reference) are left alone: masking every long
+    enough number made error messages and logs lie about them.
+    """
+    return _DIGIT_GROUPS.sub(_redact_run, text)
+
+
+def _redact_run(match: re.Match) -> str:
+    run = match.group()
+    groups = [(g.start(), g.end()) for g in _GROUP.finditer(run)]
+    covered = [False] * len(groups)
+    for first in range(len(groups)):
+        digits = ""
+        for last in range(first, len(groups)):
+            start, end = groups[last]
+            digits += run[start:end]
+            if len(digits) > 19:
+                break
+            if len(digits) >= 12 and luhn_valid(digits):
+                covered[first:last + 1] = [True] * (last + 1 - first)
+    if not any(covered):
+        return run
+    out, previous_end, previous_covered = [], 0, False
+    for (start, end), is_card in zip(groups, covered, strict=True):
+        if not (is_card and previous_covered):  # a card's inner separators go with it
+            out.append(run[previous_end:start])
+        if is_card and not previous_covered:
+            out.append("[redacted]")
+        elif not is_card:
+            out.append(run[start:end])
+        previous_end, previous_covered = end, is_card
+    return "".join(out)
 
 
 def luhn_valid(number: str) -> bool:

@@ -631,9 +631,29 @@ def test_scrub_leaves_other_text_alone(text):
     assert scrub(text) == text
 
 
-def test_scrub_masks_mistyped_card_numbers_too():
-    # fails Luhn, but is still a customer's card number give or take a digit
-    assert scrub("card 4242424242424241 declined") == "card [redacted] declined"
+@pytest.mark.parametrize(
+    "text",
+    [
+        "created[gte] must be between 0 and 137438953472.",  # the service's own bound
+        "card 4242424242424241 declined",  # fails Luhn: not a card number
+        "reference 1234 5678 9012 3457",  # card-shaped; no 12-19 digits of it pass Luhn
+    ],
+)
+def test_scrub_leaves_numbers_that_fail_luhn_alone(text):
+    assert scrub(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "cleaned"),
+    [
+        (f"card {VISA} 1050", "card [redacted] 1050"),
+        ("amount 1050 4242 4242 4242 4242", "amount 1050 [redacted]"),
+        (f"{VISA}-{AMEX}", "[redacted]"),
+        (f"order 42 paid with {AMEX}, refund 7", "order 42 paid with [redacted], refund 7"),
+    ],
+)
+def test_scrub_finds_a_card_number_among_other_digit_groups(text, cleaned):
+    assert scrub(text) == cleaned
 
 
 def test_scrub_filter_cleans_messages_arguments_and_tracebacks():
