@@ -3,6 +3,8 @@ first, `{"object": "list", "data": [...], "has_more": bool}`."""
 
 from __future__ import annotations
 
+import re
+
 from django.db.models import Q, QuerySet
 
 from payments.errors import InvalidRequest
@@ -12,12 +14,14 @@ def parse_int_param(params, name: str, *, default=None, low=None, high=None):
     raw = params.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except (TypeError, ValueError):
-        raise InvalidRequest(f"{name} must be an integer.", code="parameter_invalid",
-                             param=name) from None
-    if (low is not None and value < low) or (high is not None and value > high):
+    # Plain ASCII digits only: int() would also take " 5", "+5", "1_0" and "٥".
+    if not re.fullmatch(r"[0-9]+", raw):
+        raise InvalidRequest(f"{name} must be an integer written in the digits 0-9.",
+                             code="parameter_invalid", param=name)
+    digits = raw.lstrip("0") or "0"
+    # past 30 digits it is out of any range here, and int() has a digit limit of its own
+    value = int(digits) if len(digits) <= 30 else None
+    if value is None or (low is not None and value < low) or (high is not None and value > high):
         raise InvalidRequest(f"{name} must be between {low} and {high}.",
                              code="parameter_invalid", param=name)
     return value
