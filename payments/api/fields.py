@@ -1,5 +1,8 @@
 """Strict JSON field types: merchants send JSON, so "1050" is not an amount and 1 is not true."""
 
+import re
+
+import iso3166
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -30,6 +33,16 @@ class StrictCharField(serializers.CharField):
         if not isinstance(data, str):
             self.fail("invalid")
         return super().to_internal_value(data)
+
+
+def country_code(value: str) -> str:
+    """An ISO 3166-1 alpha-2 code, upper-cased. Checked as sent: two ASCII letters first, so
+    that "ßa" is not upper-cased into "SSA" nor "ＵＳ" into "US"; then against the assigned
+    codes, so that "XX" is refused."""
+    if not re.fullmatch(r"[A-Za-z]{2}", value) or value.upper() not in iso3166.countries_by_alpha2:
+        raise serializers.ValidationError(
+            "country must be an ISO 3166-1 alpha-2 country code, such as US.", code="invalid")
+    return value.upper()
 
 
 @extend_schema_field({"type": "object", "additionalProperties": {"type": "string"},

@@ -10,6 +10,7 @@ from payments.api.fields import (
     StrictIntegerField,
     UnixTimeField,
     constant,
+    country_code,
 )
 from payments.models import PaymentStatus, RefundStatus
 
@@ -46,9 +47,7 @@ class AddressInput(StrictSerializer):
     country = StrictCharField(min_length=2, max_length=2, required=False)
 
     def validate_country(self, value: str) -> str:
-        if not value.isalpha():
-            raise serializers.ValidationError("country is an ISO 3166-1 alpha-2 code.")
-        return value.upper()
+        return country_code(value)
 
 
 class BillingDetailsInput(StrictSerializer):

@@ -409,6 +409,29 @@ def test_invalid_billing_details(api, billing_details, param):
     assert_invalid(resp, param=param)
 
 
+@pytest.mark.parametrize(
+    "country",
+    # "ßa" used to be upper-cased into "SSA"; "XX", "ZZ", "AA" are not assigned; the rest are
+    # not two ASCII letters as sent (full-width, combining marks, dotted I, digits, length).
+    ["\u00dfa", "XX", "ZZ", "AA", "\uff35\uff33", "U\u0306S", "\u0130T", "u", "USA", "1A",
+     "U ", ""],
+)
+def test_billing_country_must_be_an_iso_3166_alpha_2_code(api, country):
+    resp = api.post("/v1/payment_methods",
+                    card_body(billing_details={"address": {"country": country}}))
+    assert_invalid(resp, param="billing_details.address.country")
+    assert not PaymentMethod.objects.exists()
+
+
+@pytest.mark.parametrize(("country", "stored"), [("US", "US"), ("de", "DE"), ("Fr", "FR")])
+def test_billing_country_in_ascii_letters_is_stored_upper_case(api, country, stored):
+    resp = api.post("/v1/payment_methods",
+                    card_body(billing_details={"address": {"country": country}}))
+    assert resp.status_code == 200, resp.json()
+    assert resp.json()["billing_details"]["address"]["country"] == stored
+    assert PaymentMethod.objects.get().billing_details["address"]["country"] == stored
+
+
 # --- fingerprints ---------------------------------------------------------------------------
 def test_same_card_twice_gives_two_payment_methods_with_one_fingerprint(api):
     first = api.post("/v1/payment_methods", card_body(VISA, exp_year=2030)).json()
