@@ -42,6 +42,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: a NUL or lone surrogate in the path, query or cookies is refused before anything
+    # can send it to Postgres (payments/api/input_guard.py).
+    "payments.api.input_guard.InputGuardMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -162,7 +165,7 @@ PROVIDER_RETRY_BACKOFF_MAX_SECONDS = env.float("PROVIDER_RETRY_BACKOFF_MAX_SECON
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["payments.api.authentication.APIKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["payments.api.authentication.IsMerchant"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["payments.api.input_guard.GuardedJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_THROTTLE_CLASSES": ["payments.api.throttling.MerchantRateThrottle"],
     "EXCEPTION_HANDLER": "payments.api.errors.exception_handler",

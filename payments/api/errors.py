@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import JsonResponse
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
@@ -83,6 +85,9 @@ def exception_handler(exc, context) -> Response | None:
             message = f"{param}: {message}"
         return Response(error_body("invalid_request_error", _CODES.get(code, code), message,
                                    param), status=400)
+    if isinstance(exc, SuspiciousOperation):  # Django's refusals of the request itself
+        body, status = _suspicious_request(exc)
+        return Response(body, status=status)
     if isinstance(exc, drf.ParseError):
         return Response(error_body("invalid_request_error", "invalid_json",
                                    "The request body is not valid JSON."), status=400)
@@ -121,6 +126,15 @@ def exception_handler(exc, context) -> Response | None:
                     status=500)
 
 
+def _suspicious_request(exc: SuspiciousOperation) -> tuple[dict, int]:
+    if isinstance(exc, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return error_body("invalid_request_error", "request_too_large",
+                          f"The request body is larger than the {limit} bytes accepted."), 413
+    return error_body("invalid_request_error", "bad_request",
+                      "The request could not be understood."), 400
+
+
 # Django-level handlers (paths no view matched, crashes outside DRF): same shape.
 def not_found_view(request, exception=None):
     return JsonResponse(error_body("invalid_request_error", "resource_missing",
@@ -135,5 +149,10 @@ def server_error_view(request):
 
 
 def bad_request_view(request, exception=None):
+    """Django's handler400: a SuspiciousOperation outside DRF (a provider webhook too large,
+    too many query parameters, …)."""
+    if isinstance(exception, SuspiciousOperation):
+        body, status = _suspicious_request(exception)
+        return JsonResponse(body, status=status)
     return JsonResponse(error_body("invalid_request_error", "bad_request",
                                    "The request could not be understood."), status=400)
