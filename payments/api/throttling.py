@@ -1,4 +1,9 @@
-"""Per-merchant request rate limit, atomic in the shared cache (Redis in production)."""
+"""Per-merchant request rate limit, atomic in the shared cache (Redis in production).
+
+Counted per merchant *and mode* (the mode of the API key used): test-mode traffic, or a leaked
+`sk_test_…` key, cannot use up the limit the merchant's live payments run on. Each mode gets
+the merchant's full limit.
+"""
 
 import time
 
@@ -10,7 +15,8 @@ WINDOW_SECONDS = 60
 
 
 class MerchantRateThrottle(BaseThrottle):
-    """Fixed one-minute window per merchant; INCR is atomic, so it holds across processes."""
+    """Fixed one-minute window per merchant and mode; INCR is atomic, so it holds across
+    processes."""
 
     def allow_request(self, request, view) -> bool:
         merchant = request.user
@@ -19,7 +25,8 @@ class MerchantRateThrottle(BaseThrottle):
         limit = merchant.rate_limit_per_minute or settings.MERCHANT_RATE_LIMIT_PER_MINUTE
         now = time.time()
         window = int(now // WINDOW_SECONDS)
-        key = f"ratelimit:{merchant.id}:{window}"
+        mode = "live" if request.auth.livemode else "test"
+        key = f"ratelimit:{merchant.id}:{mode}:{window}"
         cache.add(key, 0, timeout=WINDOW_SECONDS * 2)
         try:
             count = cache.incr(key)
