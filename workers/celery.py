@@ -3,9 +3,10 @@
 Embedded default: no REDIS_URL, so tasks run eagerly in the calling process.
 """
 
+import logging
 import os
 
-from celery import Celery
+from celery import Celery, signals
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings.base")
@@ -53,3 +54,24 @@ app.conf.update(
     },
 )
 app.autodiscover_tasks(["workers"], related_name="tasks")
+
+
+@signals.setup_logging.connect
+def use_django_logging(loglevel=None, **kwargs) -> None:
+    """Workers and beat log through settings.LOGGING, as the web processes do.
+
+    Left to itself, Celery empties the root logger's handlers and installs its own, without
+    the card-number scrubber that LOGGING puts on every handler (a worker log line once
+    printed a card number in clear). A receiver of this signal makes Celery leave logging
+    alone, its task loggers included, so LOGGING is the one config of every process.
+    """
+    from django.conf import settings
+    from django.utils.log import configure_logging
+
+    configure_logging(settings.LOGGING_CONFIG, settings.LOGGING)
+    if loglevel:  # the worker's --loglevel still decides, as it does with Celery's set-up
+        logging.getLogger().setLevel(loglevel)
+    # Celery redirects print() and stray writes to its logger only when it sets logging up
+    # itself; do it here, so that they pass the same handlers (and scrubber).
+    if app.conf.worker_redirect_stdouts:
+        app.log.redirect_stdouts(app.conf.worker_redirect_stdouts_level)

@@ -1,0 +1,141 @@
+"""Worker logs scrub card numbers as web logs do (issue #8, #12).
+
+Celery's own logging set-up empties the root logger's handlers and installs its own, which
+had no card-number scrubber: a worker once printed a card number in clear. The worker now
+logs through the project's LOGGING config. Shown against a real worker process (our app, the
+Redis broker at the test REDIS_URL) running a real task, and in-process through the worker's
+own logging set-up.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from providers.models import SandboxNotification, SandboxWebhookEndpoint
+
+CARD = "4242424242424242"
+ROOT = Path(__file__).resolve().parents[2]
+STARTUP_SECONDS = 60
+
+
+def _worker_env() -> dict[str, str]:
+    db = connection.settings_dict
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="settings.test",
+        # the database pytest-django made for this run, so the worker sees the test's rows
+        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        REDIS_URL=settings.REDIS_URL,
+        CELERY_TASK_ALWAYS_EAGER="false",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def _wait_for(predicate, seconds: float, what: str, proc: subprocess.Popen, log: Path):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"the worker exited ({proc.returncode}) before {what}:\n"
+                        f"{log.read_text(errors='replace')}")
+        time.sleep(0.2)
+    pytest.fail(f"timed out waiting for {what}:\n{log.read_text(errors='replace')}")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.filterwarnings("ignore::celery.exceptions.AlwaysEagerIgnored")  # send_task: sent
+def test_a_real_worker_running_a_real_task_does_not_log_a_card_number(tmp_path):
+    assert settings.CELERY_BROKER_URL.startswith("redis://"), settings.CELERY_BROKER_URL
+    # A sandbox webhook endpoint whose URL carries a card number (a merchant pasted one into
+    # a path): delivery fails (nothing listens on port 9), and the task logs the URL.
+    endpoint = SandboxWebhookEndpoint.objects.create(
+        provider="adyen", merchant_account="ShopECOM",
+        url=f"http://127.0.0.1:9/hooks/{CARD}", hmac_key="00" * 32)
+    notification = SandboxNotification.objects.create(
+        endpoint=endpoint, body="{}", event_code="AUTHORISATION",
+        next_attempt_at=timezone.now() - dt.timedelta(seconds=1))
+
+    queue = f"test-logging-{uuid.uuid4().hex[:12]}"  # ours alone: no other message runs
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers.celery:app", "worker",
+             "--loglevel=INFO", "--pool=prefork", "--concurrency=1", "-Q", queue,
+             "--without-heartbeat", "--without-gossip", "--without-mingle",
+             "--hostname", f"{queue}@%h"],
+            cwd=ROOT, env=_worker_env(), stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True)
+    try:
+        _wait_for(lambda: b"ready." in log.read_bytes(), STARTUP_SECONDS, "worker ready",
+                  proc, log)
+        from workers.celery import app
+
+        # our app and its Redis broker, not Celery's default amqp://localhost:5672
+        assert app.main == "switchyard"
+        assert app.conf.broker_url == settings.REDIS_URL
+        app.send_task("switchyard.providers.deliver_sandbox_webhooks", queue=queue)
+
+        def delivered_once() -> bool:
+            notification.refresh_from_db()
+            return notification.attempts == 1
+        _wait_for(delivered_once, 30, "the task to run", proc, log)
+        _wait_for(lambda: b"retry in" in log.read_bytes(), 10, "the task's log line", proc,
+                  log)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    output = log.read_text(errors="replace")
+    # the banner names the app and the broker the worker really used
+    assert ".> app:         switchyard:" in output, output
+    assert "transport:   redis://" in output and settings.REDIS_URL.split("@")[-1].split(
+        "://")[-1] in output, output
+    line = next(line for line in output.splitlines() if "retry in" in line)
+    assert "sandbox webhook AUTHORISATION to http://127.0.0.1:9/hooks/[redacted]" in line
+    assert CARD not in output
+    assert notification.last_status == "ConnectError"
+
+
+def test_the_workers_logging_setup_keeps_the_scrubber(monkeypatch):
+    """In-process, through the worker's own set-up path (`app.log.setup`)."""
+    from workers.celery import app
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    stream = io.StringIO()
+    monkeypatch.setattr(app.log, "already_setup", False)
+    monkeypatch.setitem(app.conf, "worker_redirect_stdouts", False)  # keep pytest's stdout
+    monkeypatch.setattr(sys, "stderr", stream)  # where the console handler will write
+    try:
+        app.log.setup(loglevel=logging.INFO)
+        logging.getLogger("workers.test").info("charging card %s", CARD)
+        logging.getLogger("celery.task.test").warning("card %s in a task logger", CARD)
+        for handler in root.handlers:
+            handler.flush()
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    output = stream.getvalue()
+    assert CARD not in output
+    assert "charging card [redacted]" in output
+    assert "card [redacted] in a task logger" in output
