@@ -15,6 +15,11 @@ Wire format
   attempt id for `/payments`, the operation id for a modification). Adyen allows 64
   characters; a longer reference is replaced by its SHA-256 hex digest (64 characters,
   deterministic, so every retry still carries the same key).
+- Amounts in Adyen's own minor units (`providers/adyen/currencies.py`): ISK and CLP in
+  hundredths (1000 ISK → 100000), IDR and CVE in whole units. An amount Adyen cannot take
+  (123.45 IDR) raises AmountNotRepresentable (a ProviderBadRequest, code
+  `amount_not_representable`) before anything is sent; amounts in Adyen's answers are turned
+  back into ISO minor units (settlement reports are in major units: ISO exponents apply).
 
 Operations
 - authorize: `POST payments` with `reference`, `amount{value,currency}`,
@@ -86,6 +91,7 @@ import httpx
 import iso4217
 
 from providers import outcomes
+from providers.adyen.currencies import WIRE
 from providers.base import (
     AccountConfig,
     AuthorizeRequest,
@@ -178,7 +184,11 @@ class AdyenAdapter:
         except ProviderError as exc:  # the replay itself failed: we learnt nothing
             raise OutcomeUnknown(f"Adyen could not replay the payment request: {exc.message}",
                                  raw_code=exc.raw_code) from exc
-        amount = (data.get("amount") or {}).get("value", request.amount)
+        answered = data.get("amount") if isinstance(data.get("amount"), dict) else {}
+        amount = request.amount
+        if isinstance(answered.get("value"), int) and not isinstance(answered["value"], bool):
+            amount = WIRE.from_wire_or_zero(answered["value"],
+                                            str(answered.get("currency") or request.currency))
         if outcome.kind == outcomes.APPROVED:
             return LookupResult(found=True, provider_reference=data["pspReference"],
                                 status="captured" if request.capture else "authorized",
@@ -238,7 +248,8 @@ class AdyenAdapter:
         body = {
             "merchantAccount": self.merchant_account,
             "reference": request.reference,
-            "amount": {"value": request.amount, "currency": request.currency},
+            "amount": {"value": WIRE.to_wire(request.amount, request.currency),
+                       "currency": request.currency},
             "paymentMethod": payment_method,
             "returnUrl": self._return_url,
             "shopperInteraction": "Ecommerce",
@@ -256,7 +267,8 @@ class AdyenAdapter:
                 with_amount: bool) -> ModificationResult:
         body: dict = {"merchantAccount": self.merchant_account, "reference": request.reference}
         if with_amount:
-            body["amount"] = {"value": request.amount, "currency": request.currency}
+            body["amount"] = {"value": WIRE.to_wire(request.amount, request.currency),
+                              "currency": request.currency}
         path = f"payments/{quote(request.provider_reference, safe='')}/{action}"
         data = self._call("POST", path, json=body, key=request.reference)
         if data.get("status") != "received" or not data.get("pspReference"):

@@ -51,6 +51,9 @@ What it reproduces, for everything `providers.adyen.adapter` sends:
   before anything is processed; card …0408 commits, then drops the connection (a retry with
   the same key replays the authorisation); card …0606 hangs before committing, on every
   delivery (so a replay never finds it: see the adapter's `lookup`).
+- Amounts are Adyen's own minor units (providers/adyen/currencies.py), recorded as received:
+  the ledger holds what Adyen would charge (1000 ISK is 100000, Adyen counting ISK in
+  hundredths) and the settlement report turns them into major units with Adyen's decimals.
 - Error codes other than 000, 702, 704, 901, 14_030, 177 (seen in Adyen's spec/docs) are
   sandbox choices in Adyen's numbering style.
 """
@@ -66,8 +69,7 @@ import string
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
-import iso4217
-
+from providers.adyen.currencies import WIRE
 from providers.adyen.webhooks import sign
 from providers.models import SandboxCharge, SandboxOperation
 from providers.sandbox import ledger
@@ -411,8 +413,9 @@ def batch_bounds(batch: int) -> tuple[datetime, datetime]:
 
 
 def major_units(amount: int, currency: str) -> str:
-    """Minor units → the report's major-unit decimal text (1050 USD → "10.50")."""
-    exponent = iso4217.Currency(currency).exponent or 0
+    """Adyen's minor units (the ledger's) → the report's major-unit decimal text (1050 USD →
+    "10.50"; 100000 ISK, which Adyen counts in hundredths → "1000.00")."""
+    exponent = WIRE.unit(currency).exponent
     return f"{Decimal(amount).scaleb(-exponent):.{exponent}f}"
 
 

@@ -10,6 +10,8 @@
   Several keys may be accepted at once (the current and the previous one, during rotation).
 - For a modification `pspReference` is the modification's id and `originalReference` the
   payment's; `merchantReference` is the reference we sent with the request.
+- `amount.value` is in Adyen's minor units (`providers/adyen/currencies.py`: ISK in
+  hundredths); events carry it in ISO minor units.
 - The receiver answers HTTP 200 with the body `[accepted]`, which old and new Adyen
   integrations both take as an acknowledgement.
 """
@@ -22,6 +24,7 @@ import hashlib
 import hmac
 
 from providers import outcomes
+from providers.adyen.currencies import WIRE
 from providers.base import InvalidWebhook, ProviderEvent, webhook_json
 
 ACCEPTED = "[accepted]"
@@ -123,6 +126,15 @@ def _check_shape(item) -> None:
         raise InvalidWebhook("A notification item's additionalData is not an object.")
 
 
+def _iso_amount(value, currency: str) -> int:
+    """An item's amount (Adyen's minor units, e.g. ISK in hundredths) in ISO minor units; 0
+    ("not known") when there is none or it cannot be converted (an unknown currency): an odd
+    amount must not make Adyen retry the whole delivery for weeks."""
+    if not isinstance(value, int) or isinstance(value, bool) or not currency:
+        return 0
+    return WIRE.from_wire_or_zero(value, currency)
+
+
 def _event(item: dict) -> ProviderEvent:
     code = str(item["eventCode"])
     success = str(item.get("success", "")).lower() == "true" and code not in FAILURE_EVENTS
@@ -144,6 +156,6 @@ def _event(item: dict) -> ProviderEvent:
         kind=kind, success=success,
         reference=str(item.get("merchantReference") or ""),
         provider_reference=payment_psp, operation_reference=operation_psp,
-        amount=value if isinstance(value, int) and not isinstance(value, bool) else 0,
+        amount=_iso_amount(value, str(amount.get("currency") or "")),
         currency=str(amount.get("currency") or ""),
         reason=str(item.get("reason") or "")[:500], raw_type=code)

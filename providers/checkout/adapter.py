@@ -8,6 +8,10 @@ Wire format
   for a capture/void/refund — unique per operation, so a retry of the same operation is safe).
   Connect/read timeouts are the account's (providers/http.py); requests go through
   `providers.http.send`, which logs method, path, status and duration, never bodies.
+- Amounts in Checkout.com's own minor units (`providers/checkout/currencies.py`): CLP in
+  hundredths, three-decimal amounts ending in 0, at most nine digits. An amount it cannot
+  take raises AmountNotRepresentable (a ProviderBadRequest, code `amount_not_representable`)
+  before anything is sent; amounts in its answers are turned back into ISO minor units.
 - Authorize: `POST /payments` with `source {type: "card", number, expiry_month, expiry_year
   (integers), cvv?, name?}`, `amount` (minor units), `currency` (uppercase), `reference` (ours),
   `capture` (bool), `payment_type: "Regular"`, `processing_channel_id` (credentials),
@@ -68,6 +72,7 @@ from providers.base import (
     ProviderError,
     ProviderUnavailable,
 )
+from providers.checkout.currencies import WIRE
 from providers.http import send, session
 
 logger = logging.getLogger("providers.checkout")
@@ -94,6 +99,14 @@ CAPTURED_STATUSES = {"Captured", "Partially Captured", "Partially Refunded", "Re
 ACTION_PATHS = {"capture": "captures", "cancel": "voids", "refund": "refunds"}
 
 
+def _iso_amount(payment: dict, request: AuthorizeRequest) -> int:
+    """A payment's amount in ISO minor units (0 if it has none we can read)."""
+    amount = payment.get("amount")
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        return 0
+    return WIRE.from_wire_or_zero(amount, str(payment.get("currency") or request.currency))
+
+
 class CheckoutAdapter:
     provider = PROVIDER
 
@@ -111,7 +124,7 @@ class CheckoutAdapter:
             source["name"] = request.holder_name
         body = {
             "source": source,
-            "amount": request.amount,
+            "amount": WIRE.to_wire(request.amount, request.currency),  # refused before sending
             "currency": request.currency.upper(),
             "reference": request.reference,
             "capture": request.capture,
@@ -144,7 +157,7 @@ class CheckoutAdapter:
         Reported as Checkout.com has it: a payment requested with `capture: true` is
         `Authorized` until its capture runs."""
         with self._session() as client:
-            return self._lookup(client, request.reference)
+            return self._lookup(client, request)
 
     def lookup_modification(self, request: ModificationRequest) -> ModificationResult | None:
         """Confirm an accepted (pending) capture/void/refund from `GET /payments/{id}/actions`:
@@ -219,7 +232,7 @@ class CheckoutAdapter:
         body: dict = {"reference": request.reference,
                       "metadata": {"switchyard_operation": request.reference}}
         if kind != "cancel":
-            body["amount"] = request.amount
+            body["amount"] = WIRE.to_wire(request.amount, request.currency)
         path = f"/payments/{request.provider_reference}/{ACTION_PATHS[kind]}"
         with self._session() as client:
             response = self._post(client, path, body, request.reference)
@@ -262,7 +275,8 @@ class CheckoutAdapter:
         return None
 
     # --- lookups --------------------------------------------------------------------------
-    def _lookup(self, client: httpx.Client, reference: str) -> LookupResult:
+    def _lookup(self, client: httpx.Client, request: AuthorizeRequest) -> LookupResult:
+        reference = request.reference
         try:
             found = self._payments_by_reference(client, reference)
             if not found:
@@ -282,7 +296,7 @@ class CheckoutAdapter:
                     outcome = outcomes.GENERIC_DECLINE
                 decline_code = outcome.decline_code
             return LookupResult(found=True, provider_reference=payment.get("id", ""),
-                                status=status, amount=int(payment.get("amount") or 0),
+                                status=status, amount=_iso_amount(payment, request),
                                 decline_code=decline_code)
         except OutcomeUnknown:
             raise

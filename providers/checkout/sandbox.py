@@ -6,7 +6,11 @@ Speaks what `CheckoutAdapter` uses, in Checkout.com's wire format:
   a `Cko-Request-Id` response header and `{request_id, error_type, error_codes[]}` error bodies.
 - `POST /payments`: card source; 201 with `approved`, `status` (`Authorized`, `Captured`,
   `Card Verified` for amount 0, `Declined`), `response_code`, `response_summary`; 422 for invalid
-  data. The test cards of API.md answer with realistic Checkout.com response codes so that
+  data. Amounts are Checkout.com's own minor units, recorded as received (the ledger holds
+  what Checkout.com would charge: 1000 CLP is 100000): more than nine digits, or a
+  three-decimal amount not ending in 0, is 422 `amount_invalid`
+  (providers/checkout/currencies.py). The test cards of API.md answer with realistic
+  Checkout.com response codes so that
   they normalize exactly (providers/outcomes.py): …0002 → 20005, …9995 → 20051, …0069 → 20054,
   …9987 → 30041, …0119 → 20068 (soft). …0507 → 503 before processing; …0408 → the payment is
   recorded (and its 201 cached), then the connection drops; …0606 → nothing recorded, no answer.
@@ -52,6 +56,7 @@ from urllib.parse import urlencode
 
 import iso4217
 
+from providers.checkout.currencies import WIRE
 from providers.checkout.webhooks import sign
 from providers.models import SandboxCharge
 from providers.sandbox import ledger
@@ -297,6 +302,16 @@ def _valid_reference(value) -> bool:
     return isinstance(value, str) and len(value) <= MAX_REFERENCE
 
 
+def _valid_wire_amount(amount: int, currency) -> bool:
+    """Checkout.com's amount rules (providers/checkout/currencies.py): at most nine digits,
+    and the currency's step (three-decimal amounts end in 0: "1001 is invalid")."""
+    if len(str(amount)) > (WIRE.max_digits or 18):
+        return False
+    if not isinstance(currency, str) or not _valid_currency(currency):
+        return True  # the currency's own error says what is wrong
+    return amount % WIRE.unit(currency).step == 0
+
+
 def _source_errors(source) -> list[str]:
     if not isinstance(source, dict):
         return ["source_required"]
@@ -335,7 +350,8 @@ def _payment_errors(body: dict) -> list[str]:
     amount = body.get("amount")
     if amount is None:
         errors.append("amount_required")
-    elif not (_is_int(amount) and amount >= 0):
+    elif not (_is_int(amount) and amount >= 0
+              and _valid_wire_amount(amount, body.get("currency"))):
         errors.append("amount_invalid")
     currency = body.get("currency")
     if currency is None:
@@ -497,6 +513,8 @@ def _modify(request: Request, payment_id: str, kind: str) -> Response:
     charge = _charge(payment_id)
     if charge is None:
         return _not_found()
+    if amount is not None and not _valid_wire_amount(amount, charge.currency):
+        return _error(422, "request_invalid", "amount_invalid")
     allowed = {"capture": charge.status == "authorized", "cancel": charge.status == "authorized",
                "refund": charge.status == "captured"}[kind]
     if not allowed:
@@ -581,7 +599,9 @@ def _financial_action(row: dict) -> dict:
 
 
 def _breakdown(breakdown_type: str, minor: int, currency: str) -> dict:
-    amount = float(Decimal(minor).scaleb(-iso4217.Currency(currency).exponent))
+    """A breakdown line; `minor` is in Checkout.com's units (the ledger's), the line in major
+    units."""
+    amount = float(Decimal(minor).scaleb(-WIRE.unit(currency).exponent))
     return {"breakdown_type": breakdown_type, "fx_rate_applied": 1.0,
             "holding_currency": currency, "holding_currency_amount": amount,
             "processing_currency": currency, "processing_currency_amount": amount,

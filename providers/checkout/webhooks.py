@@ -10,6 +10,8 @@
   over the raw bytes (re-serialized JSON would differ).
 - `data.reference` is the payment's reference (our attempt id); an action is identified by
   `data.action_id`, which we stored when Checkout.com accepted it.
+- `data.amount` is in Checkout.com's minor units (`providers/checkout/currencies.py`); events
+  carry it in ISO minor units.
 - Any 2xx acknowledges; Checkout.com retries a failed delivery 8 times over about 30 hours.
 """
 
@@ -20,6 +22,7 @@ import hmac
 
 from providers import outcomes
 from providers.base import InvalidWebhook, ProviderEvent, webhook_json
+from providers.checkout.currencies import WIRE
 
 SIGNATURE_HEADER = "cko-signature"
 
@@ -47,6 +50,15 @@ def is_valid(body: bytes, signature: str, keys: list[str]) -> bool:
         hmac.compare_digest(sign(body, key).encode(), given) for key in keys if key)
 
 
+def _iso_amount(value, currency: str) -> int:
+    """`data.amount` (Checkout.com's minor units: CLP in hundredths) in ISO minor units; 0
+    ("not known") when there is none or it cannot be converted, rather than refusing (and
+    having Checkout.com redeliver) an otherwise good event."""
+    if not isinstance(value, int) or isinstance(value, bool) or not currency:
+        return 0
+    return WIRE.from_wire_or_zero(value, currency)
+
+
 def parse(body: bytes, *, signature: str, keys: list[str]) -> list[ProviderEvent]:
     """The event of one delivery, its signature checked; raises InvalidWebhook."""
     if not any(keys):
@@ -60,7 +72,7 @@ def parse(body: bytes, *, signature: str, keys: list[str]) -> list[ProviderEvent
             event.get("type"), str):
         raise InvalidWebhook("The body is not a Checkout.com event (id, type, data).")
     kind, success = TYPES.get(event["type"], ("other", False))
-    amount = data.get("amount")
+    amount, currency = data.get("amount"), str(data.get("currency") or "")
     code = str(data.get("response_code") or "")
     decline_code = ""
     if kind == "authorization" and not success:
@@ -70,6 +82,5 @@ def parse(body: bytes, *, signature: str, keys: list[str]) -> list[ProviderEvent
         reference=str(data.get("reference") or ""),
         provider_reference=str(data.get("id") or ""),
         operation_reference=str(data.get("action_id") or "") if kind != "authorization" else "",
-        amount=amount if isinstance(amount, int) and not isinstance(amount, bool) else 0,
-        currency=str(data.get("currency") or ""), decline_code=decline_code,
+        amount=_iso_amount(amount, currency), currency=currency, decline_code=decline_code,
         reason=str(data.get("response_summary") or "")[:500], raw_type=event["type"])]

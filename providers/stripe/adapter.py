@@ -8,6 +8,11 @@ Wire (PROVIDERS.md section 1):
   f"{reference}-pm" for its PaymentMethod, the operation reference for capture/cancel/refund.
   The same request object always encodes to the same body, so a retry is replayed by Stripe
   and never executed twice.
+- Amounts in Stripe's own minor units (`providers/stripe/currencies.py`): ISK and UGX in
+  hundredths (1000 ISK → 100000), MGA in whole ariary, three-decimal amounts ending in 0.
+  An amount Stripe cannot take raises AmountNotRepresentable (a ProviderBadRequest, code
+  `amount_not_representable`) before anything is sent; amounts Stripe reports (lookups) are
+  turned back into ISO minor units.
 - authorize = `POST /v1/payment_methods` (the vaulted card) then `POST /v1/payment_intents`
   with `confirm=true`, `capture_method=manual|automatic`, `payment_method_types[0]=card`,
   `error_on_requires_action=true` (a server-only flow cannot do 3-D Secure: fail instead of
@@ -71,6 +76,7 @@ from providers.base import (
     ProviderBadRequest,
 )
 from providers.http import send, session
+from providers.stripe.currencies import WIRE
 
 PROVIDER = "stripe"
 API_VERSION = "2026-06-24.dahlia"
@@ -116,6 +122,7 @@ class StripeAdapter:
     # --- operations ---------------------------------------------------------------------
     def authorize(self, request: AuthorizeRequest) -> AuthorizeResult:
         card = request.card
+        amount = WIRE.to_wire(request.amount, request.currency)  # refused before anything
         with self._http() as client:
             method = self._post(client, "/v1/payment_methods", f"{request.reference}-pm", {
                 "type": "card",
@@ -124,7 +131,7 @@ class StripeAdapter:
                 "billing_details": {"name": request.holder_name or None},
             })
             intent = self._post(client, "/v1/payment_intents", request.reference, {
-                "amount": request.amount,
+                "amount": amount,
                 "currency": request.currency.lower(),
                 "payment_method": _field(method, "id"),
                 "confirm": True,
@@ -147,7 +154,7 @@ class StripeAdapter:
         path = f"/v1/payment_intents/{_checked_id(request.provider_reference)}/capture"
         with self._http() as client:
             intent = self._post(client, path, request.reference,
-                                {"amount_to_capture": request.amount or None})
+                                {"amount_to_capture": self._wire_amount(request)})
         return self._modified(intent, expected="succeeded")
 
     def cancel(self, request: ModificationRequest) -> ModificationResult:
@@ -160,7 +167,7 @@ class StripeAdapter:
         with self._http() as client:
             refund = self._post(client, "/v1/refunds", request.reference, {
                 "payment_intent": _checked_id(request.provider_reference),
-                "amount": request.amount or None,
+                "amount": self._wire_amount(request),
                 "metadata": {OPERATION_KEY: request.reference},
             })
         status = _field(refund, "status")
@@ -197,7 +204,7 @@ class StripeAdapter:
             outcome = outcomes.classify_result(PROVIDER, status)
             if outcome is not None and outcome.kind == outcomes.HARD:
                 return LookupResult(found=True, provider_reference=_field(intent, "id"),
-                                    status="declined", amount=int(intent.get("amount") or 0),
+                                    status="declined", amount=_iso_amount(intent, request),
                                     decline_code=outcome.decline_code)
             raise OutcomeUnknown(f"Stripe PaymentIntent is {status}; not final yet.",
                                  raw_code=str(status))
@@ -206,7 +213,7 @@ class StripeAdapter:
             decline = _decline_of(intent.get("last_payment_error"))
             decline_code = (decline or outcomes.GENERIC_DECLINE).decline_code
         return LookupResult(found=True, provider_reference=_field(intent, "id"), status=ours,
-                            amount=int(intent.get("amount") or 0), decline_code=decline_code)
+                            amount=_iso_amount(intent, request), decline_code=decline_code)
 
     def probe(self) -> None:
         with self._http() as client:
@@ -223,6 +230,12 @@ class StripeAdapter:
                                      code="provider_misconfigured")
         return {"Authorization": f"Bearer {secret}", "Stripe-Version": API_VERSION,
                 "Accept": "application/json"}
+
+    @staticmethod
+    def _wire_amount(request: ModificationRequest) -> int | None:
+        """A capture's or refund's amount in Stripe's units; None (Stripe's default: all
+        that is left) for 0."""
+        return WIRE.to_wire(request.amount, request.currency) if request.amount else None
 
     def _post(self, client: httpx.Client, path: str, idempotency_key: str,
               params: Mapping) -> dict:
@@ -291,6 +304,14 @@ def _decline_of(error: object) -> outcomes.Outcome | None:
     if not raw:
         return None
     return outcomes.classify_decline(PROVIDER, str(raw))
+
+
+def _iso_amount(intent: dict, request: AuthorizeRequest) -> int:
+    """A PaymentIntent's amount in ISO minor units (0 if it has none we can read)."""
+    amount = intent.get("amount")
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        return 0
+    return WIRE.from_wire_or_zero(amount, str(intent.get("currency") or request.currency))
 
 
 def _field(obj: dict, name: str) -> str:

@@ -8,6 +8,11 @@ Reproduced:
 - Form-encoded bodies with brackets and indexed arrays; unknown parameters → 400
   `Received unknown parameter: …` (as Stripe does); JSON answers; Stripe's error envelope
   `{"error": {type, code, decline_code, message, param, doc_url, …}}`.
+- Amounts in Stripe's own minor units, recorded as received (the ledger holds what Stripe
+  would charge: 1000 ISK is 100000). ISK and UGX amounts not divisible by 100 → 400
+  `invalid_charge_amount_no_decimal_compatible` (Stripe's message); three-decimal amounts not
+  ending in 0 → 400 (code and wording ours: Stripe's are unverified); both before execution,
+  on PaymentIntents, captures and refunds (providers/stripe/currencies.py).
 - `POST /v1/payment_methods` (type=card), `GET /v1/payment_methods/{id}`; test tokens
   (`pm_card_visa`, `pm_card_chargeDeclined`, …) are accepted as `payment_method` too.
 - `POST /v1/payment_intents` with `confirm=true` (the only flow the sandbox supports), by
@@ -65,10 +70,12 @@ from datetime import UTC, datetime, timedelta
 from django.db.models import JSONField
 from django.utils import timezone
 
+from providers.base import ProviderError
 from providers.models import SandboxCharge, SandboxIdempotencyRecord, SandboxOperation
 from providers.sandbox import ledger
 from providers.sandbox.cards import TEST_CARDS
 from providers.sandbox.wsgi import IdempotencyPolicy, Request, Response, idempotent, make_app
+from providers.stripe.currencies import WIRE
 
 PROVIDER = "stripe"
 PM_STORE = "stripe:pm"  # SandboxIdempotencyRecord.provider of stored PaymentMethods
@@ -283,6 +290,29 @@ def _list(params: dict, name: str) -> list:
     return [value]
 
 
+def _wire_amount(amount: int | None, currency: str, param: str) -> None:
+    """Stripe's own amount rules (providers/stripe/currencies.py): ISK and UGX are two-decimal
+    with decimals always 00, three-decimal amounts end in 0. Refused before execution."""
+    if amount is None:
+        return
+    code = currency.upper()
+    try:
+        step = WIRE.unit(code).step
+    except ProviderError:
+        return  # not a currency at all: Stripe's own currency error is not this sandbox's job
+    if amount % step == 0:
+        return
+    if step == 100:  # Stripe's answer, quoted in its ISK notice (support.stripe.com)
+        raise Invalid(f"Invalid amount. Currency {code} has become effectively zero-decimal and "
+                      "charged amounts must be evenly divisible by 100. See "
+                      "https://stripe.com/docs/currencies#special-cases for more information.",
+                      param=param, code="invalid_charge_amount_no_decimal_compatible")
+    # Three-decimal currencies: the code and wording of Stripe's refusal are unverified.
+    raise Invalid(f"Invalid amount. {code} amounts must be rounded to the nearest ten (the last "
+                  "digit must be 0). See https://stripe.com/docs/currencies#three-decimal for "
+                  "more information.", param=param, code="invalid_charge_amount")
+
+
 def _currency(params: dict) -> str:
     value = params.get("currency")
     if not value:
@@ -491,6 +521,7 @@ def create_payment_intent(request: Request) -> Response:
     _only(params, _INTENT_PARAMS)
     amount = _int(params, "amount", required=True)
     currency = _currency(params)
+    _wire_amount(amount, currency, "amount")
     capture_method = _choice(params, "capture_method", ("automatic", "automatic_async",
                                                         "manual"), "automatic")
     metadata = _metadata(params)
@@ -569,6 +600,7 @@ def capture_payment_intent(request: Request, intent_id: str) -> Response:
         raise Invalid("This sandbox does not support multicapture (final_capture=false).",
                       param="final_capture")
     charge = _charge(intent_id)
+    _wire_amount(amount, charge.currency, "amount_to_capture")
     if charge.status == "authorized" and amount is not None and amount > charge.amount:
         return _error(request, 400, "invalid_request_error",
                       f"The amount_to_capture ({amount}) must be less than or equal to the "
@@ -725,6 +757,7 @@ def create_refund(request: Request) -> Response:
             raise Missing("charge", charge_id, "charge") from None
     else:
         charge = _charge(intent_id, "payment_intent")
+    _wire_amount(amount, charge.currency, "amount")
     try:
         op = ledger.modify(PROVIDER, "refund", charge.provider_reference, amount=amount,
                            reference=request.headers.get("idempotency-key", "")[:80])
