@@ -21,6 +21,7 @@ from payments.models import Merchant, Payment, PaymentMethod, PaymentStatus
 from payments.services import authorization
 from payments.services.payment_methods import card_for_provider
 from providers.models import ProviderAccount
+from providers.registry import amount_problem
 from providers.routing import engine as routing
 from providers.routing.context import RoutingContext
 
@@ -100,6 +101,11 @@ def _route(payment: Payment, pm: PaymentMethod | None) -> tuple[ProviderAccount,
             raise InvalidRequest(f"Provider account {account.name!r} does not support "
                                  f"{payment.currency}.", code="currency_unsupported",
                                  param="provider")
+        problem = amount_problem(account.provider, payment.amount, payment.currency)
+        if problem is not None:
+            raise InvalidRequest(f"Provider account {account.name!r} cannot charge this "
+                                 f"amount: {problem}", code=routing.AMOUNT_NOT_REPRESENTABLE,
+                                 param="amount")
         return account, {"rule": None, "strategy": "pinned", "selected": account.name,
                          "candidates": [{"account": account.name, "score": None}],
                          "skipped": [], "order": [account.name]}
@@ -115,12 +121,31 @@ def _route(payment: Payment, pm: PaymentMethod | None) -> tuple[ProviderAccount,
             raise ProviderFailed("Every provider account that could take this payment is "
                                  "unavailable right now (circuit breaker or limit); nothing "
                                  "was charged. Try again shortly.")
+        if routing.AMOUNT_NOT_REPRESENTABLE in reasons and not reasons & _TRANSIENT_SKIPS:
+            # Accounts take the currency, but not this amount in it: the amount is what to
+            # change (another amount, not a retry later), so say which rule each one has.
+            raise InvalidRequest(_unrepresentable_message(payment, decision.record),
+                                 code=routing.AMOUNT_NOT_REPRESENTABLE, param="amount")
         raise InvalidRequest(
             f"No enabled provider account in this mode can take a {payment.currency} "
             "payment; add one with `manage.py provider_account add` or check the routing "
             "rules.", code="no_provider_account")
     names = [account.name for account in decision.candidates]
     return decision.candidates[0], {**decision.record, "selected": names[0], "order": names}
+
+
+def _unrepresentable_message(payment: Payment, record: dict) -> str:
+    accounts = {account.name: account for account in ProviderAccount.objects.filter(
+        merchant_id=payment.merchant_id, livemode=payment.livemode)}
+    problems = []
+    for skip in record["skipped"]:
+        account = accounts.get(skip["account"])
+        if skip["reason"] == routing.AMOUNT_NOT_REPRESENTABLE and account is not None:
+            problem = amount_problem(account.provider, payment.amount, payment.currency)
+            problems.append(f"{account.name}: {(problem or '').rstrip('.')}")
+    return (f"No provider account in this mode can charge an amount of {payment.amount} "
+            f"{payment.currency} (in the currency's ISO 4217 minor unit): "
+            + "; ".join(problems) + ". Round the amount to a unit the providers accept.")
 
 
 def payment_confirm(*, payment: Payment, payment_method: PaymentMethod | None = None,

@@ -10,9 +10,12 @@
 2. Eligibility, before any strategy: an account is skipped, with its reason, when it is not
    an account of this mode (a rule names an account since deleted or renamed: not_in_mode),
    the caller excluded it (failover: already tried), it is disabled, it does not support the
-   currency, its circuit breaker would refuse the call (breaker_open), or its rate limit or
-   concurrency cap is reached (rate_limited / concurrency_limited). The live checks are the
-   gateway's own, read-only: what routing skips the gateway would refuse.
+   currency, its provider cannot represent the amount in that currency
+   (amount_not_representable: e.g. 1.005 KWD at Stripe, whose three-decimal amounts end in 0;
+   `providers.registry.amount_problem`, the adapters' own rule), its circuit breaker would
+   refuse the call (breaker_open), or its rate limit or concurrency cap is reached
+   (rate_limited / concurrency_limited). The live checks are the gateway's own, read-only:
+   what routing skips the gateway would refuse.
 3. Strategy, over the eligible accounts:
    - ordered: the rule's order. score = position in the rule (1 = first).
    - default_order: by account priority. score = the priority.
@@ -51,6 +54,7 @@ from django.conf import settings
 from django.db import connections, router
 
 from providers.models import ProviderAccount, RoutingRule
+from providers.registry import amount_problem
 from providers.resilience import breaker, limits
 from providers.routing import stats
 from providers.routing.context import RoutingContext
@@ -63,6 +67,7 @@ DEFAULT_ORDER = "default_order"
 NOT_IN_MODE, EXCLUDED, DISABLED = "not_in_mode", "excluded", "disabled"
 CURRENCY_UNSUPPORTED, BREAKER_OPEN = "currency_unsupported", "breaker_open"
 RATE_LIMITED, CONCURRENCY_LIMITED = "rate_limited", "concurrency_limited"
+AMOUNT_NOT_REPRESENTABLE = "amount_not_representable"
 _LIMIT_REASONS = {limits.RATE_LIMITED: RATE_LIMITED,
                   limits.CONCURRENCY_LIMITED: CONCURRENCY_LIMITED}
 
@@ -379,6 +384,8 @@ def route(context: RoutingContext, *, config: RoutingConfig | None = None,
             reasons[name] = DISABLED
         elif not account.supports_currency(context.currency):
             reasons[name] = CURRENCY_UNSUPPORTED
+        elif amount_problem(account.provider, context.amount, context.currency) is not None:
+            reasons[name] = AMOUNT_NOT_REPRESENTABLE
         else:
             static.append(account)
     eligible = static
