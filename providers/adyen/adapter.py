@@ -15,6 +15,9 @@ Wire format
   attempt id for `/payments`, the operation id for a modification). Adyen allows 64
   characters; a longer reference is replaced by its SHA-256 hex digest (64 characters,
   deterministic, so every retry still carries the same key).
+- References: `reference` (and `paymentReference`) at most 80 characters, metadata values at
+  most 80: a longer one is shortened by `providers.references.fit` (its start kept, then a
+  digest; deterministic), and an echoed `merchantReference` is compared with that form.
 - Amounts in Adyen's own minor units (`providers/adyen/currencies.py`): ISK and CLP in
   hundredths (1000 ISK → 100000), IDR and CVE in whole units. An amount Adyen cannot take
   (123.45 IDR) raises AmountNotRepresentable (a ProviderBadRequest, code
@@ -105,12 +108,15 @@ from providers.base import (
     release_reference,
 )
 from providers.http import send, session
+from providers.references import fit
 
 PROVIDER = "adyen"
 # The resultCodes that carry a refusal reason; any other unknown code is not a decline.
 REFUSAL_RESULT_CODES = frozenset({"Refused", "Error"})
 DEFAULT_RETURN_URL = "https://switchyard.invalid/adyen/return"
 MAX_IDEMPOTENCY_KEY = 64
+MAX_REFERENCE = 80  # `reference` of /payments and of modifications (Checkout API v71 spec)
+MAX_METADATA_VALUE = 80  # metadata values (error 177 beyond)
 IN_PROGRESS = "704"  # "request already processed or in progress"
 
 # Adyen settlement `Type` → ours; other types (fees, payouts, chargebacks…) keep their name.
@@ -134,6 +140,12 @@ class SettlementLine:
     created_at: datetime | None
     batch: str
     raw_type: str
+
+
+def wire_reference(reference: str) -> str:
+    """Our reference as Adyen's `reference` (at most 80 characters, deterministic; the form
+    Adyen echoes back as `merchantReference`)."""
+    return fit(reference, MAX_REFERENCE)
 
 
 def idempotency_key(reference: str) -> str:
@@ -213,8 +225,9 @@ class AdyenAdapter:
         webhook says whether it worked. Only an uncaptured authorisation can be cancelled."""
         reference = release_reference(request.reference)
         data = self._call("POST", "cancels", key=reference, json={
-            "merchantAccount": self.merchant_account, "paymentReference": request.reference,
-            "reference": reference})
+            "merchantAccount": self.merchant_account,
+            "paymentReference": wire_reference(request.reference),
+            "reference": wire_reference(reference)})
         if data.get("status") != "received" or not data.get("pspReference"):
             raise OutcomeUnknown(f"Unexpected answer to cancels: status {data.get('status')!r}.")
         return ModificationResult(provider_reference=data["pspReference"], pending=True)
@@ -247,14 +260,14 @@ class AdyenAdapter:
             payment_method["holderName"] = request.holder_name
         body = {
             "merchantAccount": self.merchant_account,
-            "reference": request.reference,
+            "reference": wire_reference(request.reference),
             "amount": {"value": WIRE.to_wire(request.amount, request.currency),
                        "currency": request.currency},
             "paymentMethod": payment_method,
             "returnUrl": self._return_url,
             "shopperInteraction": "Ecommerce",
             "authenticationData": {"attemptAuthentication": "never"},
-            "metadata": {"switchyard_attempt": request.reference},
+            "metadata": {"switchyard_attempt": fit(request.reference, MAX_METADATA_VALUE)},
         }
         if request.capture:
             # ask for the capture explicitly: the account's own default may delay it
@@ -265,7 +278,8 @@ class AdyenAdapter:
 
     def _modify(self, action: str, request: ModificationRequest, *,
                 with_amount: bool) -> ModificationResult:
-        body: dict = {"merchantAccount": self.merchant_account, "reference": request.reference}
+        body: dict = {"merchantAccount": self.merchant_account,
+                      "reference": wire_reference(request.reference)}
         if with_amount:
             body["amount"] = {"value": WIRE.to_wire(request.amount, request.currency),
                               "currency": request.currency}
@@ -318,7 +332,7 @@ class AdyenAdapter:
     @staticmethod
     def _classify(data: dict, request: AuthorizeRequest) -> outcomes.Outcome:
         """The normalized outcome of a `/payments` answer."""
-        if data.get("merchantReference") not in (None, "", request.reference):
+        if data.get("merchantReference") not in (None, "", wire_reference(request.reference)):
             raise OutcomeUnknown("Adyen answered for another reference.")
         result_code = str(data.get("resultCode", ""))
         outcome = outcomes.classify_result(PROVIDER, result_code)

@@ -54,6 +54,8 @@ What it reproduces, for everything `providers.adyen.adapter` sends:
 - Amounts are Adyen's own minor units (providers/adyen/currencies.py), recorded as received:
   the ledger holds what Adyen would charge (1000 ISK is 100000, Adyen counting ISK in
   hundredths) and the settlement report turns them into major units with Adyen's decimals.
+  A `reference` (of a payment, a modification or a cancel by reference) over 80 characters
+  is refused with 422 `errorCode "130"`.
 - Error codes other than 000, 702, 704, 901, 14_030, 177 (seen in Adyen's spec/docs) are
   sandbox choices in Adyen's numbering style.
 """
@@ -81,6 +83,7 @@ PROVIDER = "adyen"
 PREFIX = BASE_PATHS[PROVIDER]  # "/v71"
 COMPANY_ACCOUNT = "SwitchyardSandboxCompany"
 MAX_IDEMPOTENCY_KEY = 64
+MAX_REFERENCE = 80  # `reference` of /payments, of modifications and of /cancels
 
 # Our decline codes (the ledger's) → Adyen's (resultCode, refusalReasonCode, refusalReason,
 # additionalData.refusalReasonRaw), as Adyen reports the test cards' issuer answers.
@@ -179,6 +182,10 @@ def _body(request: Request) -> dict | Response:
     return body
 
 
+def _reference_too_long() -> Response:
+    return service_error(422, "130", f"Field 'reference' exceeds {MAX_REFERENCE} characters.")
+
+
 def _amount(body: dict) -> tuple[int, str] | Response:
     amount = body.get("amount")
     if not isinstance(amount, dict) or "value" not in amount:
@@ -204,8 +211,8 @@ def _authorize(body: dict) -> Response:
     reference = body.get("reference")
     if not isinstance(reference, str) or not reference:
         return service_error(422, "130", "Required field 'reference' is not provided.")
-    if len(reference) > 80:
-        return service_error(422, "130", "Field 'reference' exceeds 80 characters.")
+    if len(reference) > MAX_REFERENCE:
+        return _reference_too_long()
     if not body.get("returnUrl"):
         return service_error(422, "14_030", "Return URL is missing.")
     metadata = body.get("metadata") or {}
@@ -316,6 +323,8 @@ def modification(request: Request, psp: str, action: str) -> Response:
 
 
 def _modify(body: dict, psp: str, kind: str) -> Response:
+    if len(str(body.get("reference") or "")) > MAX_REFERENCE:
+        return _reference_too_long()
     amount = None
     if kind not in ("cancel", "reverse"):  # captures and refunds require an amount
         parsed = _amount(body)
@@ -369,6 +378,8 @@ def _technical_cancel(body: dict) -> Response:
     payment_reference = body.get("paymentReference")
     if not isinstance(payment_reference, str) or not payment_reference:
         return service_error(422, "130", "Required field 'paymentReference' is not provided.")
+    if max(len(payment_reference), len(str(body.get("reference") or ""))) > MAX_REFERENCE:
+        return _reference_too_long()
     reference = str(body.get("reference") or "")
     charges = ledger.find_by_reference(PROVIDER, payment_reference)
     charge = charges[0] if charges else None

@@ -9,7 +9,9 @@
   It sits in the item's `additionalData.hmacSignature` and is compared in constant time.
   Several keys may be accepted at once (the current and the previous one, during rotation).
 - For a modification `pspReference` is the modification's id and `originalReference` the
-  payment's; `merchantReference` is the reference we sent with the request.
+  payment's; `merchantReference` is the reference we sent with the request (as sent: a
+  reference over Adyen's 80 characters went out shortened by `providers.references.fit`,
+  which keeps its start, so a reversal's still begins with `<attempt>-reversal-`).
 - `amount.value` is in Adyen's minor units (`providers/adyen/currencies.py`: ISK in
   hundredths); events carry it in ISO minor units.
 - The receiver answers HTTP 200 with the body `[accepted]`, which old and new Adyen

@@ -8,6 +8,10 @@ Wire format
   for a capture/void/refund — unique per operation, so a retry of the same operation is safe).
   Connect/read timeouts are the account's (providers/http.py); requests go through
   `providers.http.send`, which logs method, path, status and duration, never bodies.
+- References and keys: Checkout.com takes 50 characters of `reference`; a longer one of ours
+  (a double-charge reversal's, 68) is sent shortened by `providers.references.fit` (its
+  start kept, then a digest; deterministic), as the idempotency key too, and lookups by
+  reference and the actions list are read with that form. `metadata` keeps the whole one.
 - Amounts in Checkout.com's own minor units (`providers/checkout/currencies.py`): CLP in
   hundredths, three-decimal amounts ending in 0, at most nine digits. An amount it cannot
   take raises AmountNotRepresentable (a ProviderBadRequest, code `amount_not_representable`)
@@ -74,12 +78,18 @@ from providers.base import (
 )
 from providers.checkout.currencies import WIRE
 from providers.http import send, session
+from providers.references import fit
 
 logger = logging.getLogger("providers.checkout")
 
 PROVIDER = "checkout"
 PROBE_REFERENCE = "switchyard-health-probe"
 MAX_DESCRIPTION = 100
+# `reference` of a payment and of its actions: 50 characters (Checkout.com's API reference).
+MAX_REFERENCE = 50
+# Cko-Idempotency-Key: Checkout.com documents no limit we could find (it recommends UUIDs, 36
+# characters); we keep keys within the reference's 50, which every retry maps the same way.
+MAX_IDEMPOTENCY_KEY = 50
 
 # Checkout.com payment status → LookupResult.status. Pending and Retry Scheduled are not final.
 LOOKUP_STATUS = {
@@ -97,6 +107,13 @@ LOOKUP_STATUS = {
 }
 CAPTURED_STATUSES = {"Captured", "Partially Captured", "Partially Refunded", "Refunded", "Paid"}
 ACTION_PATHS = {"capture": "captures", "cancel": "voids", "refund": "refunds"}
+
+
+def wire_reference(reference: str) -> str:
+    """Our reference as Checkout.com's `reference` (at most 50 characters, deterministic: a
+    reversal's 68-character `<attempt>-reversal-pay_…` keeps its `<attempt>-reversal-` start
+    and ends in a digest). Lookups by reference and the actions list use this form."""
+    return fit(reference, MAX_REFERENCE)
 
 
 def _iso_amount(payment: dict, request: AuthorizeRequest) -> int:
@@ -126,7 +143,7 @@ class CheckoutAdapter:
             "source": source,
             "amount": WIRE.to_wire(request.amount, request.currency),  # refused before sending
             "currency": request.currency.upper(),
-            "reference": request.reference,
+            "reference": wire_reference(request.reference),
             "capture": request.capture,
             "payment_type": "Regular",
             "metadata": {"switchyard_attempt": request.reference},
@@ -209,7 +226,7 @@ class CheckoutAdapter:
                                request: AuthorizeRequest) -> AuthorizeResult:
         """After a 503: did Checkout.com record a payment with our reference after all?"""
         try:
-            found = self._payments_by_reference(client, request.reference)
+            found = self._payments_by_reference(client, wire_reference(request.reference))
         except ProviderError as exc:
             raise OutcomeUnknown("Checkout.com answered 503 and the lookup by reference "
                                  f"failed too ({exc.message}); the payment may exist.",
@@ -229,7 +246,8 @@ class CheckoutAdapter:
 
     # --- capture / void / refund ----------------------------------------------------------
     def _modify(self, kind: str, request: ModificationRequest) -> ModificationResult:
-        body: dict = {"reference": request.reference,
+        # metadata keeps our whole reference: the one place a shortened one can be traced
+        body: dict = {"reference": wire_reference(request.reference),
                       "metadata": {"switchyard_operation": request.reference}}
         if kind != "cancel":
             body["amount"] = WIRE.to_wire(request.amount, request.currency)
@@ -258,8 +276,9 @@ class CheckoutAdapter:
         except ProviderError as exc:
             raise OutcomeUnknown(f"The actions of {request.provider_reference} could not be "
                                  f"read: {exc.message}", raw_code=exc.raw_code) from exc
+        reference = wire_reference(request.reference)  # as Checkout.com has it
         for action in actions:
-            if action.get("reference") == request.reference and action.get("type") != \
+            if action.get("reference") == reference and action.get("type") != \
                     "Authorization":
                 approved = action.get("approved")
                 if approved is False:
@@ -276,7 +295,7 @@ class CheckoutAdapter:
 
     # --- lookups --------------------------------------------------------------------------
     def _lookup(self, client: httpx.Client, request: AuthorizeRequest) -> LookupResult:
-        reference = request.reference
+        reference = wire_reference(request.reference)
         try:
             found = self._payments_by_reference(client, reference)
             if not found:
@@ -369,8 +388,8 @@ class CheckoutAdapter:
         return headers
 
     def _post(self, client: httpx.Client, path: str, body: dict, key: str) -> httpx.Response:
-        return send(client, "POST", path, provider=PROVIDER, headers=self._headers(key),
-                    json=body)
+        return send(client, "POST", path, provider=PROVIDER,
+                    headers=self._headers(fit(key, MAX_IDEMPOTENCY_KEY)), json=body)
 
     @staticmethod
     def _body(response: httpx.Response, *, unknown: bool = True) -> dict:

@@ -9,8 +9,9 @@ Speaks what `CheckoutAdapter` uses, in Checkout.com's wire format:
   data. Amounts are Checkout.com's own minor units, recorded as received (the ledger holds
   what Checkout.com would charge: 1000 CLP is 100000): more than nine digits, or a
   three-decimal amount not ending in 0, is 422 `amount_invalid`
-  (providers/checkout/currencies.py). The test cards of API.md answer with realistic
-  Checkout.com response codes so that
+  (providers/checkout/currencies.py). A `reference` over 50 characters is 422
+  `reference_invalid`, on payments and actions alike. The test cards of API.md answer with
+  realistic Checkout.com response codes so that
   they normalize exactly (providers/outcomes.py): …0002 → 20005, …9995 → 20051, …0069 → 20054,
   …9987 → 30041, …0119 → 20068 (soft). …0507 → 503 before processing; …0408 → the payment is
   recorded (and its 201 cached), then the connection drops; …0606 → nothing recorded, no answer.
@@ -77,7 +78,7 @@ RESPONSE_CODES = {
 }
 ACTION_TYPES = {"capture": "Capture", "cancel": "Void", "refund": "Refund"}
 PAYMENT_TYPES = {"Regular", "Recurring", "MOTO", "Installment", "PayLater", "Unscheduled"}
-MAX_REFERENCE = 80
+MAX_REFERENCE = 50  # `reference` of a payment and of its actions
 
 
 # --- responses ------------------------------------------------------------------------------

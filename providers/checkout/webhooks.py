@@ -8,8 +8,12 @@
   signature key set on the workflow's webhook action (our `webhook_secret` credential; the
   previous one is accepted during a rotation). Compared case-insensitively, in constant time,
   over the raw bytes (re-serialized JSON would differ).
-- `data.reference` is the payment's reference (our attempt id); an action is identified by
-  `data.action_id`, which we stored when Checkout.com accepted it.
+- `data.reference` is the payment's reference (our attempt id, 28 characters: never shortened);
+  an action is identified by `data.action_id`, which we stored when Checkout.com accepted it,
+  not by the action's reference — so a reversal sent with a reference shortened to
+  Checkout.com's 50 characters (`providers.references.fit`) is still recognised. Should a
+  shortened reference ever be echoed, it keeps its start (`<attempt>-reversal-`), which is
+  what `payments.services.status_sync.reversed_attempt_id` reads.
 - `data.amount` is in Checkout.com's minor units (`providers/checkout/currencies.py`); events
   carry it in ISO minor units.
 - Any 2xx acknowledges; Checkout.com retries a failed delivery 8 times over about 30 hours.

@@ -7,7 +7,8 @@ Wire (PROVIDERS.md section 1):
 - Every POST carries `Idempotency-Key`: the attempt reference for the PaymentIntent,
   f"{reference}-pm" for its PaymentMethod, the operation reference for capture/cancel/refund.
   The same request object always encodes to the same body, so a retry is replayed by Stripe
-  and never executed twice.
+  and never executed twice. Keys are kept within Stripe's 255 characters and metadata values
+  within its 500 (`providers.references.fit`: deterministic, so a retry sends the same).
 - Amounts in Stripe's own minor units (`providers/stripe/currencies.py`): ISK and UGX in
   hundredths (1000 ISK → 100000), MGA in whole ariary, three-decimal amounts ending in 0.
   An amount Stripe cannot take raises AmountNotRepresentable (a ProviderBadRequest, code
@@ -76,6 +77,7 @@ from providers.base import (
     ProviderBadRequest,
 )
 from providers.http import send, session
+from providers.references import fit
 from providers.stripe.currencies import WIRE
 
 PROVIDER = "stripe"
@@ -83,6 +85,8 @@ API_VERSION = "2026-06-24.dahlia"
 REFERENCE_KEY = "switchyard_attempt"  # metadata key carrying our attempt reference
 OPERATION_KEY = "switchyard_operation"  # metadata key carrying our refund reference
 LIST_SCAN_LIMIT = 100  # newest PaymentIntents checked when the search finds nothing
+MAX_IDEMPOTENCY_KEY = 255  # docs.stripe.com/api/idempotent_requests
+MAX_METADATA_VALUE = 500  # docs.stripe.com/metadata
 
 # PaymentIntent status → LookupResult.status
 _LOOKUP_STATUS = {"requires_capture": "authorized", "succeeded": "captured",
@@ -139,7 +143,7 @@ class StripeAdapter:
                 "payment_method_types": ["card"],
                 "error_on_requires_action": True,
                 "description": request.description or None,
-                "metadata": {REFERENCE_KEY: request.reference},
+                "metadata": {REFERENCE_KEY: _metadata_value(request.reference)},
             })
         status = _field(intent, "status")
         outcome = outcomes.classify_result(PROVIDER, status)
@@ -168,7 +172,7 @@ class StripeAdapter:
             refund = self._post(client, "/v1/refunds", request.reference, {
                 "payment_intent": _checked_id(request.provider_reference),
                 "amount": self._wire_amount(request),
-                "metadata": {OPERATION_KEY: request.reference},
+                "metadata": {OPERATION_KEY: _metadata_value(request.reference)},
             })
         status = _field(refund, "status")
         if status in ("failed", "canceled"):
@@ -183,7 +187,7 @@ class StripeAdapter:
                                   pending=_REFUND_PENDING[status])
 
     def lookup(self, request: AuthorizeRequest) -> LookupResult:
-        reference = request.reference
+        reference = _metadata_value(request.reference)  # as authorize sent it
         with self._http() as client:
             found = self._get(client, "/v1/payment_intents/search", {
                 "query": f"metadata['{REFERENCE_KEY}']:'{_quoted(reference)}'", "limit": 10})
@@ -239,7 +243,8 @@ class StripeAdapter:
 
     def _post(self, client: httpx.Client, path: str, idempotency_key: str,
               params: Mapping) -> dict:
-        headers = {**self._headers(), "Idempotency-Key": idempotency_key,
+        headers = {**self._headers(), "Idempotency-Key": fit(idempotency_key,
+                                                             MAX_IDEMPOTENCY_KEY),
                    "Content-Type": "application/x-www-form-urlencoded"}
         response = send(client, "POST", path, provider=PROVIDER, headers=headers,
                         content=urlencode(form_encode(params)).encode())
@@ -304,6 +309,11 @@ def _decline_of(error: object) -> outcomes.Outcome | None:
     if not raw:
         return None
     return outcomes.classify_decline(PROVIDER, str(raw))
+
+
+def _metadata_value(reference: str) -> str:
+    """Our reference as a metadata value (at most 500 characters at Stripe)."""
+    return fit(reference, MAX_METADATA_VALUE)
 
 
 def _iso_amount(intent: dict, request: AuthorizeRequest) -> int:
