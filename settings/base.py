@@ -174,11 +174,31 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Switchyard merchant API",
-    "DESCRIPTION": "One REST API for payments across many providers.",
+    "DESCRIPTION": (
+        "One REST API for payments across many providers. Authenticate with "
+        "`Authorization: Bearer sk_test_…` (or `sk_live_…`): the key's mode decides which "
+        "objects a request sees and creates. Amounts are integers in the currency's minor unit "
+        "(1050 USD is $10.50). Every POST takes an `Idempotency-Key` header, and every error "
+        "has one shape: `{\"error\": {\"type\", \"code\", \"message\", \"param\"}}`."),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": "/v1",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Merchants read the schema: its texts are written for them (payments/api/schema.py), not
+    # taken from code docstrings.
+    "DISABLE_DOCSTRING_DESCRIPTIONS": True,
+    "ENUM_GENERATE_CHOICE_DESCRIPTION": False,
+    "ENUM_NAME_OVERRIDES": {
+        "PaymentStatus": "payments.models.PaymentStatus",
+        "AttemptStatus": "payments.models.AttemptStatus",
+        "RefundStatus": "payments.models.RefundStatus",
+        "CaptureMethod": "payments.api.serializers.CAPTURE_METHODS",
+        "RefundReason": "payments.api.serializers.REFUND_REASONS",
+        "PaymentMethodType": "payments.api.serializers.PAYMENT_METHOD_TYPES",
+        "ErrorType": "payments.api.serializers.ERROR_TYPES",
+        "RoutingDecisionStrategy": "payments.api.serializers.ROUTING_STRATEGIES",
+        "RoutingRuleStrategy": "providers.routing.rules.STRATEGIES",
+    },
 }
 
 # --- Misc --------------------------------------------------------------------------------

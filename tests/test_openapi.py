@@ -1,15 +1,31 @@
-"""The OpenAPI schema: generated without warnings, served without auth, faithful to API.md, and
-describing what the API really sends back (validated with jsonschema)."""
+"""The OpenAPI schema: generated without warnings, valid OpenAPI, served without auth, faithful
+to API.md, stating what the server enforces and answers (statuses, headers, constraints), written
+for merchants, and describing what the API really sends back (validated with jsonschema).
+
+tests/test_openapi_live.py drives the running API with a client generated from it and with
+schemathesis."""
 
 from __future__ import annotations
 
+import datetime as dt
+import inspect
 import json
+import re
 
 import jsonschema
 import pytest
 import yaml
+from django.conf import settings
 from django.core.management import call_command
+from openapi_spec_validator import validate as validate_openapi
 
+from payments.api import errors as api_errors
+from payments.api import routing as api_routing
+from payments.api import schema as api_schema
+from payments.api import serializers as api_serializers
+from payments.api import views as api_views
+from payments.errors import ProviderFailed
+from payments.models import AttemptStatus, Merchant
 from tests.conftest import Api, make_card
 
 # API.md paths and their methods, exactly.
@@ -42,6 +58,37 @@ PAYMENT_METHOD_FIELDS = {"id", "object", "type", "card", "billing_details", "cre
 CARD_FIELDS = {"brand", "last4", "bin", "exp_month", "exp_year", "fingerprint"}
 ERROR_FIELDS = {"type", "code", "message", "param"}
 LIST_FIELDS = {"object", "data", "has_more"}
+
+# What each operation can answer, exactly: every operation 400 (a query parameter the server
+# cannot store), 401, 405, 406, 429 and 500; every POST also 409 (Idempotency-Key in use), 413
+# and 415; then what the operation itself adds.
+ANY = {"200", "400", "401", "405", "406", "429", "500"}
+POST = ANY | {"409", "413", "415"}
+STATUSES = {
+    ("/v1/payment_methods", "get"): ANY,
+    ("/v1/payment_methods", "post"): POST,
+    ("/v1/payment_methods/{pm_id}", "get"): ANY | {"404"},
+    ("/v1/payments", "get"): ANY,
+    ("/v1/payments", "post"): POST | {"202", "402", "404", "503"},
+    ("/v1/payments/{payment_id}", "get"): ANY | {"404"},
+    ("/v1/payments/{payment_id}/confirm", "post"): POST | {"202", "402", "404", "503"},
+    ("/v1/payments/{payment_id}/capture", "post"): POST | {"202", "404", "503"},
+    ("/v1/payments/{payment_id}/cancel", "post"): POST | {"202", "404", "503"},
+    ("/v1/refunds", "get"): ANY,
+    ("/v1/refunds", "post"): POST | {"202", "404", "503"},
+    ("/v1/refunds/{refund_id}", "get"): ANY | {"404"},
+    ("/v1/routing_rules", "get"): ANY,
+    ("/v1/routing_rules", "post"): POST,
+    ("/v1/routing_rules/{rule_id}", "get"): ANY | {"404"},
+    ("/v1/routing_rules/{rule_id}", "post"): POST | {"404"},
+    ("/v1/routing_rules/{rule_id}", "delete"): ANY | {"404"},
+    ("/v1/retry_rules", "get"): ANY,
+    ("/v1/retry_rules", "post"): POST,
+    ("/v1/retry_rules/{rule_id}", "get"): ANY | {"404"},
+    ("/v1/retry_rules/{rule_id}", "delete"): ANY | {"404"},
+}
+# Stored under an Idempotency-Key, so they may come back with Idempotent-Replayed: true.
+REPLAYABLE = {"200", "202", "402", "409", "500", "503"}
 
 
 @pytest.fixture(scope="module")
@@ -124,24 +171,51 @@ class Contract:
 
     def check(self, resp, path: str, method: str = "post") -> dict:
         body = resp.json()
-        root = {**to_json_schema(response_schema(self.schema, path, method,
-                                                 resp.status_code)),
-                "components": self.components}
-        jsonschema.Draft202012Validator.check_schema(root)
-        errors = sorted(jsonschema.Draft202012Validator(root).iter_errors(body),
-                        key=lambda e: list(e.absolute_path))
-        assert not errors, (
-            f"{method.upper()} {path} → {resp.status_code} does not match the schema:\n"
-            + "\n".join(f"  {list(e.absolute_path)}: {e.message}" for e in errors[:10]))
+        self.validate(response_schema(self.schema, path, method, resp.status_code), body,
+                      f"{method.upper()} {path} → {resp.status_code}")
         self.checked.append((path, method, resp.status_code))
         return body
 
+    def validate(self, node: dict, instance, what: str) -> None:
+        root = {**to_json_schema(node), "components": self.components}
+        jsonschema.Draft202012Validator.check_schema(root)
+        errors = sorted(jsonschema.Draft202012Validator(root).iter_errors(instance),
+                        key=lambda e: list(e.absolute_path))
+        assert not errors, (
+            f"{what} does not match the schema:\n"
+            + "\n".join(f"  {list(e.absolute_path)}: {e.message}" for e in errors[:10]))
+
 
 # --- generation and serving -------------------------------------------------------------------
+def all_operations(schema: dict):
+    for path, item in schema["paths"].items():
+        for method, op in item.items():
+            if method in HTTP_METHODS:
+                yield path, method, op
+
+
+def walk(node, path=()):
+    """Every (path, dict) in a JSON document, depth first."""
+    if isinstance(node, dict):
+        yield path, node
+        for key, value in node.items():
+            yield from walk(value, (*path, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from walk(value, (*path, i))
+
+
 def test_schema_generates_and_validates_without_warnings(schema):
     assert schema["openapi"].startswith("3.")
     assert schema["info"]["title"]
     assert schema["paths"]
+
+
+def test_schema_is_valid_openapi(db, schema, anon):
+    """openapi-spec-validator accepts it (it refused `reason`'s default outside its enum), as
+    generated and as served."""
+    validate_openapi(schema)
+    validate_openapi(json.loads(anon.get("/v1/schema", {"format": "json"}).content))
 
 
 def test_schema_is_served_without_auth(db, schema, anon):
@@ -214,6 +288,12 @@ def test_post_operations_document_the_idempotency_key(schema):
         assert "Idempotency-Key" in headers, path
         assert headers["Idempotency-Key"].get("required", False) is False
         assert headers["Idempotency-Key"]["schema"]["type"] == "string"
+        assert headers["Idempotency-Key"]["schema"]["maxLength"] == 255
+        assert headers["Idempotency-Key"]["schema"]["minLength"] == 1
+    for path, method, op in all_operations(schema):
+        if method != "post":
+            params = {p["name"] for p in op.get("parameters", [])}
+            assert "Idempotency-Key" not in params, (path, method)
 
 
 def test_post_operations_document_their_body_and_errors(schema):
@@ -222,11 +302,185 @@ def test_post_operations_document_their_body_and_errors(schema):
             continue
         op = operation(schema, path, "post")
         assert "application/json" in op["requestBody"]["content"], path
-        for status in ("200", "400", "401", "404", "409", "429"):
-            assert status in op["responses"], (path, status)
     for path in ("/v1/payments", "/v1/payments/{payment_id}/confirm"):
         responses = operation(schema, path, "post")["responses"]
         assert {"202", "402"} <= set(responses), path
+
+
+def test_every_operation_documents_exactly_the_statuses_it_can_return(schema):
+    documented = {(path, method): set(op["responses"])
+                  for path, method, op in all_operations(schema)}
+    assert set(documented) == set(STATUSES)
+    for key, statuses in STATUSES.items():
+        assert documented[key] == statuses, (key, sorted(documented[key] ^ statuses))
+
+
+def test_every_error_response_has_the_error_shape_and_a_description(schema):
+    for path, method, op in all_operations(schema):
+        for status, response in op["responses"].items():
+            assert response["description"], (path, method, status)
+            body = response["content"]["application/json"]["schema"]
+            if int(status) >= 400:
+                assert body == {"$ref": "#/components/schemas/ErrorOutput"}, (path, status)
+    error = schema["components"]["schemas"]["ErrorBody"]
+    assert enum_of(schema, error["properties"]["type"]) == {
+        "invalid_request_error", "idempotency_error", "authentication_error", "card_error",
+        "rate_limit_error", "api_error"}
+
+
+def test_response_headers_are_documented(schema):
+    for path, method, op in all_operations(schema):
+        for status, response in op["responses"].items():
+            headers = response.get("headers", {})
+            if method == "post" and status in REPLAYABLE:
+                replayed = headers["Idempotent-Replayed"]
+                assert replayed["schema"] == {"type": "string", "enum": ["true"]}
+                assert not replayed.get("required")
+            else:
+                assert "Idempotent-Replayed" not in headers, (path, method, status)
+            assert ("Retry-After" in headers) == (status == "429"), (path, method, status)
+            assert ("Allow" in headers) == (status == "405"), (path, method, status)
+            assert ("WWW-Authenticate" in headers) == (status == "401"), (path, method, status)
+        retry_after = op["responses"]["429"]["headers"]["Retry-After"]
+        assert retry_after["required"] is True
+        assert retry_after["schema"] == {"type": "integer", "minimum": 1}
+
+
+def test_constraints_the_server_enforces_are_stated(schema):
+    components = schema["components"]["schemas"]
+
+    def prop(component, name):
+        return resolve(schema, components[component]["properties"][name])
+
+    amount = {"type": "integer", "minimum": 1, "maximum": settings.MAX_PAYMENT_AMOUNT}
+    for component, name in (("PaymentCreateInputRequest", "amount"),
+                            ("PaymentCaptureInputRequest", "amount_to_capture"),
+                            ("RefundCreateInputRequest", "amount"),
+                            ("ConditionsInputRequest", "amount_gte"),
+                            ("ConditionsInputRequest", "amount_lte")):
+        assert amount.items() <= prop(component, name).items(), (component, name)
+
+    currency = prop("PaymentCreateInputRequest", "currency")
+    assert re.fullmatch(currency["pattern"], "USD") and re.fullmatch(currency["pattern"], "eur")
+    assert not re.search(currency["pattern"], "US") and not re.search(currency["pattern"], "U$D")
+
+    year = dt.date.today().year
+    assert prop("CardInputRequest", "exp_month").items() >= {"minimum": 1, "maximum": 12}.items()
+    assert prop("CardInputRequest", "exp_year").items() >= {
+        "minimum": year, "maximum": year + 50}.items()
+    assert re.search(prop("CardInputRequest", "cvc")["pattern"], "123")
+    assert not re.search(prop("CardInputRequest", "cvc")["pattern"], "12a")
+    number = prop("CardInputRequest", "number")
+    assert re.search(number["pattern"], "4242 4242 4242 4242")
+    assert not re.search(number["pattern"], "4242")
+
+    metadata = prop("PaymentCreateInputRequest", "metadata")
+    assert metadata["maxProperties"] == 20
+    assert metadata["additionalProperties"] == {"type": "string", "maxLength": 500}
+
+    for path in ("/v1/payments", "/v1/refunds", "/v1/payment_methods", "/v1/routing_rules",
+                 "/v1/retry_rules"):
+        params = {p["name"]: p["schema"] for p in operation(schema, path, "get")["parameters"]}
+        assert params["limit"] == {"type": "integer", "minimum": 1, "maximum": 100,
+                                   "default": 10}, path
+    params = {p["name"]: p["schema"] for p in operation(schema, "/v1/payments",
+                                                         "get")["parameters"]}
+    for name in ("created[gte]", "created[lte]"):
+        assert params[name] == {"type": "integer", "minimum": 0,
+                                "maximum": api_views.CREATED_MAX}
+
+
+def test_request_bodies_are_closed_as_the_server_rejects_unknown_fields(schema):
+    """Every request body (and every object inside one) is a StrictSerializer, which rejects
+    fields it does not know: `additionalProperties: false`, at every level."""
+    components = schema["components"]["schemas"]
+    request_components = {name for name in components if name.endswith("Request")}
+    assert len(request_components) >= 10
+    for name in request_components:
+        assert components[name]["additionalProperties"] is False, name
+    for path, method, op in all_operations(schema):
+        if "requestBody" in op:
+            ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+            assert ref.removeprefix("#/components/schemas/") in request_components, (path,
+                                                                                     method)
+    # and no response says it is closed: responses may gain fields
+    for name, component in components.items():
+        if name not in request_components:
+            assert component.get("additionalProperties") is not False, name
+
+
+def test_routing_and_billing_details_are_typed(schema):
+    payment = schema["components"]["schemas"]["PaymentOutput"]["properties"]
+    routing = resolve(schema, payment["routing"])
+    assert routing["type"] == "object"
+    assert {"rule", "strategy", "candidates", "skipped", "selected", "order",
+            "explored"} <= set(routing["properties"])
+    assert routing.get("required", []) == []  # empty until the payment is confirmed
+    candidate = resolve(schema, routing["properties"]["candidates"]["items"])
+    assert {"account", "score", "samples"} == set(candidate["properties"])
+    assert enum_of(schema, routing["properties"]["strategy"]) == {
+        "default_order", "ordered", "weighted", "least_cost", "success_rate", "pinned"}
+
+    pm = schema["components"]["schemas"]["PaymentMethodOutput"]["properties"]
+    billing = resolve(schema, pm["billing_details"])
+    assert set(billing["properties"]) == {"name", "email", "phone", "address"}
+    address = resolve(schema, billing["properties"]["address"])
+    assert {"line1", "line2", "city", "state", "postal_code", "country"} == set(
+        address["properties"])
+
+
+def test_status_and_capture_method_are_enums(schema):
+    payment = schema["components"]["schemas"]["PaymentOutput"]["properties"]
+    attempt = resolve(schema, payment["attempts"]["items"])
+    assert enum_of(schema, attempt["properties"]["status"]) == set(AttemptStatus.values)
+    assert enum_of(schema, payment["capture_method"]) == {"automatic", "manual"}
+    names = set(schema["components"]["schemas"])
+    assert {"PaymentStatus", "AttemptStatus", "RefundStatus", "CaptureMethod",
+            "RefundReason", "ErrorType"} <= names
+
+
+def _code_docstrings() -> set[str]:
+    """The first line of every docstring in the API's modules: code documentation, which must
+    not leak into the schema merchants read."""
+    found = set()
+    for module in (api_views, api_serializers, api_routing, api_schema, api_errors):
+        for _, obj in inspect.getmembers(module):
+            for item in (obj, *vars(obj).values()) if inspect.isclass(obj) else (obj,):
+                doc = inspect.getdoc(item) if callable(item) or inspect.isclass(item) else None
+                if doc and getattr(item, "__module__", "").startswith("payments."):
+                    found.add(doc.splitlines()[0].strip())
+    return found
+
+
+def test_descriptions_are_written_for_merchants(schema):
+    for path, method, op in all_operations(schema):
+        assert op.get("summary") and op.get("description"), (path, method)
+    docstrings = _code_docstrings()
+    assert "Rejects fields it does not know, at every level: a typo must not be silently " \
+           "ignored." in docstrings  # the one that used to describe every request body
+    texts = [(where, node[key]) for where, node in walk(schema) for key in ("description",
+                                                                            "summary")
+             if isinstance(node.get(key), str)]
+    assert len(texts) > 100
+    for where, text in texts:
+        for doc in docstrings:
+            assert doc not in text, (where, doc)
+
+
+def test_examples_match_their_schemas(schema):
+    contract = Contract(schema)
+    checked = 0
+    for path, method, op in all_operations(schema):
+        bodies = [("request", op["requestBody"]["content"]["application/json"])
+                  ] if "requestBody" in op else []
+        bodies += [(status, response["content"]["application/json"])
+                   for status, response in op["responses"].items()]
+        for where, media in bodies:
+            for name, example in media.get("examples", {}).items():
+                contract.validate(media["schema"], example["value"],
+                                  f"{method.upper()} {path} {where} example {name}")
+                checked += 1
+    assert checked >= 20
 
 
 def test_payment_schema_has_every_contract_field(schema):
@@ -248,7 +502,7 @@ def test_payment_schema_has_every_contract_field(schema):
     for name in ("payment_method", "provider", "last_error"):
         assert props[name].get("nullable") is True, name
     assert props["metadata"]["type"] == "object"
-    assert props["metadata"]["additionalProperties"] == {"type": "string"}
+    assert props["metadata"]["additionalProperties"]["type"] == "string"
 
     attempt = resolve(schema, props["attempts"]["items"])
     assert props["attempts"]["type"] == "array"
@@ -444,3 +698,62 @@ def test_the_validation_above_does_catch_drift(schema, api):
         with pytest.raises(AssertionError, match="does not match the schema"):
             contract.check(Fake(bad), "/v1/payments")
     contract.check(Fake({**good, "last_error": None, "payment_method": None}), "/v1/payments")
+
+
+@pytest.mark.django_db
+def test_error_statuses_come_back_as_documented(schema, api, merchant, monkeypatch):
+    """405, 406, 413, 415, 429, 500 and 503, and their headers, as the schema says."""
+    contract = Contract(schema)
+    P = "/v1/payments"
+
+    wrong_method = api.client.put(P, {}, format="json", HTTP_AUTHORIZATION=f"Bearer {api.key}")
+    assert wrong_method.status_code == 405
+    assert set(wrong_method["Allow"].replace(" ", "").split(",")) >= {"GET", "POST"}
+    contract.check(wrong_method, P)
+
+    html_only = api.get(P, headers={"Accept": "text/html"})
+    assert html_only.status_code == 406
+    contract.check(html_only, P, "get")
+
+    as_form = api.client.post(P, "amount=1", content_type="application/x-www-form-urlencoded",
+                              HTTP_AUTHORIZATION=f"Bearer {api.key}")
+    assert as_form.status_code == 415
+    contract.check(as_form, P)
+
+    too_big = api.client.post(P, '{"description": "' + "a" * (
+        settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 10) + '"}', content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {api.key}")
+    assert too_big.status_code == 413
+    contract.check(too_big, P)
+
+    def fail(**_):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(api_views.MerchantView, "get_or_404", fail)
+    crash = api.get(f"{P}/pay_x")
+    assert crash.status_code == 500
+    contract.check(crash, "/v1/payments/{payment_id}", "get")
+    monkeypatch.undo()
+
+    payment = api.post(P, {"amount": 700, "currency": "USD", "payment_method": make_card(api),
+                           "confirm": True, "capture_method": "manual"}).json()
+
+    def unavailable(*, payment, amount):
+        raise ProviderFailed("The provider could not capture the payment.", payment=payment)
+
+    monkeypatch.setattr(api_views, "payment_capture", unavailable)
+    down = api.post(f"{P}/{payment['id']}/capture", {}, idempotency_key="capture-503")
+    assert down.status_code == 503
+    assert contract.check(down, "/v1/payments/{payment_id}/capture")["payment"]["id"] == \
+        payment["id"]
+    replay = api.post(f"{P}/{payment['id']}/capture", {}, idempotency_key="capture-503")
+    assert replay.status_code == 503 and replay["Idempotent-Replayed"] == "true"
+
+    Merchant.objects.filter(pk=merchant.pk).update(rate_limit_per_minute=1)
+    api.get(P)
+    limited = api.get(P)
+    assert limited.status_code == 429
+    assert int(limited["Retry-After"]) >= 1
+    contract.check(limited, P, "get")
+
+    assert {405, 406, 413, 415, 429, 500, 503} <= {status for *_, status in contract.checked}

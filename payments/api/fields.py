@@ -45,8 +45,8 @@ def country_code(value: str) -> str:
     return value.upper()
 
 
-@extend_schema_field({"type": "object", "additionalProperties": {"type": "string"},
-                      "maxProperties": 20})
+@extend_schema_field({"type": "object", "maxProperties": 20,
+                      "additionalProperties": {"type": "string", "maxLength": 500}})
 class MetadataField(serializers.Field):
     """Up to 20 string keys (≤ 40 chars) with string values (≤ 500 chars)."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from drf_spectacular.utils import extend_schema, extend_schema_field
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.response import Response
 
@@ -25,8 +25,9 @@ from payments.api.fields import (
     constant,
 )
 from payments.api.pagination import check_params
-from payments.api.serializers import ErrorOutput, StrictSerializer, list_output
-from payments.api.views import ERRORS, IDEMPOTENCY_HEADER, LIST_PARAMS, MerchantView
+from payments.api.schema import LIST_PARAMS, merchant_operation
+from payments.api.serializers import AmountField, StrictSerializer, list_output
+from payments.api.views import MerchantView
 from payments.errors import InvalidRequest
 from providers.models import RetryRule, RoutingRule
 from providers.routing import rules
@@ -100,8 +101,8 @@ class RuleAccountsField(serializers.Field):
 
 # --- routing rules: requests ------------------------------------------------------------------
 class ConditionsInput(StrictSerializer):
-    amount_gte = StrictIntegerField(required=False)
-    amount_lte = StrictIntegerField(required=False)
+    amount_gte = AmountField(required=False)
+    amount_lte = AmountField(required=False)
     currencies = StringListField(required=False)
     card_brands = StringListField(required=False)
     bin_prefixes = StringListField(required=False)
@@ -197,17 +198,19 @@ class RetryRuleDeletedOutput(serializers.Serializer):
 
 
 # --- views ------------------------------------------------------------------------------------
-GET_ERRORS = {400: ErrorOutput, 401: ErrorOutput, 404: ErrorOutput, 429: ErrorOutput}
+ROUTING_RULES = ("When a routing rule's conditions match a payment, its strategy orders its "
+                 "provider accounts. Enabled rules are tried by ascending priority and the "
+                 "first match decides; without one, the accounts' own priority order applies. "
+                 "Rules belong to the API key's mode.")
 
 
 class RoutingRuleListView(MerchantView):
-    """Routing rules of the caller's mode: when a rule's conditions match a payment, its
-    strategy orders its provider accounts. Enabled rules are tried by ascending priority; the
-    first match decides; without one, the accounts' own priority order applies."""
+    """Routing rules of the caller's mode (ROUTING_RULES says how they apply)."""
 
-    @extend_schema(operation_id="routing_rules_create", request=RoutingRuleCreateInput,
-                   responses={200: RoutingRuleOutput, **ERRORS},
-                   parameters=[IDEMPOTENCY_HEADER])
+    @merchant_operation(
+        operation_id="routing_rules_create", method="post", summary="Create a routing rule",
+        description=ROUTING_RULES, request=RoutingRuleCreateInput, ok=RoutingRuleOutput,
+        ok_description="The routing rule.")
     def post(self, request, *args, **kwargs):
         return self.idempotent(self.handle_post, request, *args, **kwargs)
 
@@ -221,9 +224,11 @@ class RoutingRuleListView(MerchantView):
                 enabled=data["enabled"], description=data["description"])
         return Response(RoutingRuleOutput(rule).data)
 
-    @extend_schema(operation_id="routing_rules_list", parameters=LIST_PARAMS,
-                   responses={200: list_output(RoutingRuleOutput, "RoutingRuleList"),
-                              **GET_ERRORS})
+    @merchant_operation(
+        operation_id="routing_rules_list", method="get", summary="List routing rules",
+        description="Routing rules of this mode, newest first. " + ROUTING_RULES,
+        parameters=LIST_PARAMS, ok=list_output(RoutingRuleOutput, "RoutingRuleList"),
+        ok_description="One page of routing rules.")
     def get(self, request):
         check_params(request.query_params, {"limit", "starting_after"})
         return self.list_response(self.scoped(RoutingRule), RoutingRuleOutput, request.query_params)
@@ -233,15 +238,20 @@ class RoutingRuleDetailView(MerchantView):
     """One routing rule: retrieve, update (only the fields sent; `conditions` replaced as a
     whole) or delete."""
 
-    @extend_schema(operation_id="routing_rules_retrieve",
-                   responses={200: RoutingRuleOutput, **GET_ERRORS})
+    @merchant_operation(
+        operation_id="routing_rules_retrieve", method="get", summary="Retrieve a routing rule",
+        description="A routing rule by its id.", statuses=[404], ok=RoutingRuleOutput,
+        ok_description="The routing rule.")
     def get(self, request, rule_id: str):
         return Response(RoutingRuleOutput(
             self.get_or_404(RoutingRule, rule_id, "routing_rule")).data)
 
-    @extend_schema(operation_id="routing_rules_update", request=RoutingRuleUpdateInput,
-                   responses={200: RoutingRuleOutput, **ERRORS},
-                   parameters=[IDEMPOTENCY_HEADER])
+    @merchant_operation(
+        operation_id="routing_rules_update", method="post", summary="Update a routing rule",
+        description="Changes only the fields sent; `conditions`, when sent, replaces the "
+                    "rule's conditions as a whole.",
+        request=RoutingRuleUpdateInput, ok=RoutingRuleOutput, statuses=[404],
+        ok_description="The routing rule as updated.")
     def post(self, request, *args, **kwargs):
         return self.idempotent(self.handle_post, request, *args, **kwargs)
 
@@ -254,8 +264,11 @@ class RoutingRuleDetailView(MerchantView):
             rule = rules.routing_rule_update(rule=rule, **data)
         return Response(RoutingRuleOutput(rule).data)
 
-    @extend_schema(operation_id="routing_rules_delete",
-                   responses={200: RoutingRuleDeletedOutput, **GET_ERRORS})
+    @merchant_operation(
+        operation_id="routing_rules_delete", method="delete", summary="Delete a routing rule",
+        description="Deletes a routing rule; payments already routed keep their routing "
+                    "record.", statuses=[404], ok=RoutingRuleDeletedOutput,
+        ok_description="The deleted rule's id.")
     def delete(self, request, rule_id: str):
         rule = self.get_or_404(RoutingRule, rule_id, "routing_rule")
         rules.routing_rule_delete(rule=rule)
@@ -265,9 +278,9 @@ class RoutingRuleDetailView(MerchantView):
 class RetryRuleListView(MerchantView):
     """Overrides of which decline codes are retried on the next provider account."""
 
-    @extend_schema(
-        operation_id="retry_rules_create", request=RetryRuleCreateInput,
-        responses={200: RetryRuleOutput, **ERRORS}, parameters=[IDEMPOTENCY_HEADER],
+    @merchant_operation(
+        operation_id="retry_rules_create", method="post", summary="Set a retry rule",
+        request=RetryRuleCreateInput, ok=RetryRuleOutput, ok_description="The retry rule.",
         description="Set whether a decline code is retried on the next provider account. One "
                     "rule per decline code: setting a code again replaces its rule. Unknown "
                     "outcomes are never retried, and codes the card networks forbid retrying "
@@ -283,9 +296,12 @@ class RetryRuleListView(MerchantView):
                                            retry=data["retry"])
         return Response(RetryRuleOutput(rule).data)
 
-    @extend_schema(operation_id="retry_rules_list", parameters=LIST_PARAMS,
-                   responses={200: list_output(RetryRuleOutput, "RetryRuleList"),
-                              **GET_ERRORS})
+    @merchant_operation(
+        operation_id="retry_rules_list", method="get", summary="List retry rules",
+        description="Your overrides of which decline codes are retried on the next provider "
+                    "account, newest first.",
+        parameters=LIST_PARAMS, ok=list_output(RetryRuleOutput, "RetryRuleList"),
+        ok_description="One page of retry rules.")
     def get(self, request):
         check_params(request.query_params, {"limit", "starting_after"})
         return self.list_response(self.scoped(RetryRule), RetryRuleOutput, request.query_params)
@@ -294,13 +310,18 @@ class RetryRuleListView(MerchantView):
 class RetryRuleDetailView(MerchantView):
     """One retry rule: retrieve or delete (the decline code returns to its default)."""
 
-    @extend_schema(operation_id="retry_rules_retrieve",
-                   responses={200: RetryRuleOutput, **GET_ERRORS})
+    @merchant_operation(
+        operation_id="retry_rules_retrieve", method="get", summary="Retrieve a retry rule",
+        description="A retry rule by its id.", statuses=[404], ok=RetryRuleOutput,
+        ok_description="The retry rule.")
     def get(self, request, rule_id: str):
         return Response(RetryRuleOutput(self.get_or_404(RetryRule, rule_id, "retry_rule")).data)
 
-    @extend_schema(operation_id="retry_rules_delete",
-                   responses={200: RetryRuleDeletedOutput, **GET_ERRORS})
+    @merchant_operation(
+        operation_id="retry_rules_delete", method="delete", summary="Delete a retry rule",
+        description="Deletes a retry rule: its decline code is retried, or not, by default "
+                    "again.", statuses=[404], ok=RetryRuleDeletedOutput,
+        ok_description="The deleted rule's id.")
     def delete(self, request, rule_id: str):
         rule = self.get_or_404(RetryRule, rule_id, "retry_rule")
         rules.retry_rule_delete(rule=rule)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter
 from rest_framework import status as http
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -14,6 +14,15 @@ from payments import money
 from payments.api import serializers as s
 from payments.api.errors import exception_handler
 from payments.api.pagination import check_params, paginate, parse_int_param
+from payments.api.schema import (
+    DECLINED_EXAMPLE,
+    LIST_PARAMS,
+    PAYMENT_EXAMPLE,
+    PAYMENT_METHOD_EXAMPLE,
+    REFUND_EXAMPLE,
+    list_example,
+    merchant_operation,
+)
 from payments.errors import InvalidRequest, ResourceMissing
 from payments.models import Payment, PaymentMethod, PaymentStatus, Refund
 from payments.services import idempotency
@@ -35,20 +44,19 @@ class APIKeyAuthenticationScheme(OpenApiAuthenticationExtension):
                                "objects the request sees."}
 
 
-ERRORS = {400: s.ErrorOutput, 401: s.ErrorOutput, 404: s.ErrorOutput, 409: s.ErrorOutput,
-          429: s.ErrorOutput}
-IDEMPOTENCY_HEADER = OpenApiParameter(
-    "Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
-    description="Makes the POST safe to retry (≤ 255 characters, kept 24 hours).")
-LIST_PARAMS = [
-    OpenApiParameter("limit", int, description="1–100, default 10"),
-    OpenApiParameter("starting_after", str, description="id of the last object of the "
-                     "previous page"),
-]
+UNRESOLVED = ("The outcome is unknown: a provider may have charged the card, and Switchyard "
+              "is finding out (status `unresolved`). Do not retry with a new Idempotency-Key; "
+              "retrieve the payment later to see how it ended.")
+DECLINED = OpenApiExample("Declined", value=DECLINED_EXAMPLE, response_only=True,
+                          status_codes=[402])
 
 # Responses that changed nothing are not stored under an Idempotency-Key, so the merchant can
 # fix the request and retry with the same key (Stripe's rule).
 _NOT_STORED = {400, 401, 403, 404, 405, 406, 415, 429}
+
+
+# Upper bound of the created[gte|lte] filters (Unix seconds, far past any real date).
+CREATED_MAX = 2**37
 
 
 class MerchantView(APIView):
@@ -115,9 +123,23 @@ def _payment_response(payment: Payment) -> Response:
 
 # --- payment methods ----------------------------------------------------------------------
 class PaymentMethodListView(MerchantView):
-    @extend_schema(operation_id="payment_methods_create", request=s.PaymentMethodCreateInput,
-                   responses={200: s.PaymentMethodOutput, **ERRORS},
-                   parameters=[IDEMPOTENCY_HEADER])
+    @merchant_operation(
+        operation_id="payment_methods_create", method="post",
+        summary="Vault a card",
+        description="Tokenizes a card: the number is stored encrypted and the CVC only checked "
+                    "(never stored). Use the returned `pm_…` id to pay.",
+        request=s.PaymentMethodCreateInput, ok=s.PaymentMethodOutput,
+        ok_description="The vaulted card.",
+        examples=[
+            OpenApiExample("A card with billing details", request_only=True, value={
+                "type": "card",
+                "card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030,
+                         "cvc": "123"},
+                "billing_details": {"name": "Ada Lovelace", "email": "ada@example.com",
+                                    "address": {"country": "GB"}}}),
+            OpenApiExample("The vaulted card", response_only=True,
+                           value=PAYMENT_METHOD_EXAMPLE),
+        ])
     def post(self, request, *args, **kwargs):
         return self.idempotent(self.handle_post, request, *args, **kwargs)
 
@@ -131,30 +153,51 @@ class PaymentMethodListView(MerchantView):
         )
         return Response(s.PaymentMethodOutput(pm).data)
 
-    @extend_schema(operation_id="payment_methods_list", parameters=LIST_PARAMS,
-                   responses={200: s.list_output(s.PaymentMethodOutput, "PaymentMethodList"),
-                              **ERRORS})
+    @merchant_operation(
+        operation_id="payment_methods_list", method="get", summary="List vaulted cards",
+        description="Vaulted cards of this account and mode, newest first.",
+        parameters=LIST_PARAMS, ok=s.list_output(s.PaymentMethodOutput, "PaymentMethodList"),
+        ok_description="One page of cards.",
+        examples=[OpenApiExample("A page", response_only=True,
+                                 value=list_example(PAYMENT_METHOD_EXAMPLE))])
     def get(self, request):
         check_params(request.query_params, {"limit", "starting_after"})
         return self.list_response(self.scoped(PaymentMethod), s.PaymentMethodOutput, request.query_params)
 
 
 class PaymentMethodDetailView(MerchantView):
-    @extend_schema(operation_id="payment_methods_retrieve",
-                   responses={200: s.PaymentMethodOutput, **ERRORS})
+    @merchant_operation(
+        operation_id="payment_methods_retrieve", method="get", summary="Retrieve a card",
+        description="A vaulted card by its id.", statuses=[404], ok=s.PaymentMethodOutput,
+        ok_description="The vaulted card.")
     def get(self, request, pm_id: str):
         return Response(s.PaymentMethodOutput(
             self.get_or_404(PaymentMethod, pm_id, "payment_method")).data)
 
 
 # --- payments -----------------------------------------------------------------------------
-PAYMENT_RESPONSES = {200: s.PaymentOutput, 202: s.PaymentOutput, 402: s.ErrorOutput,
-                     503: s.ErrorOutput, **ERRORS}
-
 
 class PaymentListView(MerchantView):
-    @extend_schema(operation_id="payments_create", request=s.PaymentCreateInput,
-                   responses=PAYMENT_RESPONSES, parameters=[IDEMPOTENCY_HEADER])
+    @merchant_operation(
+        operation_id="payments_create", method="post", summary="Create a payment",
+        description="Creates a payment in `requires_confirmation`. With `confirm: true` it is "
+                    "authorized at once, on the provider account routing picks (or the one "
+                    "`provider` pins), failing over to another account only when that is "
+                    "safe; with `capture_method: automatic` it is captured too. A declined "
+                    "card is a 402 with the failed payment in the body.",
+        request=s.PaymentCreateInput, ok=s.PaymentOutput, statuses=[402, 404, 503],
+        ok_description="The payment (`succeeded`, `requires_capture` or, without confirm, "
+                       "`requires_confirmation`).",
+        accepted_description=UNRESOLVED,
+        examples=[
+            OpenApiExample("Authorize now, capture later", request_only=True, value={
+                "amount": 1050, "currency": "USD", "payment_method": "pm_2B9xQn4s8F1kLm3P",
+                "confirm": True, "capture_method": "manual", "description": "Order 123",
+                "reference": "order-123", "metadata": {"order_id": "123"}}),
+            OpenApiExample("Authorized, waiting for capture", response_only=True,
+                           value=PAYMENT_EXAMPLE),
+            DECLINED,
+        ])
     def post(self, request, *args, **kwargs):
         return self.idempotent(self.handle_post, request, *args, **kwargs)
 
@@ -181,15 +224,27 @@ class PaymentListView(MerchantView):
         )
         return _payment_response(payment)
 
-    @extend_schema(
-        operation_id="payments_list",
-        parameters=[*LIST_PARAMS,
-                    OpenApiParameter("status", str, enum=PaymentStatus.values),
-                    OpenApiParameter("reference", str),
-                    OpenApiParameter("created[gte]", int, description="Unix seconds"),
-                    OpenApiParameter("created[lte]", int, description="Unix seconds")],
-        responses={200: s.list_output(s.PaymentOutput, "PaymentList"), **ERRORS},
-    )
+    @merchant_operation(
+        operation_id="payments_list", method="get", summary="List payments",
+        description="Payments of this account and mode, newest first, optionally filtered.",
+        parameters=[
+            *LIST_PARAMS,
+            OpenApiParameter("status", str, enum=PaymentStatus.values,
+                             description="Only payments in this status."),
+            OpenApiParameter("reference", str,
+                             description="Only payments with this reference."),
+            OpenApiParameter("created[gte]", {"type": "integer", "minimum": 0,
+                                              "maximum": CREATED_MAX},
+                             description="Only payments created at or after this time (Unix "
+                                         "seconds)."),
+            OpenApiParameter("created[lte]", {"type": "integer", "minimum": 0,
+                                              "maximum": CREATED_MAX},
+                             description="Only payments created at or before this time (Unix "
+                                         "seconds)."),
+        ],
+        ok=s.list_output(s.PaymentOutput, "PaymentList"), ok_description="One page of payments.",
+        examples=[OpenApiExample("A page", response_only=True,
+                                 value=list_example(PAYMENT_EXAMPLE))])
     def get(self, request):
         params = request.query_params
         check_params(params, {"limit", "starting_after", "status", "reference",
@@ -204,7 +259,7 @@ class PaymentListView(MerchantView):
         if "reference" in params:
             qs = qs.filter(reference=params["reference"])
         for name, lookup in (("created[gte]", "gte"), ("created[lte]", "lte")):
-            seconds = parse_int_param(params, name, low=0, high=2**37)
+            seconds = parse_int_param(params, name, low=0, high=CREATED_MAX)
             if seconds is not None:
                 moment = dt.datetime.fromtimestamp(seconds, tz=dt.UTC)
                 if lookup == "lte":  # API times are whole seconds: include that whole second
@@ -214,14 +269,28 @@ class PaymentListView(MerchantView):
 
 
 class PaymentDetailView(MerchantView):
-    @extend_schema(operation_id="payments_retrieve", responses={200: s.PaymentOutput, **ERRORS})
+    @merchant_operation(
+        operation_id="payments_retrieve", method="get", summary="Retrieve a payment",
+        description="A payment by its id, with its attempts and routing decision.",
+        statuses=[404], ok=s.PaymentOutput, ok_description="The payment.")
     def get(self, request, payment_id: str):
         return Response(s.PaymentOutput(self.get_or_404(Payment, payment_id, "payment")).data)
 
 
 class PaymentConfirmView(MerchantView):
-    @extend_schema(operation_id="payments_confirm", request=s.PaymentConfirmInput,
-                   responses=PAYMENT_RESPONSES, parameters=[IDEMPOTENCY_HEADER])
+    @merchant_operation(
+        operation_id="payments_confirm", method="post", summary="Confirm a payment",
+        description="Authorizes a payment in `requires_confirmation` (and captures it when "
+                    "`capture_method` is automatic). A declined card is a 402 with the failed "
+                    "payment in the body.",
+        request=s.PaymentConfirmInput, ok=s.PaymentOutput, statuses=[402, 404, 503],
+        ok_description="The payment (`succeeded` or `requires_capture`).",
+        accepted_description=UNRESOLVED,
+        examples=[OpenApiExample("With a card", request_only=True,
+                                 value={"payment_method": "pm_2B9xQn4s8F1kLm3P"}),
+                  OpenApiExample("Authorized, waiting for capture", response_only=True,
+                           value=PAYMENT_EXAMPLE),
+                  DECLINED])
     def post(self, request, *args, **kwargs):
         return self.idempotent(self.handle_post, request, *args, **kwargs)
 
@@ -236,8 +305,21 @@ class PaymentConfirmView(MerchantView):
 
 
 class PaymentCaptureView(MerchantView):
-    @extend_schema(operation_id="payments_capture", request=s.PaymentCaptureInput,
-                   responses=PAYMENT_RESPONSES, parameters=[IDEMPOTENCY_HEADER])
+    @merchant_operation(
+        operation_id="payments_capture", method="post", summary="Capture a payment",
+        description="Captures a payment in `requires_capture`, once: all of it, or "
+                    "`amount_to_capture` of it (the rest is released).",
+        request=s.PaymentCaptureInput, ok=s.PaymentOutput, statuses=[404, 503],
+        ok_description="The payment, `succeeded`.",
+        accepted_description="The provider's answer was lost: the capture may have happened "
+                             "(status `unresolved`). Retrieve the payment later.",
+        examples=[OpenApiExample("Capture part of it", request_only=True,
+                                 value={"amount_to_capture": 800}),
+                  OpenApiExample("Captured", response_only=True, value={
+                      **PAYMENT_EXAMPLE, "status": "succeeded", "amount_capturable": 0,
+                      "amount_captured": 800,
+                      "attempts": [{**PAYMENT_EXAMPLE["attempts"][0],
+                                    "status": "captured"}]})])
     def post(self, request, *args, **kwargs):
         return self.idempotent(self.handle_post, request, *args, **kwargs)
 
@@ -251,8 +333,16 @@ class PaymentCaptureView(MerchantView):
 
 
 class PaymentCancelView(MerchantView):
-    @extend_schema(operation_id="payments_cancel", request=s.PaymentCancelInput,
-                   responses=PAYMENT_RESPONSES, parameters=[IDEMPOTENCY_HEADER])
+    @merchant_operation(
+        operation_id="payments_cancel", method="post", summary="Cancel a payment",
+        description="Cancels a payment in `requires_confirmation`, or voids the authorization "
+                    "of one in `requires_capture`.",
+        request=s.PaymentCancelInput, ok=s.PaymentOutput, statuses=[404, 503],
+        ok_description="The payment, `canceled`.",
+        accepted_description="The provider's answer was lost: the void may have happened "
+                             "(status `unresolved`). Retrieve the payment later.",
+        examples=[OpenApiExample("With a reason", request_only=True,
+                                 value={"cancellation_reason": "requested_by_customer"})])
     def post(self, request, *args, **kwargs):
         return self.idempotent(self.handle_post, request, *args, **kwargs)
 
@@ -265,10 +355,19 @@ class PaymentCancelView(MerchantView):
 
 # --- refunds ------------------------------------------------------------------------------
 class RefundListView(MerchantView):
-    @extend_schema(operation_id="refunds_create", request=s.RefundCreateInput,
-                   responses={200: s.RefundOutput, 202: s.RefundOutput, 503: s.ErrorOutput,
-                              **ERRORS},
-                   parameters=[IDEMPOTENCY_HEADER])
+    @merchant_operation(
+        operation_id="refunds_create", method="post", summary="Refund a payment",
+        description="Refunds all or part of a `succeeded` payment. Several partial refunds are "
+                    "allowed; together they never exceed the payment's `amount_captured`.",
+        request=s.RefundCreateInput, ok=s.RefundOutput, statuses=[404, 503],
+        ok_description="The refund (`succeeded`, or `pending` until the provider confirms "
+                       "it).",
+        accepted_description="The provider's answer was lost: the refund may have happened "
+                             "(status `unresolved`). Retrieve the refund later.",
+        examples=[OpenApiExample("Refund part of it", request_only=True, value={
+                      "payment": "pay_2B9xR1d7Hq0aZt6W", "amount": 500,
+                      "reason": "requested_by_customer"}),
+                  OpenApiExample("Refunded", response_only=True, value=REFUND_EXAMPLE)])
     def post(self, request, *args, **kwargs):
         return self.idempotent(self.handle_post, request, *args, **kwargs)
 
@@ -280,14 +379,20 @@ class RefundListView(MerchantView):
         amount = data.get("amount")
         if amount is not None:
             amount = money.parse_amount(amount)
-        refund = refund_create(payment=payment, amount=amount, reason=data["reason"],
+        refund = refund_create(payment=payment, amount=amount, reason=data.get("reason", ""),
                                metadata=data["metadata"])
         code = http.HTTP_202_ACCEPTED if refund.status == "unresolved" else 200
         return Response(s.RefundOutput(refund).data, status=code)
 
-    @extend_schema(operation_id="refunds_list",
-                   parameters=[*LIST_PARAMS, OpenApiParameter("payment", str)],
-                   responses={200: s.list_output(s.RefundOutput, "RefundList"), **ERRORS})
+    @merchant_operation(
+        operation_id="refunds_list", method="get", summary="List refunds",
+        description="Refunds of this account and mode, newest first.",
+        parameters=[*LIST_PARAMS,
+                    OpenApiParameter("payment", str,
+                                     description="Only the refunds of this payment.")],
+        ok=s.list_output(s.RefundOutput, "RefundList"), ok_description="One page of refunds.",
+        examples=[OpenApiExample("A page", response_only=True,
+                                 value=list_example(REFUND_EXAMPLE))])
     def get(self, request):
         params = request.query_params
         check_params(params, {"limit", "starting_after", "payment"})
@@ -298,6 +403,9 @@ class RefundListView(MerchantView):
 
 
 class RefundDetailView(MerchantView):
-    @extend_schema(operation_id="refunds_retrieve", responses={200: s.RefundOutput, **ERRORS})
+    @merchant_operation(
+        operation_id="refunds_retrieve", method="get", summary="Retrieve a refund",
+        description="A refund by its id.", statuses=[404], ok=s.RefundOutput,
+        ok_description="The refund.")
     def get(self, request, refund_id: str):
         return Response(s.RefundOutput(self.get_or_404(Refund, refund_id, "refund")).data)
