@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's assets, served by us (no CDN)
     "providers",
     "payments",
     "workers",
@@ -199,6 +200,10 @@ SPECTACULAR_SETTINGS = {
         "RoutingDecisionStrategy": "payments.api.serializers.ROUTING_STRATEGIES",
         "RoutingRuleStrategy": "providers.routing.rules.STRATEGIES",
     },
+    # Swagger UI's JavaScript and CSS come from drf-spectacular-sidecar through our own static
+    # files (whitenoise): /v1/docs works offline and loads no code from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }
 
 # --- Misc --------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import datetime as dt
 import inspect
 import json
 import re
+from html.parser import HTMLParser
 
 import jsonschema
 import pytest
@@ -240,6 +241,39 @@ def test_docs_page_is_served_without_auth(db, anon):
     page = resp.content.decode()
     assert "<html" in page.lower()
     assert "/v1/schema" in page
+
+
+class _AssetLinks(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        for name, value in attrs:
+            if name in ("src", "href") and value:
+                self.urls.append(value)
+
+
+def test_docs_page_loads_its_assets_from_this_server(db, anon):
+    """Swagger UI's JavaScript, CSS and icon come from drf-spectacular-sidecar through our
+    static files: the page works offline and runs no code from a CDN."""
+    page = anon.get("/v1/docs").content.decode()
+    parser = _AssetLinks()
+    parser.feed(page)
+    assert parser.urls
+    assert not re.search(r"https?://|cdn", page, re.IGNORECASE), "a URL to another origin"
+    scripts = [url for url in parser.urls if url.endswith(".js")]
+    assert len(scripts) >= 2  # the bundle and the standalone preset
+    for url in parser.urls:
+        assert url.startswith("/") and not url.startswith("//"), url
+        asset = anon.get(url)
+        assert asset.status_code == 200, url
+        body = b"".join(asset.streaming_content) if asset.streaming else asset.content
+        assert body, url
+        if url.endswith(".js"):
+            assert "javascript" in asset["Content-Type"], url
+    bundle = anon.get(next(url for url in scripts if "swagger-ui-bundle" in url))
+    assert b"SwaggerUIBundle" in b"".join(bundle.streaming_content)
 
 
 # --- the contract -----------------------------------------------------------------------------
