@@ -32,8 +32,9 @@ IDEMPOTENCY_KEY = OpenApiParameter(
                 "doing the work twice. The same key with another body is a 400 "
                 "(`idempotency_key_reused`); while the first request is still running, a 409 "
                 "(`idempotency_key_in_use`). Keys are scoped to the API key's account and "
-                "mode and kept at least 24 hours. Responses that changed nothing (400, 401, "
-                "404, 413, 415, 429) are not kept, so a corrected request may reuse the key.",
+                "mode and kept at least 24 hours. An answer that changed nothing (a validation "
+                "error, a wrong key, a rate limit, …) is not kept, so a corrected request may "
+                "reuse the key.",
     examples=[OpenApiExample("An order's payment", value="order-123-payment")],
 )
 
