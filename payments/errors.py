@@ -8,26 +8,40 @@ class PaymentsError(Exception):
     status = 400
     type = "invalid_request_error"
     code = "invalid_request"
+    # True when the request changed nothing at all: the error was raised before any write, or
+    # inside the one transaction that would have made them, which it rolls back. Such an
+    # answer is not bound to an Idempotency-Key, so the same key works again once the
+    # condition clears. False (the default) when work may have been done before the error.
+    changed_nothing = False
 
-    def __init__(self, message: str, *, code: str | None = None, param: str | None = None):
+    def __init__(self, message: str, *, code: str | None = None, param: str | None = None,
+                 changed_nothing: bool | None = None):
         super().__init__(message)
         self.message = message
         if code:
             self.code = code
         self.param = param
+        if changed_nothing is not None:
+            self.changed_nothing = changed_nothing
 
 
 class InvalidRequest(PaymentsError):
-    """Missing, unknown or invalid input (`param` names the field)."""
+    """Missing, unknown or invalid input (`param` names the field); checked before anything
+    is written, or in the transaction that would write it."""
+
+    changed_nothing = True
 
 
 class ResourceMissing(PaymentsError):
     status = 404
     code = "resource_missing"
+    changed_nothing = True
 
 
 class StateConflict(PaymentsError):
-    """The object's current status does not allow this change."""
+    """The object's current status does not allow this change. The services' checks of the
+    status before a change say `changed_nothing=True`; one raised by the state machine in the
+    middle of a flow may follow work already done."""
 
     status = 409
     code = "payment_state_invalid"
@@ -46,13 +60,16 @@ class CardDeclined(PaymentsError):
 
 
 class ProviderFailed(PaymentsError):
-    """The provider could not process the request and provably charged nothing."""
+    """The provider could not process the request and provably charged nothing. With the
+    failed payment or refund it reports work done; raised before any provider was asked (no
+    account available), it says `changed_nothing=True`."""
 
     status = 503
     type = "api_error"
     code = "provider_unavailable"
 
-    def __init__(self, message: str, *, code: str | None = None, payment=None, refund=None):
-        super().__init__(message, code=code)
+    def __init__(self, message: str, *, code: str | None = None, payment=None, refund=None,
+                 changed_nothing: bool | None = None):
+        super().__init__(message, code=code, changed_nothing=changed_nothing)
         self.payment = payment
         self.refund = refund

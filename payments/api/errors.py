@@ -126,6 +126,16 @@ def exception_handler(exc, context) -> Response | None:
                     status=500)
 
 
+def changed_nothing(exc: BaseException) -> bool:
+    """Did the request that raised `exc` change nothing at all? Then its Idempotency-Key is
+    released rather than bound to the error (API.md, "Idempotency"). Domain errors say so
+    themselves (`PaymentsError.changed_nothing`); DRF's own (parsing, validation,
+    authentication, permissions, throttling) are raised before any service runs."""
+    if isinstance(exc, PaymentsError):
+        return exc.changed_nothing
+    return isinstance(exc, drf.APIException) and 400 <= exc.status_code < 500
+
+
 def _suspicious_request(exc: SuspiciousOperation) -> tuple[dict, int]:
     if isinstance(exc, RequestDataTooBig):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE

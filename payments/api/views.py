@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 
 from payments import money
 from payments.api import serializers as s
-from payments.api.errors import exception_handler
+from payments.api.errors import changed_nothing, exception_handler
 from payments.api.pagination import check_params, paginate, parse_int_param
 from payments.api.schema import (
     DECLINED_EXAMPLE,
@@ -49,11 +49,6 @@ UNRESOLVED = ("The outcome is unknown: a provider may have charged the card, and
               "retrieve the payment later to see how it ended.")
 DECLINED = OpenApiExample("Declined", value=DECLINED_EXAMPLE, response_only=True,
                           status_codes=[402])
-
-# Responses that changed nothing are not stored under an Idempotency-Key, so the merchant can
-# fix the request and retry with the same key (Stripe's rule).
-_NOT_STORED = {400, 401, 403, 404, 405, 406, 415, 429}
-
 
 # Upper bound of the created[gte|lte] filters (Unix seconds, far past any real date).
 CREATED_MAX = 2**37
@@ -92,7 +87,9 @@ class MerchantView(APIView):
                          "data": serializer_class(items, many=True).data})
 
     def idempotent(self, handler, request, *args, **kwargs) -> Response:
-        """Run a POST handler under the request's Idempotency-Key, if it sent one."""
+        """Run a POST handler under the request's Idempotency-Key, if it sent one (API.md,
+        "Idempotency"): replay the stored answer of a request that did something; release
+        the key after an answer that changed nothing, so that it can be retried."""
         key = request.headers.get("Idempotency-Key")
         if key is None:
             return handler(request, *args, **kwargs)
@@ -109,10 +106,10 @@ class MerchantView(APIView):
             response = handler(request, *args, **kwargs)
         except Exception as exc:
             response = exception_handler(exc, {"view": self, "request": request})
-        if response.status_code in _NOT_STORED:
-            idempotency.release(claim.row)
-        else:
-            idempotency.complete(claim.row, status=response.status_code, body=response.data)
+            if changed_nothing(exc):
+                idempotency.release(claim.row)
+                return response
+        idempotency.complete(claim.row, status=response.status_code, body=response.data)
         return response
 
 

@@ -49,7 +49,7 @@ def payment_capture(*, payment: Payment, amount: int | None = None,
         locked = sm.lock_payment(payment.pk)
         if locked.status != S.REQUIRES_CAPTURE:
             raise StateConflict(f"This payment is {locked.status}; only a payment that "
-                                f"requires_capture can be captured.")
+                                f"requires_capture can be captured.", changed_nothing=True)
         amount = locked.amount_capturable if amount is None else amount
         if amount > locked.amount_capturable:
             raise InvalidRequest(
@@ -69,7 +69,8 @@ def payment_cancel(*, payment: Payment, reason: str = "", actor: str = "api") ->
                                          actor=actor, updates={"cancellation_reason": reason})
         if locked.status != S.REQUIRES_CAPTURE:
             raise StateConflict(f"This payment is {locked.status}; only a payment that "
-                                f"requires_confirmation or requires_capture can be canceled.")
+                                f"requires_confirmation or requires_capture can be canceled.",
+                                changed_nothing=True)
         modification = _start(locked, "cancel", locked.amount_capturable, actor=actor,
                               updates={"cancellation_reason": reason})
     return _send(locked, modification, actor=actor)

@@ -120,7 +120,7 @@ def _route(payment: Payment, pm: PaymentMethod | None) -> tuple[ProviderAccount,
         if reasons and reasons <= _TRANSIENT_SKIPS:
             raise ProviderFailed("Every provider account that could take this payment is "
                                  "unavailable right now (circuit breaker or limit); nothing "
-                                 "was charged. Try again shortly.")
+                                 "was charged. Try again shortly.", changed_nothing=True)
         if routing.AMOUNT_NOT_REPRESENTABLE in reasons and not reasons & _TRANSIENT_SKIPS:
             # Accounts take the currency, but not this amount in it: the amount is what to
             # change (another amount, not a retry later), so say which rule each one has.
@@ -167,7 +167,7 @@ def _start_confirmation(payment: Payment, pm: PaymentMethod, *, actor: str) -> N
     locked = sm.lock_payment(payment.pk)
     if locked.status != S.REQUIRES_CONFIRMATION:
         raise StateConflict(f"This payment is {locked.status}; only a payment that "
-                            f"requires_confirmation can be confirmed.")
+                            f"requires_confirmation can be confirmed.", changed_nothing=True)
     account, routing = _route(locked, pm)
     sm.transition_payment(
         locked, S.PROCESSING, event="payment.confirmed", actor=actor,

@@ -33,7 +33,7 @@ def refund_create(*, payment: Payment, amount: int | None = None, reason: str = 
         locked = sm.lock_payment(payment.pk)
         if locked.status != PaymentStatus.SUCCEEDED:
             raise StateConflict(f"This payment is {locked.status}; only a succeeded (captured) "
-                                f"payment can be refunded.")
+                                f"payment can be refunded.", changed_nothing=True)
         available = refundable_amount(locked)
         if available <= 0:
             raise InvalidRequest("This payment has already been fully refunded.",

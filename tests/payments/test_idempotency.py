@@ -219,15 +219,84 @@ def test_decline_is_stored_and_replayed(api, merchant):
     assert row.completed_at is not None
 
 
-def test_state_conflict_is_stored(api, merchant):
-    created = api.post("/v1/payments", {"amount": 300, "currency": "USD"})
+def test_state_conflict_is_not_stored_and_the_key_works_once_the_state_allows_it(api,
+                                                                                  merchant):
+    """A 409 state conflict changed nothing: the key is released, and the same request with
+    the same key succeeds once the payment can be captured."""
+    created = api.post("/v1/payments", {"amount": 300, "currency": "USD",
+                                        "payment_method": make_card(api),
+                                        "capture_method": "manual"})
     pay_id = created.json()["id"]
     first = api.post(f"/v1/payments/{pay_id}/capture", {}, idempotency_key="cap-early")
     assert first.status_code == 409
     assert _error(first)["code"] == "payment_state_invalid"
+    assert not IdempotencyKey.objects.filter(merchant=merchant, key="cap-early").exists()
+
+    confirmed = api.post(f"/v1/payments/{pay_id}/confirm", {})
+    assert confirmed.status_code == 200, confirmed.json()
+    assert confirmed.json()["status"] == "requires_capture"
     again = api.post(f"/v1/payments/{pay_id}/capture", {}, idempotency_key="cap-early")
-    assert again.status_code == 409
+    assert again.status_code == 200, again.json()
+    assert "Idempotent-Replayed" not in again.headers
+    assert again.json()["status"] == "succeeded"
+    replay = api.post(f"/v1/payments/{pay_id}/capture", {}, idempotency_key="cap-early")
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.json() == again.json()
+    assert Payment.objects.get(pk=pay_id).modifications.count() == 1
+
+
+def test_refund_state_conflict_is_not_stored(api, merchant):
+    created = api.post("/v1/payments", {"amount": 300, "currency": "USD",
+                                        "payment_method": make_card(api), "confirm": True,
+                                        "capture_method": "manual"})
+    pay_id = created.json()["id"]
+    early = api.post("/v1/refunds", {"payment": pay_id}, idempotency_key="re-early")
+    assert early.status_code == 409
+    assert api.post(f"/v1/payments/{pay_id}/capture", {}).status_code == 200
+    refund = api.post("/v1/refunds", {"payment": pay_id}, idempotency_key="re-early")
+    assert refund.status_code == 200, refund.json()
+    assert refund.json()["status"] == "succeeded"
+    assert "Idempotent-Replayed" not in refund.headers
+
+
+def test_try_again_shortly_is_not_stored_and_the_key_works_once_a_breaker_closes(api, merchant,
+                                                                                 body):
+    """A 503 raised before any provider was asked (every account's breaker open) created
+    nothing: the key is released, and the same key succeeds once the breakers close."""
+    from providers.models import ProviderAccount
+    from providers.resilience.breaker import breaker_for
+
+    accounts = list(ProviderAccount.objects.filter(merchant=merchant, livemode=False))
+    for account in accounts:
+        breaker_for(account).open()
+    first = api.post("/v1/payments", body, idempotency_key="order-503")
+    assert first.status_code == 503, first.json()
+    assert _error(first)["code"] == "provider_unavailable"
+    assert "payment" not in first.json()
+    assert not Payment.objects.filter(merchant=merchant).exists()
+    assert not IdempotencyKey.objects.filter(merchant=merchant, key="order-503").exists()
+
+    for account in accounts:
+        breaker_for(account).close()
+    again = api.post("/v1/payments", body, idempotency_key="order-503")
+    assert again.status_code == 200, again.json()
+    assert "Idempotent-Replayed" not in again.headers
+    assert again.json()["status"] == "succeeded"
+    assert Payment.objects.filter(merchant=merchant).count() == 1
+
+
+def test_a_503_after_provider_attempts_is_stored(api, merchant):
+    """Work was done (attempts made, the payment failed): the 503 is the key's answer."""
+    body = {"amount": 1050, "currency": "USD", "confirm": True, "provider": "stripe-sandbox",
+            "payment_method": make_card(api, "4000000000000507")}
+    first = api.post("/v1/payments", body, idempotency_key="order-503-failed")
+    assert first.status_code == 503, first.json()
+    assert first.json()["payment"]["status"] == "failed"
+    again = api.post("/v1/payments", body, idempotency_key="order-503-failed")
+    assert again.status_code == 503
     assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
+    assert Payment.objects.filter(merchant=merchant).count() == 1
 
 
 @pytest.mark.parametrize("path", ["/v1/payments/{id}", "/v1/refunds/re_x",
