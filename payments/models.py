@@ -264,8 +264,19 @@ class IdempotencyKey(models.Model):
     fingerprint = models.CharField(max_length=64, help_text="SHA-256 of method, path and body")
     response_status = models.PositiveSmallIntegerField(null=True, blank=True)
     response_body = models.JSONField(null=True, blank=True)
+    # When the current claim was made (a retry that takes over the key of a request that
+    # died makes a new one): the claim's identity, and where the retention period starts.
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    # The object the request created or started changing (pay_…, re_…, pm_…, rr_…), written
+    # in the same transaction as the object: if the request dies, a retry answers from it.
+    # Empty: nothing written yet.
+    object_id = models.CharField(max_length=64, blank=True, default="", db_default="")
+    # Does the request record its object? False for keys claimed by code that did not (and
+    # by endpoints that do not): such a key whose request died stays in flight for an
+    # operator, since nothing says whether it did anything. The database default is False
+    # so that a process still running older code claims keys that are not recoverable.
+    recoverable = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         constraints = [

@@ -111,6 +111,16 @@ MAX_PAYMENT_AMOUNT = env.int("MAX_PAYMENT_AMOUNT", default=99_999_999)
 MERCHANT_RATE_LIMIT_PER_MINUTE = env.int("MERCHANT_RATE_LIMIT_PER_MINUTE", default=6000)
 # How long an Idempotency-Key and its stored response are kept.
 IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
+# A key still in flight this long belongs to a request whose process died: a retry recovers
+# it (payments.services.idempotency). Longer than any request can last: gunicorn kills a
+# worker whose request runs past its --timeout of 120 s (Dockerfile, docker-compose.yml),
+# which a confirmation trying several provider accounts, each call up to its connect and
+# read timeouts plus bounded retries, can approach; 300 s adds room for clock differences
+# between hosts. A bound too short would still not run anything twice (a request whose key
+# was taken over can no longer write its object; one that wrote it is answered from it),
+# but could answer a slow request's retry with 202 while it is still working.
+IDEMPOTENCY_IN_FLIGHT_TIMEOUT_SECONDS = env.int("IDEMPOTENCY_IN_FLIGHT_TIMEOUT_SECONDS",
+                                                default=300)
 
 # --- Authorization: failover and status sync of unknown outcomes ------------------------
 # Provider attempts per payment, the first included (failover only after a soft decline or a

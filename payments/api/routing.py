@@ -9,8 +9,9 @@ admin; this module adds the API's own parsing (money.parse_currency / parse_amou
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
+from django.db import transaction
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.response import Response
@@ -29,6 +30,7 @@ from payments.api.schema import LIST_PARAMS, merchant_operation
 from payments.api.serializers import AmountField, StrictSerializer, list_output
 from payments.api.views import MerchantView
 from payments.errors import InvalidRequest
+from payments.services import idempotency
 from providers.models import RetryRule, RoutingRule
 from providers.routing import rules
 from providers.routing.retry import default_retry
@@ -40,6 +42,16 @@ def _as_invalid_request() -> Iterator[None]:
         yield
     except rules.RuleError as exc:
         raise InvalidRequest(exc.message, code=exc.code, param=exc.param) from None
+
+
+def _saved(write: Callable[[], RoutingRule | RetryRule]) -> RoutingRule | RetryRule:
+    """Run one of providers.routing.rules' writes (its checks' errors as 400s) in a
+    transaction that also records the rule on the request's Idempotency-Key, as the payments
+    services do with their objects (providers cannot import payments)."""
+    with _as_invalid_request(), transaction.atomic():
+        rule = write()
+        idempotency.record_object(rule)
+    return rule
 
 
 # --- fields -----------------------------------------------------------------------------------
@@ -216,13 +228,16 @@ class RoutingRuleListView(MerchantView):
 
     def handle_post(self, request):
         data = self.parse(RoutingRuleCreateInput)
-        with _as_invalid_request():
-            rule = rules.routing_rule_create(
-                merchant_id=self.merchant.id, livemode=self.livemode,
-                strategy=data["strategy"], accounts=data["accounts"],
-                conditions=dict(data.get("conditions") or {}), priority=data["priority"],
-                enabled=data["enabled"], description=data["description"])
+        rule = _saved(lambda: rules.routing_rule_create(
+            merchant_id=self.merchant.id, livemode=self.livemode,
+            strategy=data["strategy"], accounts=data["accounts"],
+            conditions=dict(data.get("conditions") or {}), priority=data["priority"],
+            enabled=data["enabled"], description=data["description"]))
         return Response(RoutingRuleOutput(rule).data)
+
+    def recover(self, object_id: str) -> Response:
+        return Response(RoutingRuleOutput(
+            self.get_or_404(RoutingRule, object_id, "routing_rule")).data)
 
     @merchant_operation(
         operation_id="routing_rules_list", method="get", summary="List routing rules",
@@ -260,9 +275,12 @@ class RoutingRuleDetailView(MerchantView):
         rule = self.get_or_404(RoutingRule, rule_id, "routing_rule")
         if "conditions" in data:
             data["conditions"] = dict(data["conditions"])
-        with _as_invalid_request():
-            rule = rules.routing_rule_update(rule=rule, **data)
+        rule = _saved(lambda: rules.routing_rule_update(rule=rule, **data))
         return Response(RoutingRuleOutput(rule).data)
+
+    def recover(self, object_id: str) -> Response:
+        return Response(RoutingRuleOutput(
+            self.get_or_404(RoutingRule, object_id, "routing_rule")).data)
 
     @merchant_operation(
         operation_id="routing_rules_delete", method="delete", summary="Delete a routing rule",
@@ -290,11 +308,14 @@ class RetryRuleListView(MerchantView):
 
     def handle_post(self, request):
         data = self.parse(RetryRuleCreateInput)
-        with _as_invalid_request():
-            rule, _ = rules.retry_rule_set(merchant_id=self.merchant.id, livemode=self.livemode,
-                                           decline_code=data["decline_code"],
-                                           retry=data["retry"])
+        rule = _saved(lambda: rules.retry_rule_set(
+            merchant_id=self.merchant.id, livemode=self.livemode,
+            decline_code=data["decline_code"], retry=data["retry"])[0])
         return Response(RetryRuleOutput(rule).data)
+
+    def recover(self, object_id: str) -> Response:
+        return Response(RetryRuleOutput(
+            self.get_or_404(RetryRule, object_id, "retry_rule")).data)
 
     @merchant_operation(
         operation_id="retry_rules_list", method="get", summary="List retry rules",

@@ -23,13 +23,21 @@ from payments.api.schema import (
     list_example,
     merchant_operation,
 )
-from payments.errors import InvalidRequest, ResourceMissing
-from payments.models import Payment, PaymentMethod, PaymentStatus, Refund
+from payments.errors import InvalidRequest, PaymentsError, ResourceMissing
+from payments.models import Payment, PaymentMethod, PaymentStatus, Refund, RefundStatus
 from payments.services import idempotency
-from payments.services.modifications import payment_cancel, payment_capture
+from payments.services.modifications import (
+    payment_cancel,
+    payment_capture,
+    raise_for_failed_modification,
+)
 from payments.services.payment_methods import payment_method_create, payment_method_get
-from payments.services.payments import payment_confirm, payment_create
-from payments.services.refunds import refund_create
+from payments.services.payments import (
+    payment_confirm,
+    payment_create,
+    raise_for_recorded_failure,
+)
+from payments.services.refunds import raise_for_failed_refund, refund_create
 
 
 class APIKeyAuthenticationScheme(OpenApiAuthenticationExtension):
@@ -86,10 +94,17 @@ class MerchantView(APIView):
         return Response({"object": "list", "has_more": has_more,
                          "data": serializer_class(items, many=True).data})
 
+    # A view whose POST records the object it creates or starts changing (the services call
+    # `idempotency.record_object`) defines `recover(object_id) -> Response`: the answer, from
+    # that object as it is now, to a request of its that died. Without it, the key of a
+    # request that died stays in flight (409).
+    recover = None
+
     def idempotent(self, handler, request, *args, **kwargs) -> Response:
         """Run a POST handler under the request's Idempotency-Key, if it sent one (API.md,
         "Idempotency"): replay the stored answer of a request that did something; release
-        the key after an answer that changed nothing, so that it can be retried."""
+        the key after an answer that changed nothing, so that it can be retried; recover the
+        key of a request that died."""
         key = request.headers.get("Idempotency-Key")
         if key is None:
             return handler(request, *args, **kwargs)
@@ -98,24 +113,44 @@ class MerchantView(APIView):
             merchant=self.merchant, livemode=self.livemode, key=key,
             fingerprint=idempotency.request_fingerprint(request.method, request.path,
                                                         request.data),
+            recover=None if self.recover is None else self._recovered_answer,
         )
-        if claim.replay:
+        if claim.replay or claim.recovered:
+            header = "Idempotent-Replayed" if claim.replay else "Idempotent-Recovered"
             return Response(claim.row.response_body, status=claim.row.response_status,
-                            headers={"Idempotent-Replayed": "true"})
+                            headers={header: "true"})
         try:
-            response = handler(request, *args, **kwargs)
+            with idempotency.running(claim.row):
+                response = handler(request, *args, **kwargs)
         except Exception as exc:
             response = exception_handler(exc, {"view": self, "request": request})
             if changed_nothing(exc):
-                idempotency.release(claim.row)
+                idempotency.release(claim.row, status=response.status_code, body=response.data)
                 return response
         idempotency.complete(claim.row, status=response.status_code, body=response.data)
         return response
+
+    def _recovered_answer(self, object_id: str) -> tuple[int, object]:
+        try:
+            response = self.recover(object_id)
+        except PaymentsError as exc:  # the answer is an error: a decline, a failed capture
+            response = exception_handler(exc, {"view": self, "request": self.request})
+        return response.status_code, response.data
 
 
 def _payment_response(payment: Payment) -> Response:
     code = http.HTTP_202_ACCEPTED if payment.status == PaymentStatus.UNRESOLVED else 200
     return Response(s.PaymentOutput(payment).data, status=code)
+
+
+def _recovered_payment_response(payment: Payment) -> Response:
+    """The answer to a payment request whose process died after it began: the payment as it
+    is now, 202 while its outcome is not known yet (status sync finishes what the request
+    left), a failed one as 402 or 503 like the live answer."""
+    raise_for_recorded_failure(payment)
+    pending = payment.status in (PaymentStatus.PROCESSING, PaymentStatus.UNRESOLVED)
+    return Response(s.PaymentOutput(payment).data,
+                    status=http.HTTP_202_ACCEPTED if pending else 200)
 
 
 # --- payment methods ----------------------------------------------------------------------
@@ -149,6 +184,10 @@ class PaymentMethodListView(MerchantView):
             billing_details=data.get("billing_details"),
         )
         return Response(s.PaymentMethodOutput(pm).data)
+
+    def recover(self, object_id: str) -> Response:
+        return Response(s.PaymentMethodOutput(
+            self.get_or_404(PaymentMethod, object_id, "payment_method")).data)
 
     @merchant_operation(
         operation_id="payment_methods_list", method="get", summary="List vaulted cards",
@@ -220,6 +259,9 @@ class PaymentListView(MerchantView):
             confirm=data["confirm"],
         )
         return _payment_response(payment)
+
+    def recover(self, object_id: str) -> Response:
+        return _recovered_payment_response(self.get_or_404(Payment, object_id, "payment"))
 
     @merchant_operation(
         operation_id="payments_list", method="get", summary="List payments",
@@ -300,6 +342,9 @@ class PaymentConfirmView(MerchantView):
                                     pm_id=data["payment_method"], param="payment_method")
         return _payment_response(payment_confirm(payment=payment, payment_method=pm))
 
+    def recover(self, object_id: str) -> Response:
+        return _recovered_payment_response(self.get_or_404(Payment, object_id, "payment"))
+
 
 class PaymentCaptureView(MerchantView):
     @merchant_operation(
@@ -328,6 +373,10 @@ class PaymentCaptureView(MerchantView):
             amount = money.parse_amount(amount, param="amount_to_capture")
         return _payment_response(payment_capture(payment=payment, amount=amount))
 
+    def recover(self, object_id: str) -> Response:
+        payment = self.get_or_404(Payment, object_id, "payment")
+        return _recovered_payment_response(raise_for_failed_modification(payment, "capture"))
+
 
 class PaymentCancelView(MerchantView):
     @merchant_operation(
@@ -348,6 +397,10 @@ class PaymentCancelView(MerchantView):
         payment = self.get_or_404(Payment, payment_id, "payment")
         return _payment_response(payment_cancel(payment=payment,
                                                 reason=data["cancellation_reason"]))
+
+    def recover(self, object_id: str) -> Response:
+        payment = self.get_or_404(Payment, object_id, "payment")
+        return _recovered_payment_response(raise_for_failed_modification(payment, "cancel"))
 
 
 # --- refunds ------------------------------------------------------------------------------
@@ -380,6 +433,14 @@ class RefundListView(MerchantView):
                                metadata=data["metadata"])
         code = http.HTTP_202_ACCEPTED if refund.status == "unresolved" else 200
         return Response(s.RefundOutput(refund).data, status=code)
+
+    def recover(self, object_id: str) -> Response:
+        """The refund as it is now; 202 while the provider's answer is not known (pending:
+        the request that died may not have sent it)."""
+        refund = raise_for_failed_refund(self.get_or_404(Refund, object_id, "refund"))
+        pending = refund.status in (RefundStatus.PENDING, RefundStatus.UNRESOLVED)
+        return Response(s.RefundOutput(refund).data,
+                        status=http.HTTP_202_ACCEPTED if pending else 200)
 
     @merchant_operation(
         operation_id="refunds_list", method="get", summary="List refunds",

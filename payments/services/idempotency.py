@@ -3,14 +3,32 @@
 `claim` inserts the key in its own short transaction before any work starts. Of any number
 of concurrent requests with one key exactly one insert succeeds; the others see the row and
 get the stored response (finished), a 409 (still running) or a 400 (another body).
+
+What a key keeps: the answer of a request that did something (`complete`). An answer that
+changed nothing (a validation error, a state conflict, "try again shortly" before any
+provider was asked) releases the key (`release`), so that the same key can be retried and
+succeed once the condition clears.
+
+A request whose process died leaves its key in flight. So that it does not answer 409
+forever, the request records on its key the object it creates or starts changing
+(`record_object`, called by the services in the transaction that writes it, under
+`running`). A claim that finds the key in flight for longer than any request can last
+(IDEMPOTENCY_IN_FLIGHT_TIMEOUT_SECONDS) recovers it under the key's row lock: with no object
+recorded, nothing was written, and the retry takes the key over and runs the request afresh;
+with one, the retry answers from that object as it is now (status sync finishes or rolls back
+whatever the dead request left unresolved) and stores that answer under the key.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime as dt
 import hashlib
 import hmac
 import json
+import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -19,6 +37,8 @@ from django.utils import timezone
 
 from payments.errors import InvalidRequest, PaymentsError
 from payments.models import IdempotencyKey, Merchant
+
+logger = logging.getLogger(__name__)
 
 
 class IdempotencyKeyReused(PaymentsError):
@@ -35,6 +55,13 @@ class IdempotencyKeyInUse(PaymentsError):
 class Claim:
     row: IdempotencyKey
     replay: bool  # True: the request already ran; answer with the stored response
+    # True: the request had died after it began; its answer was just made from the object it
+    # recorded, and stored (row.response_status / row.response_body)
+    recovered: bool = False
+
+
+# (status, body) of the answer to a request that died after recording `object_id`
+Recover = Callable[[str], tuple[int, object]]
 
 
 def request_fingerprint(method: str, path: str, body: object) -> str:
@@ -52,12 +79,20 @@ def validate_key(key: str) -> str:
     return key
 
 
-def claim(*, merchant: Merchant, livemode: bool, key: str, fingerprint: str) -> Claim:
+def claim(*, merchant: Merchant, livemode: bool, key: str, fingerprint: str,
+          recover: Recover | None = None) -> Claim:
+    """Claim the key for a request, or say how to answer it instead.
+
+    `recover` makes the key recoverable: the request records its object (`record_object`),
+    and `recover(object_id)` answers from that object if the request dies. Without it (an
+    endpoint that records nothing) a key whose request died stays in flight (409).
+    """
     for _ in range(3):
         try:
             with transaction.atomic():
                 row = IdempotencyKey.objects.create(
-                    merchant=merchant, livemode=livemode, key=key, fingerprint=fingerprint
+                    merchant=merchant, livemode=livemode, key=key, fingerprint=fingerprint,
+                    recoverable=recover is not None,
                 )
             return Claim(row=row, replay=False)
         except IntegrityError:
@@ -66,7 +101,7 @@ def claim(*, merchant: Merchant, livemode: bool, key: str, fingerprint: str) -> 
                                             key=key).first()
         if row is None:  # released (validation error) in between: try to claim it again
             continue
-        if _expired(row) and not row.in_flight:
+        if _expired(row) and (not row.in_flight or row.recoverable):
             IdempotencyKey.objects.filter(pk=row.pk, created_at=row.created_at).delete()
             continue
         if row.fingerprint != fingerprint:
@@ -74,12 +109,21 @@ def claim(*, merchant: Merchant, livemode: bool, key: str, fingerprint: str) -> 
                 "This Idempotency-Key was already used with a different request; use a new "
                 "key for a new request.", param="Idempotency-Key")
         if row.in_flight:
-            raise IdempotencyKeyInUse(
-                "A request with this Idempotency-Key is still being processed; retry later.",
-                param="Idempotency-Key")
+            if recover is None or not row.recoverable or not _abandoned(row):
+                raise _in_use()
+            recovered = _recover(row, recover)
+            if recovered is None:  # released or purged meanwhile: claim it again
+                continue
+            return recovered
         return Claim(row=row, replay=True)
     raise IdempotencyKeyInUse("This Idempotency-Key is contended; retry later.",
                               param="Idempotency-Key")
+
+
+def _in_use() -> IdempotencyKeyInUse:
+    return IdempotencyKeyInUse(
+        "A request with this Idempotency-Key is still being processed; retry later.",
+        param="Idempotency-Key")
 
 
 def _expired(row: IdempotencyKey) -> bool:
@@ -87,26 +131,108 @@ def _expired(row: IdempotencyKey) -> bool:
     return row.created_at < timezone.now() - ttl
 
 
+def _abandoned(row: IdempotencyKey) -> bool:
+    """In flight for longer than any request can last: its process died."""
+    timeout = dt.timedelta(seconds=settings.IDEMPOTENCY_IN_FLIGHT_TIMEOUT_SECONDS)
+    return row.created_at < timezone.now() - timeout
+
+
+def _recover(row: IdempotencyKey, recover: Recover) -> Claim | None:
+    """Recover the key of a request that died, under the key's row lock, so that of several
+    retries doing it at once one recovers and the others see its result. The same lock is
+    taken by `record_object` in the transaction that writes the dead request's object, so
+    the object is either recorded (and answered from) or was never written."""
+    with transaction.atomic():
+        row = IdempotencyKey.objects.select_for_update().filter(pk=row.pk).first()
+        if row is None:
+            return None
+        if not row.in_flight:  # another retry recovered it (or the request did finish)
+            return Claim(row=row, replay=True)
+        if not _abandoned(row):  # another retry took it over just now
+            raise _in_use()
+        now = timezone.now()
+        if not row.object_id:
+            # Nothing was written: run the request afresh, as this key's new claim. The new
+            # created_at is the claim's identity (`complete`, `release`, `record_object`), so
+            # the dead request can no longer write under it, were it only slow.
+            logger.warning("idempotency key %s: its request died before doing anything; "
+                           "a retry runs it again", row.pk)
+            IdempotencyKey.objects.filter(pk=row.pk).update(created_at=now)
+            row.created_at = now
+            return Claim(row=row, replay=False)
+        status, body = recover(row.object_id)
+        logger.warning("idempotency key %s: its request died after it began on %s; a retry "
+                       "answered %s from the object's current state", row.pk, row.object_id,
+                       status)
+        row.response_status, row.response_body, row.completed_at = status, body, now
+        row.save(update_fields=["response_status", "response_body", "completed_at"])
+        return Claim(row=row, replay=False, recovered=True)
+
+
+# The key of the request being handled (its row's pk and claim time), for `record_object`.
+_running: contextvars.ContextVar[tuple[int, dt.datetime] | None] = contextvars.ContextVar(
+    "idempotency_key", default=None)
+
+
+@contextlib.contextmanager
+def running(row: IdempotencyKey) -> Iterator[None]:
+    """The request handled inside runs under this key: `record_object` records on it."""
+    token = _running.set((row.pk, row.created_at))
+    try:
+        yield
+    finally:
+        _running.reset(token)
+
+
+def record_object(obj) -> None:
+    """Record on the running request's Idempotency-Key (if it has one) the object it creates
+    or starts changing. Call it in the transaction that writes the object, before any
+    provider call: if the request dies, a retry answers from this object; with nothing
+    recorded, a retry runs the request again, which is only safe because nothing of it was
+    written. Raises (rolling that transaction back) if a retry has taken the key over."""
+    running_key = _running.get()
+    if running_key is None:
+        return
+    pk, claimed_at = running_key
+    recorded = IdempotencyKey.objects.filter(
+        pk=pk, created_at=claimed_at, completed_at__isnull=True).update(object_id=obj.pk)
+    if not recorded:
+        raise IdempotencyKeyInUse(
+            "This request ran for so long that a retry with its Idempotency-Key took over; "
+            "it stopped without changing anything.", param="Idempotency-Key")
+
+
+def _own(row: IdempotencyKey):
+    """The key's row while it is still this claim's: in flight, not taken over."""
+    return IdempotencyKey.objects.filter(pk=row.pk, created_at=row.created_at,
+                                         completed_at__isnull=True)
+
+
 def complete(row: IdempotencyKey, *, status: int, body: object) -> None:
     """Store the response; from now on the key replays it."""
-    IdempotencyKey.objects.filter(pk=row.pk).update(
-        response_status=status, response_body=body, completed_at=timezone.now()
-    )
+    _own(row).update(response_status=status, response_body=body,
+                     completed_at=timezone.now())
 
 
-def release(row: IdempotencyKey) -> None:
-    """Forget the key (the request changed nothing), so the merchant may fix and retry."""
-    IdempotencyKey.objects.filter(pk=row.pk).delete()
+def release(row: IdempotencyKey, *, status: int, body: object) -> None:
+    """Forget the key (the request changed nothing), so the merchant may fix and retry. A
+    request that recorded an object did change something, whatever its error says: its
+    answer is stored instead."""
+    deleted, _ = _own(row).filter(object_id="").delete()
+    if not deleted:
+        complete(row, status=status, body=body)
 
 
 def purge_expired() -> int:
-    """Delete finished keys past their retention; returns how many.
+    """Delete keys past their retention; returns how many.
 
-    A key still in flight past its retention belongs to a request whose process died; it is
-    kept (retries keep getting 409) rather than freed, because a retry that re-executed the
-    request could charge again: an operator looks at the payment first.
+    A recoverable key still in flight that long belongs to a request that died long ago
+    (whatever it left unresolved is status sync's); it goes like any other. A key that is not
+    recoverable (claimed by code that did not record its object) is kept: retries keep
+    getting 409 rather than re-running a request that may have charged, until an operator
+    looks.
     """
     cutoff = timezone.now() - dt.timedelta(hours=settings.IDEMPOTENCY_KEY_TTL_HOURS)
-    deleted, _ = IdempotencyKey.objects.filter(created_at__lt=cutoff,
-                                               completed_at__isnull=False).delete()
+    deleted, _ = IdempotencyKey.objects.filter(created_at__lt=cutoff).exclude(
+        completed_at__isnull=True, recoverable=False).delete()
     return deleted

@@ -21,6 +21,7 @@ from payments.models import (
     PaymentAttempt,
     PaymentStatus,
 )
+from payments.services import idempotency
 from payments.services.provider_calls import _error_body, call_provider
 from providers import base
 
@@ -65,8 +66,11 @@ def payment_cancel(*, payment: Payment, reason: str = "", actor: str = "api") ->
     with transaction.atomic():
         locked = sm.lock_payment(payment.pk)
         if locked.status == S.REQUIRES_CONFIRMATION:
-            return sm.transition_payment(locked, S.CANCELED, event="payment.canceled",
-                                         actor=actor, updates={"cancellation_reason": reason})
+            canceled = sm.transition_payment(locked, S.CANCELED, event="payment.canceled",
+                                             actor=actor,
+                                             updates={"cancellation_reason": reason})
+            idempotency.record_object(canceled)
+            return canceled
         if locked.status != S.REQUIRES_CAPTURE:
             raise StateConflict(f"This payment is {locked.status}; only a payment that "
                                 f"requires_confirmation or requires_capture can be canceled.",
@@ -81,6 +85,7 @@ def _start(payment: Payment, kind: str, amount: int, *, actor: str,
     attempt = _successful_attempt(payment)
     modification = Modification.objects.create(
         payment=payment, attempt=attempt, kind=kind, amount=amount, status=M.PENDING)
+    idempotency.record_object(payment)
     sm.transition_payment(payment, S.PROCESSING, event=f"payment.{kind}_started", actor=actor,
                           updates=updates,
                           data={"modification": modification.id, "amount": amount})
@@ -125,6 +130,16 @@ def _send(payment: Payment, modification: Modification, *, actor: str) -> Paymen
             payment, S.REQUIRES_CAPTURE, event=f"payment.{modification.kind}_failed",
             actor=actor, data=data, updates={"last_error": _error_body(outcome.error)})
     raise ProviderFailed(_KINDS[modification.kind][2], payment=payment)
+
+
+def raise_for_failed_modification(payment: Payment, kind: str) -> Payment:
+    """The answer to a capture or void that was started and is known to have failed (the
+    payment is authorized again), from what the payment records: 503 with the payment, as
+    `_send` answers when the provider refuses it at once. For a request that ended without
+    its process (an Idempotency-Key recovered after it died)."""
+    if payment.status == S.REQUIRES_CAPTURE:
+        raise ProviderFailed(_KINDS[kind][2], payment=payment)
+    return payment
 
 
 def modification_settle(*, modification: Modification, succeeded: bool, actor: str,

@@ -8,6 +8,7 @@ from payments import vault
 from payments.cards import validate_card
 from payments.errors import ResourceMissing
 from payments.models import Merchant, PaymentMethod
+from payments.services import idempotency
 from providers.base import Card
 from providers.ids import new_id
 
@@ -27,7 +28,7 @@ def payment_method_create(
     digits, brand = validate_card(number, exp_month, exp_year, cvc)
     pm_id = new_id("pm")
     key_version, blob = vault.encrypt(digits, associated=pm_id)
-    return PaymentMethod.objects.create(
+    pm = PaymentMethod.objects.create(
         id=pm_id,
         merchant=merchant,
         livemode=livemode,
@@ -41,6 +42,8 @@ def payment_method_create(
         key_version=key_version,
         billing_details=billing_details or {},
     )
+    idempotency.record_object(pm)
+    return pm
 
 
 def payment_method_get(*, merchant: Merchant, livemode: bool, pm_id: object,

@@ -17,8 +17,8 @@ from django.db import transaction
 
 from payments import state_machine as sm
 from payments.errors import CardDeclined, InvalidRequest, ProviderFailed, StateConflict
-from payments.models import Merchant, Payment, PaymentMethod, PaymentStatus
-from payments.services import authorization
+from payments.models import AttemptStatus, Merchant, Payment, PaymentMethod, PaymentStatus
+from payments.services import authorization, idempotency
 from payments.services.payment_methods import card_for_provider
 from providers.models import ProviderAccount
 from providers.registry import amount_problem
@@ -77,6 +77,7 @@ def payment_create(
             provider_account=account,
             pinned=account is not None,
         )
+        idempotency.record_object(payment)
         if confirm:
             _start_confirmation(payment, payment_method, actor="api")
     if confirm:
@@ -159,6 +160,7 @@ def payment_confirm(*, payment: Payment, payment_method: PaymentMethod | None = 
     card = card_for_provider(pm)
     with transaction.atomic():
         _start_confirmation(payment, pm, actor=actor)
+        idempotency.record_object(payment)
     return _authorize(payment, card, actor=actor)
 
 
@@ -189,5 +191,21 @@ def raise_for_failure(payment: Payment, outcome) -> Payment:
     if outcome.kind == "declined":
         raise CardDeclined(outcome.error.message, code=outcome.error.code,
                            decline_code=outcome.error.decline_code, payment=payment)
+    raise ProviderFailed("No provider could process the payment; nothing was charged.",
+                         payment=payment)
+
+
+def raise_for_recorded_failure(payment: Payment) -> Payment:
+    """`raise_for_failure` from what a failed payment records rather than from a provider's
+    answer in hand: the answer to a request that ended without its process (an
+    Idempotency-Key recovered after it died; status sync may have finished the payment)."""
+    if payment.status != S.FAILED:
+        return payment
+    last_attempt = payment.attempts.last()
+    if last_attempt is not None and last_attempt.status == AttemptStatus.DECLINED:
+        error = payment.last_error or {}
+        raise CardDeclined(error.get("message") or "The card was declined.",
+                           code=error.get("code") or "card_declined",
+                           decline_code=error.get("decline_code"), payment=payment)
     raise ProviderFailed("No provider could process the payment; nothing was charged.",
                          payment=payment)

@@ -13,6 +13,7 @@ from django.db.models import Sum
 from payments import state_machine as sm
 from payments.errors import InvalidRequest, ProviderFailed, StateConflict
 from payments.models import AttemptStatus, Payment, PaymentStatus, Refund, RefundStatus
+from payments.services import idempotency
 from payments.services.provider_calls import call_provider
 from providers import base
 
@@ -47,6 +48,7 @@ def refund_create(*, payment: Payment, amount: int | None = None, reason: str = 
             amount=amount, currency=locked.currency, status=RefundStatus.PENDING,
             reason=reason, metadata=metadata or {},
         )
+        idempotency.record_object(refund)
         sm.transition_payment(locked, None, event="refund.created", actor=actor,
                               data={"refund": refund.id, "amount": amount})
         attempt = locked.attempts.get(status=AttemptStatus.CAPTURED)
@@ -75,8 +77,19 @@ def refund_create(*, payment: Payment, amount: int | None = None, reason: str = 
                                         updates={"failure_code": outcome.error.code})
         sm.transition_refund(refund, RefundStatus.FAILED, actor=actor,
                              updates={"failure_code": outcome.error.code})
-    raise ProviderFailed("The provider could not refund the payment; nothing was refunded.",
-                         refund=refund)
+    raise ProviderFailed(_NOT_REFUNDED, refund=refund)
+
+
+_NOT_REFUNDED = "The provider could not refund the payment; nothing was refunded."
+
+
+def raise_for_failed_refund(refund: Refund) -> Refund:
+    """The answer to a refund known to have failed, from what it records: 503 with the
+    refund, as `refund_create` answers when the provider refuses it at once. For a request
+    that ended without its process (an Idempotency-Key recovered after it died)."""
+    if refund.status == RefundStatus.FAILED:
+        raise ProviderFailed(_NOT_REFUNDED, refund=refund)
+    return refund
 
 
 def refund_settle(*, refund: Refund, succeeded: bool, actor: str,

@@ -436,11 +436,12 @@ def test_expired_key_may_be_used_with_another_body(api, merchant, body):
     assert other.json()["amount"] == 99
 
 
-def test_expired_in_flight_key_still_blocks(api, merchant, body):
-    """A request that died mid-way may have charged: re-executing it after the retention
-    period could charge again, so its key keeps answering 409 until an operator looks."""
+def test_expired_in_flight_key_that_is_not_recoverable_still_blocks(api, merchant, body):
+    """A key claimed by code that did not record its request's object (before recovery
+    existed): nothing says whether the request charged, and re-executing it could charge
+    again, so the key keeps answering 409 until an operator looks."""
     IdempotencyKey.objects.create(
-        merchant=merchant, livemode=False, key="stuck",
+        merchant=merchant, livemode=False, key="stuck", recoverable=False,
         fingerprint=request_fingerprint("POST", "/v1/payments", body),
     )
     _age(merchant, "stuck", TTL + dt.timedelta(minutes=1))
