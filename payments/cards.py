@@ -125,3 +125,12 @@ def validate_card(number: object, exp_month: object, exp_year: object, cvc: obje
             raise InvalidRequest(f"The CVC of a {brand} card has {cvc_len} digits.",
                                  code="invalid_cvc", param="card.cvc")
     return digits, brand
+
+
+def validate_cvc(brand: str, cvc: object, *, param: str = "cvc") -> str:
+    """A CVC sent with a payment for a vaulted card of `brand`: 3 digits (4 for Amex)."""
+    length = next((cvc_len for name, _, _, cvc_len in _BRANDS if name == brand), 3)
+    if not isinstance(cvc, str) or not re.fullmatch(r"[0-9]+", cvc) or len(cvc) != length:
+        raise InvalidRequest(f"The CVC of a {brand} card has {length} digits.",
+                             code="invalid_cvc", param=param)
+    return cvc

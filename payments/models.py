@@ -72,6 +72,10 @@ class PaymentMethod(PrefixedIdModel):
     encrypted_number = models.BinaryField()
     key_version = models.CharField(max_length=32, help_text="Which vault key encrypted it")
     billing_details = models.JSONField(default=dict)
+    # The CVC given when the card was vaulted, encrypted under the same vault key, kept only
+    # until the card's first authorization starts (PCI DSS: sensitive authentication data
+    # may be kept until authorization, never after), then erased.
+    encrypted_cvc = models.BinaryField(null=True, blank=True, editable=False)
 
 
 class PaymentStatus(models.TextChoices):

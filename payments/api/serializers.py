@@ -82,6 +82,10 @@ class CvcField(StrictCharField):
 
 
 # --- requests ---------------------------------------------------------------------------
+PAYMENT_CVC_HELP = ("The card's CVC, for this authorization only: sent to the provider, never "
+                    "stored. Without it, the CVC given when the card was vaulted is used if "
+                    "this is the card's first authorization.")
+
 @extend_schema_serializer(description="A card to vault. The number and the CVC are never "
                                       "returned.")
 class CardInput(StrictSerializer):
@@ -149,6 +153,8 @@ class PaymentCreateInput(StrictSerializer):
                                help_text="Pins the payment to one of your provider accounts "
                                          "by name; routing and failover then stay on it. "
                                          "Without it, routing decides.")
+    cvc = CvcField(max_length=4, required=False, help_text=PAYMENT_CVC_HELP + " With "
+                   "`confirm: true` only.")
 
 
 @extend_schema_serializer(description="Authorize a payment that requires confirmation.")
@@ -156,6 +162,7 @@ class PaymentConfirmInput(StrictSerializer):
     payment_method = StrictCharField(max_length=40, required=False,
                                      help_text="A vaulted card, `pm_…`; needed unless the "
                                                "payment already has one.")
+    cvc = CvcField(max_length=4, required=False, help_text=PAYMENT_CVC_HELP)
 
 
 @extend_schema_serializer(description="Capture an authorized payment, once.")

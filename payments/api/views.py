@@ -23,6 +23,7 @@ from payments.api.schema import (
     list_example,
     merchant_operation,
 )
+from payments.cards import validate_cvc
 from payments.errors import InvalidRequest, PaymentsError, ResourceMissing
 from payments.models import Payment, PaymentMethod, PaymentStatus, Refund, RefundStatus
 from payments.services import idempotency
@@ -112,7 +113,8 @@ class MerchantView(APIView):
         claim = idempotency.claim(
             merchant=self.merchant, livemode=self.livemode, key=key,
             fingerprint=idempotency.request_fingerprint(request.method, request.path,
-                                                        request.data),
+                                                        request.data,
+                                                        merchant_id=self.merchant.id),
             recover=None if self.recover is None else self._recovered_answer,
         )
         if claim.replay or claim.recovered:
@@ -257,6 +259,7 @@ class PaymentListView(MerchantView):
             metadata=data["metadata"],
             provider=data.get("provider"),
             confirm=data["confirm"],
+            cvc=_cvc(data, pm),
         )
         return _payment_response(payment)
 
@@ -340,10 +343,21 @@ class PaymentConfirmView(MerchantView):
         if "payment_method" in data:
             pm = payment_method_get(merchant=self.merchant, livemode=self.livemode,
                                     pm_id=data["payment_method"], param="payment_method")
-        return _payment_response(payment_confirm(payment=payment, payment_method=pm))
+        return _payment_response(payment_confirm(
+            payment=payment, payment_method=pm, cvc=_cvc(data, pm or payment.payment_method)))
 
     def recover(self, object_id: str) -> Response:
         return _recovered_payment_response(self.get_or_404(Payment, object_id, "payment"))
+
+
+def _cvc(data: dict, pm) -> str | None:
+    """The `cvc` sent with a payment, checked against its card's brand."""
+    if data.get("cvc") is None:
+        return None
+    if pm is None:
+        raise InvalidRequest("cvc needs a payment_method.", code="parameter_missing",
+                             param="payment_method")
+    return validate_cvc(pm.brand, data["cvc"])
 
 
 class PaymentCaptureView(MerchantView):

@@ -28,6 +28,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -35,6 +36,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from payments import vault
 from payments.errors import InvalidRequest, PaymentsError
 from payments.models import IdempotencyKey, Merchant
 
@@ -64,12 +66,32 @@ class Claim:
 Recover = Callable[[str], tuple[int, object]]
 
 
-def request_fingerprint(method: str, path: str, body: object) -> str:
-    """A keyed hash of the request. Keyed, because a body may hold a card number and a CVC,
-    and a plain hash of a card number can be reversed by trying every number of a BIN."""
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+def request_fingerprint(method: str, path: str, body: object, *, merchant_id: str = "") -> str:
+    """A keyed hash of the request, without card data: a card number counts by its vault
+    fingerprint (what the payment method stores anyway) and a CVC only by its presence, so
+    that nothing kept under a key (24 h, and in backups) can give either back, even to
+    someone who holds the fingerprint key."""
+    canonical = json.dumps(_without_card_data(body, merchant_id), sort_keys=True,
+                           separators=(",", ":"), default=str)
     message = f"idempotency\n{method} {path}\n{canonical}".encode()
     return hmac.new(settings.FINGERPRINT_KEY.encode(), message, hashlib.sha256).hexdigest()
+
+
+def _without_card_data(value: object, merchant_id: str, *, in_card: bool = False) -> object:
+    if isinstance(value, list):
+        return [_without_card_data(item, merchant_id) for item in value]
+    if not isinstance(value, dict):
+        return value
+    out: dict = {}
+    for key, item in value.items():
+        if key == "cvc":
+            out[key] = "<present>" if item not in (None, "") else item
+        elif key == "number" and in_card and isinstance(item, str):
+            out[key] = "<card " + vault.fingerprint(re.sub(r"[ -]", "", item),
+                                                    merchant_id=merchant_id) + ">"
+        else:
+            out[key] = _without_card_data(item, merchant_id, in_card=key == "card")
+    return out
 
 
 def validate_key(key: str) -> str:

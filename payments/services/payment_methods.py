@@ -24,10 +24,15 @@ def payment_method_create(
     cvc: object = None,
     billing_details: dict | None = None,
 ) -> PaymentMethod:
-    """Vault a card. The CVC is checked and then dropped: it is never persisted."""
+    """Vault a card. The CVC, if given, is kept encrypted only until the card's first
+    authorization starts (`card_for_authorization`), then erased."""
     digits, brand = validate_card(number, exp_month, exp_year, cvc)
     pm_id = new_id("pm")
     key_version, blob = vault.encrypt(digits, associated=pm_id)
+    encrypted_cvc = None
+    if cvc:
+        cvc_key, encrypted_cvc = vault.encrypt(str(cvc), associated=_cvc_context(pm_id))
+        assert cvc_key == key_version  # one active key encrypts both
     pm = PaymentMethod.objects.create(
         id=pm_id,
         merchant=merchant,
@@ -40,10 +45,15 @@ def payment_method_create(
         fingerprint=vault.fingerprint(digits, merchant_id=merchant.id),
         encrypted_number=blob,
         key_version=key_version,
+        encrypted_cvc=encrypted_cvc,
         billing_details=billing_details or {},
     )
     idempotency.record_object(pm)
     return pm
+
+
+def _cvc_context(pm_id: str) -> str:
+    return f"{pm_id}:cvc"
 
 
 def payment_method_get(*, merchant: Merchant, livemode: bool, pm_id: object,
@@ -56,10 +66,30 @@ def payment_method_get(*, merchant: Merchant, livemode: bool, pm_id: object,
     return pm
 
 
-def card_for_provider(pm: PaymentMethod) -> Card:
+def card_for_provider(pm: PaymentMethod, *, cvc: str | None = None) -> Card:
     """Decrypt the card for one provider call. The result lives in memory only."""
     number = vault.decrypt(pm.key_version, pm.encrypted_number, associated=pm.id)
-    return Card(number=number, exp_month=pm.exp_month, exp_year=pm.exp_year, brand=pm.brand)
+    return Card(number=number, exp_month=pm.exp_month, exp_year=pm.exp_year, brand=pm.brand,
+                cvc=cvc)
+
+
+def card_for_authorization(pm: PaymentMethod, *, cvc: str | None = None) -> Card:
+    """The card for an authorization that is starting, with its CVC: the one the merchant
+    sent with this request (memory only), else the one kept since the card was vaulted,
+    which is erased now. Call inside the transaction that starts the authorization, so
+    that the CVC is erased exactly when it is used (and kept if that transaction rolls
+    back). Only the first authorization of a card ever gets the stored CVC."""
+    stored = PaymentMethod.objects.select_for_update().filter(pk=pm.pk).values_list(
+        "key_version", "encrypted_cvc").first()
+    if stored is not None and stored[1] is not None:
+        PaymentMethod.objects.filter(pk=pm.pk).update(encrypted_cvc=None)
+        if cvc is None:
+            try:
+                cvc = vault.decrypt(stored[0], bytes(stored[1]),
+                                    associated=_cvc_context(pm.pk))
+            except Exception:  # noqa: BLE001 - a CVC that cannot be read is no CVC
+                cvc = None
+    return card_for_provider(pm, cvc=cvc)
 
 
 def payment_methods_reencrypt(*, batch_size: int = 500) -> int:
@@ -81,8 +111,14 @@ def payment_methods_reencrypt(*, batch_size: int = 500) -> int:
             )
             for pm in batch:
                 number = vault.decrypt(pm.key_version, pm.encrypted_number, associated=pm.id)
+                cvc = None
+                if pm.encrypted_cvc is not None:
+                    cvc = vault.decrypt(pm.key_version, bytes(pm.encrypted_cvc),
+                                        associated=_cvc_context(pm.id))
                 pm.key_version, pm.encrypted_number = vault.encrypt(number, associated=pm.id)
-                pm.save(update_fields=["key_version", "encrypted_number"])
+                if cvc is not None:
+                    _, pm.encrypted_cvc = vault.encrypt(cvc, associated=_cvc_context(pm.id))
+                pm.save(update_fields=["key_version", "encrypted_number", "encrypted_cvc"])
         done += len(batch)
         if len(batch) < batch_size:
             return done

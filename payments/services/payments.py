@@ -19,7 +19,9 @@ from payments import state_machine as sm
 from payments.errors import CardDeclined, InvalidRequest, ProviderFailed, StateConflict
 from payments.models import AttemptStatus, Merchant, Payment, PaymentMethod, PaymentStatus
 from payments.services import authorization, idempotency
-from payments.services.payment_methods import card_for_provider
+from payments.services.payment_methods import card_for_authorization, card_for_provider
+from payments.services.provider_calls import merchant_message
+from providers.base import Card
 from providers.models import ProviderAccount
 from providers.registry import amount_problem
 from providers.routing import engine as routing
@@ -43,6 +45,7 @@ def payment_create(
     metadata: dict | None = None,
     provider: str | None = None,
     confirm: bool = False,
+    cvc: str | None = None,
 ) -> Payment:
     account = None
     if provider is not None:
@@ -79,7 +82,7 @@ def payment_create(
         )
         idempotency.record_object(payment)
         if confirm:
-            _start_confirmation(payment, payment_method, actor="api")
+            card = _start_confirmation(payment, payment_method, actor="api", cvc=cvc)
     if confirm:
         return _authorize(payment, card, actor="api")
     return payment
@@ -150,22 +153,24 @@ def _unrepresentable_message(payment: Payment, record: dict) -> str:
 
 
 def payment_confirm(*, payment: Payment, payment_method: PaymentMethod | None = None,
-                    actor: str = "api") -> Payment:
+                    cvc: str | None = None, actor: str = "api") -> Payment:
     pm = payment_method or payment.payment_method
     if pm is None:
         raise InvalidRequest("payment_method is required to confirm.",
                              code="parameter_missing", param="payment_method")
     # Decrypt before the payment moves: a vault failure must leave it untouched, not stuck
     # in processing.
-    card = card_for_provider(pm)
+    card_for_provider(pm)
     with transaction.atomic():
-        _start_confirmation(payment, pm, actor=actor)
+        card = _start_confirmation(payment, pm, actor=actor, cvc=cvc)
         idempotency.record_object(payment)
     return _authorize(payment, card, actor=actor)
 
 
-def _start_confirmation(payment: Payment, pm: PaymentMethod, *, actor: str) -> None:
-    """Lock, check, route and move to processing (inside the caller's transaction)."""
+def _start_confirmation(payment: Payment, pm: PaymentMethod, *, actor: str,
+                        cvc: str | None = None) -> Card:
+    """Lock, check, route and move to processing (inside the caller's transaction); the
+    card for the authorization, with its CVC (erased from the vault now, if kept there)."""
     locked = sm.lock_payment(payment.pk)
     if locked.status != S.REQUIRES_CONFIRMATION:
         raise StateConflict(f"This payment is {locked.status}; only a payment that "
@@ -176,6 +181,7 @@ def _start_confirmation(payment: Payment, pm: PaymentMethod, *, actor: str) -> N
         updates={"payment_method": pm, "provider_account": account, "routing": routing},
         data={"candidates": routing["order"]},
     )
+    return card_for_authorization(pm, cvc=cvc)
 
 
 def _authorize(payment: Payment, card, *, actor: str) -> Payment:
@@ -189,7 +195,7 @@ def raise_for_failure(payment: Payment, outcome) -> Payment:
     if payment.status != S.FAILED or outcome is None:
         return payment
     if outcome.kind == "declined":
-        raise CardDeclined(outcome.error.message, code=outcome.error.code,
+        raise CardDeclined(merchant_message(outcome.error), code=outcome.error.code,
                            decline_code=outcome.error.decline_code, payment=payment)
     raise ProviderFailed("No provider could process the payment; nothing was charged.",
                          payment=payment)

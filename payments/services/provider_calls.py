@@ -37,5 +37,78 @@ def call_provider(account: ProviderAccount, operation: str, request) -> Outcome:
         return Outcome("unknown", error=base.OutcomeUnknown(type(exc).__name__))
 
 
+def for_modification(outcome: Outcome) -> Outcome:
+    """What a capture's, void's or refund's outcome means. It failed only if the provider
+    provably did not do it: it refused it (a decline, a 4xx), or the request never reached
+    it. Any other error, a provider's "not processed, retry" 503 or 429 included, leaves it
+    unknown, to be looked up: the merchant must not be told to repeat a refund that may
+    have gone through."""
+    if outcome.kind == "unavailable" and outcome.error is not None and outcome.error.sent \
+            and not isinstance(outcome.error, base.ProviderBadRequest):
+        error = outcome.error
+        return Outcome("unknown", error=base.OutcomeUnknown(
+            error.message, raw_code=error.raw_code or error.code))
+    return outcome
+
+
 def _error_body(error: base.ProviderError) -> dict:
-    return {"code": error.code, "decline_code": error.decline_code, "message": error.message}
+    """The merchant's view of a provider error (a payment's `last_error`, an API error):
+    our code and decline code, and a message of ours. The provider's own text (its codes,
+    its retry advice for its API, which is not ours) stays in the attempt's error_message
+    and the event log, for operators."""
+    return {"code": error.code, "decline_code": error.decline_code,
+            "message": merchant_message(error)}
+
+
+# decline_code → what the merchant is told (Stripe's vocabulary, which merchants know)
+DECLINE_MESSAGES = {
+    "insufficient_funds": "The card has insufficient funds.",
+    "expired_card": "The card has expired.",
+    "incorrect_cvc": "The card's security code is incorrect.",
+    "incorrect_number": "The card number is incorrect.",
+    "incorrect_zip": "The card's postal code is incorrect.",
+    "invalid_amount": "The amount is not valid for this card.",
+    "card_not_supported": "The card does not support this kind of purchase.",
+    "currency_not_supported": "The card does not support this currency.",
+    "card_velocity_exceeded": "The card is over its limit or has too many recent payments.",
+    "withdrawal_count_limit_exceeded": "The card is over its limit.",
+    "authentication_required": "The card requires authentication (3-D Secure), which this "
+                               "payment could not perform.",
+    "processing_error": "The card could not be processed; another attempt may succeed.",
+    "issuer_not_available": "The card's issuer could not be reached; another attempt may "
+                            "succeed.",
+    "try_again_later": "The card was declined for now; another attempt may succeed.",
+    "call_issuer": "The card was declined; the cardholder should contact their bank.",
+}
+# codes whose errors payments itself words (status sync's conclusions), never a provider
+OWN_MESSAGES = frozenset({"provider_not_processed"})
+# error code (no decline) → what the merchant is told
+CODE_MESSAGES = {
+    "provider_unavailable": "The provider could not process the request; nothing was "
+                            "charged.",
+    "provider_rate_limited": "The provider is refusing requests for now; nothing was "
+                             "charged.",
+    "breaker_open": "The provider is unavailable right now; nothing was charged.",
+    "rate_limited": "The provider account is at its request rate; nothing was charged.",
+    "concurrency_limited": "The provider account is at its concurrency limit; nothing was "
+                           "charged.",
+    "provider_bad_request": "The provider refused the request; nothing was charged.",
+    "provider_misconfigured": "The provider account is not configured correctly; nothing "
+                              "was charged.",
+    "amount_not_representable": "The provider cannot charge this amount in this currency; "
+                                "nothing was charged.",
+    "outcome_unknown": "The provider did not answer; the operation may have gone through. "
+                       "Switchyard is finding out from the provider.",
+    "refund_failed": "The provider refused the refund.",
+}
+
+
+def merchant_message(error: base.ProviderError) -> str:
+    """A provider-neutral message for a provider error."""
+    if error.code in OWN_MESSAGES:
+        return error.message
+    if error.decline_code:
+        return DECLINE_MESSAGES.get(error.decline_code, "The card was declined.")
+    if isinstance(error, (base.HardDecline, base.SoftDecline)):
+        return CODE_MESSAGES.get(error.code, "The card was declined.")
+    return CODE_MESSAGES.get(error.code, "The provider could not process the request.")

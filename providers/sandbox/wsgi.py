@@ -8,6 +8,7 @@ The same app runs in-process (httpx.WSGITransport, see providers/http.py) and ov
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
 from collections.abc import Callable
@@ -112,8 +113,11 @@ def _request(environ) -> Request:
 
 
 def fingerprint(request: Request) -> str:
-    return hashlib.sha256(request.method.encode() + b" " + request.path.encode() + b"\n"
-                          + request.body).hexdigest()
+    """Keyed (HMAC under a key derived from SECRET_KEY): request bodies carry card numbers and
+    CVCs, and a plain hash of a card number is reversed by trying every number of a BIN."""
+    key = hashlib.sha256(b"sandbox-idempotency\n" + settings.SECRET_KEY.encode()).digest()
+    return hmac.new(key, request.method.encode() + b" " + request.path.encode() + b"\n"
+                    + request.body, hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True)
