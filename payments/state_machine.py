@@ -46,7 +46,8 @@ TERMINAL_PAYMENT_STATUSES = frozenset(s for s, nxt in PAYMENT_TRANSITIONS.items(
 R = RefundStatus
 REFUND_TRANSITIONS: dict[str, frozenset[str]] = {
     R.PENDING: frozenset({R.SUCCEEDED, R.FAILED, R.UNRESOLVED}),
-    R.UNRESOLVED: frozenset({R.SUCCEEDED, R.FAILED}),
+    # (pending: the provider turned out to have it, and confirms it later)
+    R.UNRESOLVED: frozenset({R.PENDING, R.SUCCEEDED, R.FAILED}),
     R.SUCCEEDED: frozenset(),
     R.FAILED: frozenset(),
 }

@@ -78,6 +78,7 @@ class ModificationRequest:
     provider_reference: str  # the authorization being modified
     amount: int
     currency: str
+    operation: str = ""  # capture | cancel | refund: what a `lookup_modification` looks for
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,7 @@ class ProviderError(Exception):
         code: str | None = None,
         decline_code: str | None = None,
         raw_code: str = "",
+        sent: bool = True,
     ):
         super().__init__(message or code or self.code)
         if code:
@@ -168,6 +170,12 @@ class ProviderError(Exception):
         self.decline_code = decline_code  # set on declines: generic_decline, lost_card, …
         self.raw_code = raw_code  # the provider's own code, kept for the event log
         self.message = message or self.code
+        # False only when the request provably never left this process or never reached the
+        # provider (our breaker or limits refused it, the connection could not be made).
+        # A provider's own "not processed" answer (a 503 with a retry-safe signal, a 429) is
+        # sent: safe to fail an authorization over, but for a capture, void or refund it
+        # proves too little, so they stay unknown and are looked up.
+        self.sent = sent
 
 
 class HardDecline(ProviderError):
@@ -208,6 +216,18 @@ class Adapter(Protocol):
         an idempotent replay of it. Raises OutcomeUnknown when the provider cannot tell yet.
         """
         ...
+
+    def lookup_modification(self, request: ModificationRequest) -> ModificationResult | None:
+        """What became of the capture, void or refund with our reference
+        (`request.reference`; `request.operation` says which): a result (pending if the
+        provider has accepted it and confirms later), None if the provider has no such
+        operation, ProviderBadRequest if it refused it, OutcomeUnknown if it cannot tell."""
+        ...
+
+    # How long after a request a "not found" from `lookup` or `lookup_modification` proves
+    # that the provider never processed it (its read-after-write consistency window, per
+    # adapter and documented there); before that a not-found is treated as "cannot tell".
+    not_found_proof_seconds: float
 
     # Optional: `release(request)` (Adyen) cancels whatever the provider holds under our
     # reference, for an authorization whose outcome the provider cannot tell us; it is

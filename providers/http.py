@@ -80,7 +80,7 @@ def send(client: httpx.Client, method: str, path: str, *, provider: str,
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
         _log(provider, method, path, request_id, started, error=type(exc).__name__)
         raise ProviderUnavailable(f"Could not connect to {provider}: {type(exc).__name__}.",
-                                  raw_code=type(exc).__name__) from exc
+                                  raw_code=type(exc).__name__, sent=False) from exc
     except httpx.TransportError as exc:
         _log(provider, method, path, request_id, started, error=type(exc).__name__)
         raise OutcomeUnknown(f"No answer from {provider} after sending: "

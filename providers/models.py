@@ -141,6 +141,7 @@ class SandboxOperation(models.Model):
     charge = models.ForeignKey(SandboxCharge, on_delete=models.CASCADE, related_name="operations")
     kind = models.CharField(max_length=16)  # capture | cancel | refund
     amount = models.BigIntegerField()
+    metadata = models.JSONField(default=dict, blank=True)  # Stripe refunds' metadata
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

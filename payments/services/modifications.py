@@ -22,8 +22,9 @@ from payments.models import (
     PaymentStatus,
 )
 from payments.services import idempotency
-from payments.services.provider_calls import _error_body, call_provider
+from payments.services.provider_calls import _error_body, call_provider, for_modification
 from providers import base
+from providers.registry import amount_problem
 
 S = PaymentStatus
 M = ModificationStatus
@@ -37,6 +38,15 @@ _KINDS = {
                "The provider could not void the authorization; the payment is still "
                "authorized."),
 }
+
+
+def check_amount(attempt: PaymentAttempt, amount: int, currency: str, *, param: str) -> None:
+    """A partial capture or refund in an amount the attempt's provider cannot represent (1.5
+    ISK at Stripe) is the merchant's to change: a 400 before anything is recorded."""
+    problem = amount_problem(attempt.provider_account.provider, amount, currency)
+    if problem is not None:
+        raise InvalidRequest(f"The provider of this payment cannot take this amount: "
+                             f"{problem}", code="amount_not_representable", param=param)
 
 
 def _successful_attempt(payment: Payment) -> PaymentAttempt:
@@ -83,6 +93,7 @@ def payment_cancel(*, payment: Payment, reason: str = "", actor: str = "api") ->
 def _start(payment: Payment, kind: str, amount: int, *, actor: str,
            updates: dict | None = None) -> Modification:
     attempt = _successful_attempt(payment)
+    check_amount(attempt, amount, payment.currency, param="amount_to_capture")
     modification = Modification.objects.create(
         payment=payment, attempt=attempt, kind=kind, amount=amount, status=M.PENDING)
     idempotency.record_object(payment)
@@ -94,11 +105,11 @@ def _start(payment: Payment, kind: str, amount: int, *, actor: str,
 
 def _send(payment: Payment, modification: Modification, *, actor: str) -> Payment:
     attempt = modification.attempt
-    outcome = call_provider(attempt.provider_account, modification.kind,
-                            base.ModificationRequest(
-                                reference=modification.id,
-                                provider_reference=attempt.provider_reference,
-                                amount=modification.amount, currency=payment.currency))
+    outcome = for_modification(call_provider(
+        attempt.provider_account, modification.kind, base.ModificationRequest(
+            reference=modification.id, provider_reference=attempt.provider_reference,
+            amount=modification.amount, currency=payment.currency,
+            operation=modification.kind)))
     data = {"modification": modification.id, "amount": modification.amount,
             "outcome": outcome.kind}
     if outcome.kind == "approved" and not outcome.result.pending:
@@ -140,6 +151,25 @@ def raise_for_failed_modification(payment: Payment, kind: str) -> Payment:
     if payment.status == S.REQUIRES_CAPTURE:
         raise ProviderFailed(_KINDS[kind][2], payment=payment)
     return payment
+
+
+_ACCEPTED_EVENTS = {"capture": "payment.capture_accepted", "cancel": "payment.cancel_accepted"}
+
+
+def modification_accept(*, modification: Modification, actor: str) -> Payment:
+    """A capture or void whose outcome was unknown turns out to be with the provider, which
+    confirms it later: it is pending again, and the payment processing."""
+    with transaction.atomic():
+        payment = sm.lock_payment(modification.payment_id)
+        locked = Modification.objects.select_for_update().get(pk=modification.pk)
+        if locked.status != M.UNKNOWN:
+            return payment
+        locked.status = M.PENDING
+        locked.save()
+        return sm.transition_payment(
+            payment, S.PROCESSING, event=_ACCEPTED_EVENTS[locked.kind], actor=actor,
+            data={"modification": locked.id, "amount": locked.amount},
+            updates={"last_error": None})
 
 
 def modification_settle(*, modification: Modification, succeeded: bool, actor: str,

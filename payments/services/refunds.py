@@ -14,7 +14,8 @@ from payments import state_machine as sm
 from payments.errors import InvalidRequest, ProviderFailed, StateConflict
 from payments.models import AttemptStatus, Payment, PaymentStatus, Refund, RefundStatus
 from payments.services import idempotency
-from payments.services.provider_calls import call_provider
+from payments.services.modifications import check_amount
+from payments.services.provider_calls import call_provider, for_modification
 from providers import base
 
 
@@ -43,6 +44,8 @@ def refund_create(*, payment: Payment, amount: int | None = None, reason: str = 
         if amount > available:
             raise InvalidRequest(f"amount must be at most {available}, the amount left to "
                                  f"refund.", code="amount_too_large", param="amount")
+        check_amount(locked.attempts.get(status=AttemptStatus.CAPTURED), amount,
+                     locked.currency, param="amount")
         refund = Refund.objects.create(
             merchant_id=locked.merchant_id, livemode=locked.livemode, payment=locked,
             amount=amount, currency=locked.currency, status=RefundStatus.PENDING,
@@ -53,12 +56,12 @@ def refund_create(*, payment: Payment, amount: int | None = None, reason: str = 
                               data={"refund": refund.id, "amount": amount})
         attempt = locked.attempts.get(status=AttemptStatus.CAPTURED)
 
-    outcome = call_provider(
+    outcome = for_modification(call_provider(
         attempt.provider_account, "refund",
         base.ModificationRequest(reference=refund.id,
                                  provider_reference=attempt.provider_reference,
-                                 amount=amount, currency=locked.currency),
-    )
+                                 amount=amount, currency=locked.currency, operation="refund"),
+    ))
     if outcome.kind == "approved" and not outcome.result.pending:
         return refund_settle(refund=refund, succeeded=True, actor=actor,
                              provider_reference=outcome.result.provider_reference)
@@ -90,6 +93,17 @@ def raise_for_failed_refund(refund: Refund) -> Refund:
     if refund.status == RefundStatus.FAILED:
         raise ProviderFailed(_NOT_REFUNDED, refund=refund)
     return refund
+
+
+def refund_accept(*, refund: Refund, actor: str) -> Refund:
+    """A refund whose outcome was unknown turns out to be with the provider, which confirms
+    it later: pending again."""
+    with transaction.atomic():
+        sm.lock_payment(refund.payment_id)
+        current = Refund.objects.select_for_update().get(pk=refund.pk)
+        if current.status != RefundStatus.UNRESOLVED:
+            return current
+        return sm.transition_refund(current, RefundStatus.PENDING, actor=actor)
 
 
 def refund_settle(*, refund: Refund, succeeded: bool, actor: str,

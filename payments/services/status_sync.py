@@ -93,7 +93,25 @@ def attempt_sync(attempt_id: str, *, actor: str = ACTOR) -> Payment:
                 gateway.supports(attempt.provider_account, "release"):
             release.release_start(attempt, request, actor=actor)
         return _reschedule(attempt, reason=answer.error.code if answer.error else "")
+    if not answer.result.found and not _not_found_is_proof(attempt):
+        # the provider may not show the charge yet: no conclusion, and no failover
+        return _reschedule(attempt, reason=NOT_FOUND_TOO_EARLY)
     return apply_lookup(attempt, answer.result, card=card, actor=actor)
+
+
+NOT_FOUND_TOO_EARLY = "not_found_within_consistency_window"
+
+
+def _not_found_is_proof(attempt: PaymentAttempt, *, now: dt.datetime | None = None) -> bool:
+    """Does "the provider has no charge for this reference" prove that it never charged? Only
+    once the provider's read-after-write window has passed since the attempt was sent."""
+    from providers.accounts import adapter_for
+
+    window = getattr(adapter_for(attempt.provider_account), "not_found_proof_seconds", None)
+    if window is None:  # an adapter that does not say: never proof; an operator decides
+        return False
+    age = ((now or timezone.now()) - attempt.created_at).total_seconds()
+    return age >= window
 
 
 def apply_lookup(attempt: PaymentAttempt, found: base.LookupResult, *, card: base.Card,
@@ -376,66 +394,107 @@ def _sync_in_thread() -> None:
 SYNC_TASK = "switchyard.payments.sync_unknown_outcomes"
 
 
-# --- captures, voids and refunds that a provider accepted but has not confirmed ------------
+# --- captures, voids and refunds whose outcome the provider has not confirmed ---------------
 def sync_modifications(*, limit: int = 100, now: dt.datetime | None = None) -> int:
-    """Ask providers that can tell (an adapter with `lookup_modification`, e.g. Checkout.com's
-    actions list) about captures, voids and refunds still pending or unknown for a minute;
-    the others wait for the provider's webhook. Returns how many were settled."""
+    """Ask the providers about captures, voids and refunds still pending (accepted, not yet
+    confirmed) or unknown (no answer): every adapter can tell (`lookup_modification`).
+
+    They are asked once MODIFICATION_SYNC_AFTER_SECONDS old, then with exponential back-off
+    (at most every STATUS_SYNC_REPEAT_SECONDS). One still unsettled
+    STATUS_SYNC_GIVE_UP_SECONDS after it was sent is no longer asked about: the payment is
+    flagged for an operator (once per operation). Returns how many were settled."""
     from payments.models import Modification, ModificationStatus, Refund, RefundStatus
-    from payments.services.modifications import modification_settle
-    from payments.services.refunds import refund_settle
 
     now = now or timezone.now()
     cutoff = now - dt.timedelta(seconds=settings.MODIFICATION_SYNC_AFTER_SECONDS)
-    settled = 0
     with transaction.atomic():
-        mods = list(Modification.objects.select_for_update(skip_locked=True).filter(
+        mods = [m for m in Modification.objects.select_for_update(skip_locked=True).filter(
             status__in=[ModificationStatus.PENDING, ModificationStatus.UNKNOWN],
-            updated_at__lt=cutoff).select_related("attempt__provider_account")[:limit])
-        refunds = list(Refund.objects.select_for_update(skip_locked=True).filter(
+            updated_at__lt=cutoff).select_related("attempt__provider_account", "payment")
+            [:limit] if _due(m, now)]
+        refunds = [r for r in Refund.objects.select_for_update(skip_locked=True).filter(
             status__in=[RefundStatus.PENDING, RefundStatus.UNRESOLVED],
-            updated_at__lt=cutoff)[:limit])
+            updated_at__lt=cutoff).select_related("payment")[:limit] if _due(r, now)]
         Modification.objects.filter(pk__in=[m.pk for m in mods]).update(updated_at=now)
         Refund.objects.filter(pk__in=[r.pk for r in refunds]).update(updated_at=now)
+    settled = 0
     for mod in mods:
-        answer = _ask(mod.attempt, mod.id, mod.kind, mod.amount,
-                      unknown=mod.status == ModificationStatus.UNKNOWN)
-        if answer is not None:
-            modification_settle(modification=mod, succeeded=answer, actor=ACTOR)
-            settled += 1
+        settled += _sync_operation(mod, mod.attempt, mod.kind,
+                                   unknown=mod.status == ModificationStatus.UNKNOWN, now=now)
     for refund in refunds:
         attempt = refund.payment.attempts.filter(status=AttemptStatus.CAPTURED).first()
-        if attempt is None:
+        if attempt is None:  # pragma: no cover - a refund exists only on a captured payment
             continue
-        answer = _ask(attempt, refund.id, "refund", refund.amount,
-                      unknown=refund.status == RefundStatus.UNRESOLVED)
-        if answer is not None:
-            refund_settle(refund=refund, succeeded=answer, actor=ACTOR,
-                          failure_code="" if answer else "refund_failed")
-            settled += 1
+        settled += _sync_operation(refund, attempt, "refund",
+                                   unknown=refund.status == RefundStatus.UNRESOLVED, now=now)
     return settled
 
 
-def _ask(attempt: PaymentAttempt, reference: str, kind: str, amount: int, *,
-         unknown: bool) -> bool | None:
-    """True: done; False: provably not done; None: cannot tell yet."""
+def _due(row, now: dt.datetime) -> bool:
+    """Exponential back-off: asked again after as long as it was old when last asked (its
+    last change), at least MODIFICATION_SYNC_AFTER_SECONDS, at most
+    STATUS_SYNC_REPEAT_SECONDS."""
+    age_then = (row.updated_at - row.created_at).total_seconds()
+    interval = min(max(settings.MODIFICATION_SYNC_AFTER_SECONDS, age_then),
+                   settings.STATUS_SYNC_REPEAT_SECONDS)
+    return (now - row.updated_at).total_seconds() >= interval
+
+
+def _sync_operation(row, attempt: PaymentAttempt, kind: str, *, unknown: bool,
+                    now: dt.datetime) -> int:
+    """Ask about one capture, void (`row` a Modification) or refund and apply the answer;
+    1 if it settled."""
+    from payments.services.modifications import modification_accept, modification_settle
+    from payments.services.refunds import refund_accept, refund_settle
+
+    is_refund = kind == "refund"
+    age = (now - row.created_at).total_seconds()
+    if age >= settings.STATUS_SYNC_GIVE_UP_SECONDS:
+        with transaction.atomic():
+            sm.flag_for_operator(row.payment_id, "payment.operation_unsettled", actor=ACTOR,
+                                 data={"operation": row.id, "kind": kind,
+                                       "status": row.status},
+                                 once_by=("operation",))
+        return 0
+    answer = _ask(attempt, row, kind, unknown=unknown, age=age)
+    if answer == ACCEPTED:
+        if unknown:
+            (refund_accept(refund=row, actor=ACTOR) if is_refund
+             else modification_accept(modification=row, actor=ACTOR))
+        return 0
+    if answer is None:
+        return 0
+    if is_refund:
+        refund_settle(refund=row, succeeded=answer, actor=ACTOR,
+                      failure_code="" if answer else "refund_failed")
+    else:
+        modification_settle(modification=row, succeeded=answer, actor=ACTOR)
+    return 1
+
+
+ACCEPTED = "accepted"  # the provider has the operation and will confirm it later
+
+
+def _ask(attempt: PaymentAttempt, row, kind: str, *, unknown: bool,
+         age: float) -> bool | str | None:
+    """True: done; False: provably not done; ACCEPTED: the provider has it, not final yet;
+    None: cannot tell yet."""
     from providers.accounts import adapter_for
 
     try:
         adapter = adapter_for(attempt.provider_account)
-        lookup = getattr(adapter, "lookup_modification", None)
-        if lookup is None:
-            return None  # this provider tells by webhook only
-        result = lookup(base.ModificationRequest(
-            reference=reference, provider_reference=attempt.provider_reference, amount=amount,
-            currency=attempt.payment.currency))
+        result = adapter.lookup_modification(base.ModificationRequest(
+            reference=row.id, provider_reference=attempt.provider_reference,
+            amount=row.amount, currency=attempt.payment.currency, operation=kind))
     except base.ProviderBadRequest:
-        return False  # the provider declined the capture, void or refund
+        return False  # the provider refused the capture, void or refund
     except Exception:  # noqa: BLE001 - unreachable or unsure: ask again later
-        logger.info("could not confirm %s %s yet", kind, reference)
+        logger.info("could not confirm %s %s yet", kind, row.id)
         return None
     if result is None:
-        # not listed: a request whose answer was lost never arrived; an accepted one may
-        # still be on its way
-        return False if unknown else None
-    return None if result.pending else True
+        # not listed: a request whose answer was lost never arrived, once the provider's
+        # consistency window has passed; one it accepted may still be on its way
+        if unknown and age >= adapter.not_found_proof_seconds:
+            return False
+        return None
+    return ACCEPTED if result.pending else True

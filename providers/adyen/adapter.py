@@ -157,6 +157,11 @@ def idempotency_key(reference: str) -> str:
 
 class AdyenAdapter:
     provider = PROVIDER
+    # `lookup` and `lookup_modification` replay the original request under its idempotency
+    # key, so they never answer "not found": there is no consistency window to wait out.
+    # Adyen keeps idempotency keys for at least 7 days (PROVIDERS.md): status sync gives up
+    # (STATUS_SYNC_GIVE_UP_SECONDS, 3 days) well before a replay could run as new.
+    not_found_proof_seconds = 0.0
 
     def __init__(self, config: AccountConfig, client: httpx.Client | None = None):
         self.config = config
@@ -183,6 +188,23 @@ class AdyenAdapter:
 
     def refund(self, request: ModificationRequest) -> ModificationResult:
         return self._modify("refunds", request, with_amount=True)
+
+    def lookup_modification(self, request: ModificationRequest) -> ModificationResult | None:
+        """Adyen has no read endpoint for a capture, void or refund: replay the original
+        request under its idempotency key. Adyen answers what it answered the first time (or
+        takes the request now if it never got it): `received`, so the modification is
+        pending and its webhook (CAPTURE, CANCELLATION, REFUND) decides."""
+        action = {"capture": "captures", "cancel": "cancels", "refund": "refunds"}.get(
+            request.operation)
+        if action is None:
+            raise OutcomeUnknown(f"Cannot look up an Adyen {request.operation!r}.")
+        try:
+            return self._modify(action, request, with_amount=action != "cancels")
+        except (OutcomeUnknown, ProviderBadRequest):
+            raise  # a 4xx is Adyen's answer to that request, replayed or new: not done
+        except ProviderError as exc:  # unreachable, rate limited: we learnt nothing
+            raise OutcomeUnknown(f"Adyen could not replay the {request.operation}: "
+                                 f"{exc.message}", raw_code=exc.raw_code) from exc
 
     def lookup(self, request: AuthorizeRequest) -> LookupResult:
         """Replay the original `/payments` request with its Idempotency-Key (see the module

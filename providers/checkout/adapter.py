@@ -126,6 +126,10 @@ def _iso_amount(payment: dict, request: AuthorizeRequest) -> int:
 
 class CheckoutAdapter:
     provider = PROVIDER
+    # `GET /payments?reference=` and `GET /payments/{id}/actions` come with no documented
+    # read-after-write guarantee: a payment or action they do not list may still appear.
+    # Only an hour after the request does "not found" count as "never processed".
+    not_found_proof_seconds = 3600.0
 
     def __init__(self, config: AccountConfig, client: httpx.Client | None = None):
         self.config = config
@@ -232,8 +236,11 @@ class CheckoutAdapter:
                                  f"failed too ({exc.message}); the payment may exist.",
                                  raw_code="503") from exc
         if not found:
-            raise ProviderUnavailable("Checkout.com answered 503 and has no payment with our "
-                                      "reference: nothing was charged.", raw_code="503")
+            # Proves nothing yet: the list by reference has no documented read-after-write
+            # guarantee, so the payment may exist and only status sync may conclude "no
+            # charge", once `not_found_proof_seconds` have passed.
+            raise OutcomeUnknown("Checkout.com answered 503 and does not list a payment with "
+                                 "our reference yet; it may still appear.", raw_code="503")
         return self._authorize_result(client, request, self._pick(found))
 
     def _raise_decline(self, code: str, summary: str) -> NoReturn:

@@ -208,7 +208,7 @@ class AccountBreaker(pybreaker.CircuitBreaker):
 
     def _refusal(self, why: str) -> BreakerOpen:
         return BreakerOpen(f"Circuit breaker for provider account {self.name} is {why}; "
-                           "the request was not sent.")
+                           "the request was not sent.", sent=False)
 
 
 _breakers: dict[tuple[str, str], AccountBreaker] = {}

@@ -255,7 +255,7 @@ def try_acquire(account: ProviderAccount, *, now_ms: int | None = None) -> Lease
             what = "rate limit" if refusal == RATE_LIMITED else "concurrency limit"
             raise ProviderUnavailable(
                 f"Provider account {account.id} is at its {what}; the request was not sent.",
-                code=refusal)
+                code=refusal, sent=False)
     return Lease(account.id, token, holds_slot=bool(limits.concurrency), _backend=backend)
 
 

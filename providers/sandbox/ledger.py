@@ -130,7 +130,7 @@ def find_by_reference(provider: str, reference: str) -> list[SandboxCharge]:
 
 
 def modify(provider: str, kind: str, provider_reference: str, *, amount: int | None,
-           reference: str = "") -> SandboxOperation:
+           reference: str = "", metadata: dict | None = None) -> SandboxOperation:
     """Capture (partial releases the rest), cancel (void) or refund, atomically. `reverse`
     is Adyen's cancel-or-refund: a refund in full if the charge is captured, else a cancel;
     the operation records which."""
@@ -170,6 +170,7 @@ def modify(provider: str, kind: str, provider_reference: str, *, amount: int | N
             charge=charge,
             kind=kind,
             amount=amount,
+            metadata=metadata or {},
         )
 
 

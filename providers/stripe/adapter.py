@@ -94,6 +94,12 @@ _LOOKUP_STATUS = {"requires_capture": "authorized", "succeeded": "captured",
 # Refund status → pending? (failed/canceled are refusals; anything unlisted is unknown)
 _REFUND_PENDING = {"succeeded": False, "pending": True, "requires_action": True}
 _ID = re.compile(r"[A-Za-z0-9_]{1,255}\Z")
+# operation → PaymentIntent statuses saying it (done, not yet done, can no longer happen)
+_MODIFIED_STATUS = {
+    "capture": (("succeeded",), ("requires_capture",), ("canceled",)),
+    "cancel": (("canceled",), ("requires_capture",), ("succeeded",)),
+}
+REFUND_PAGES = 10  # pages of 100 refunds read to find ours
 
 
 def form_encode(params: Mapping, prefix: str = "") -> list[tuple[str, str]]:
@@ -118,6 +124,12 @@ def form_encode(params: Mapping, prefix: str = "") -> list[tuple[str, str]]:
 
 class StripeAdapter:
     provider = PROVIDER
+    # Lookups by our reference go through Search, which Stripe documents as eventually
+    # consistent ("normally under a minute, up to an hour during incidents"; not for
+    # read-after-write). Until an hour has passed since the request, "not found" proves
+    # nothing. A replay under the idempotency key is not used: the CVC of the original
+    # request is gone by then, and Stripe refuses a replay whose parameters differ.
+    not_found_proof_seconds = 3600.0
 
     def __init__(self, config: AccountConfig, client: httpx.Client | None = None):
         self.config = config
@@ -219,9 +231,66 @@ class StripeAdapter:
         return LookupResult(found=True, provider_reference=_field(intent, "id"), status=ours,
                             amount=_iso_amount(intent, request), decline_code=decline_code)
 
+    def lookup_modification(self, request: ModificationRequest) -> ModificationResult | None:
+        """What became of our capture, void or refund. A capture or void shows in the
+        PaymentIntent (`GET /v1/payment_intents/{id}`); a refund is found among the
+        PaymentIntent's refunds (`GET /v1/refunds?payment_intent=`) by our reference in its
+        metadata. Both reads are by id or list, not Search. None: Stripe has no such
+        operation; ProviderBadRequest: it did not happen and cannot any more."""
+        intent_id = _checked_id(request.provider_reference)
+        with self._http() as client:
+            if request.operation == "refund":
+                return self._refund_result(self._find_refund(client, intent_id,
+                                                             request.reference))
+            intent = self._get(client, f"/v1/payment_intents/{intent_id}", None)
+        status = _field(intent, "status")
+        done, waiting, never = _MODIFIED_STATUS.get(request.operation, ((), (), ()))
+        if status in done:
+            return ModificationResult(provider_reference=_field(intent, "id"))
+        if status == "processing":
+            return ModificationResult(provider_reference=_field(intent, "id"), pending=True)
+        if status in waiting:
+            return None  # the PaymentIntent is as it was before our request
+        if status in never:
+            raise ProviderBadRequest(f"The PaymentIntent is {status}: the {request.operation} "
+                                     "did not happen.", code=f"{request.operation}_failed",
+                                     raw_code=status)
+        raise OutcomeUnknown(f"Stripe PaymentIntent is {status}; cannot tell whether the "
+                             f"{request.operation or 'operation'} happened.", raw_code=status)
+
     def probe(self) -> None:
         with self._http() as client:
             self._get(client, "/v1/balance", None)
+
+    def _find_refund(self, client: httpx.Client, intent_id: str, reference: str) -> dict | None:
+        after = None
+        for _ in range(REFUND_PAGES):
+            page = self._get(client, "/v1/refunds", {
+                "payment_intent": intent_id, "limit": 100,
+                **({"starting_after": after} if after else {})})
+            refunds = _list_data(page)
+            for refund in refunds:  # the reference as `refund` sent it
+                if (refund.get("metadata") or {}).get(OPERATION_KEY) == _metadata_value(
+                        reference):
+                    return refund
+            if not page.get("has_more") or not refunds:
+                return None
+            after = _field(refunds[-1], "id")
+        raise OutcomeUnknown(f"More than {REFUND_PAGES * 100} refunds on {intent_id}; ours "
+                             "was not among them.", raw_code="too_many_refunds")
+
+    @staticmethod
+    def _refund_result(refund: dict | None) -> ModificationResult | None:
+        if refund is None:
+            return None
+        status = _field(refund, "status")
+        if status in ("failed", "canceled"):
+            raise ProviderBadRequest(f"Stripe refused the refund ({status}).",
+                                     code="refund_failed", raw_code=status)
+        if status not in _REFUND_PENDING:
+            raise OutcomeUnknown(f"Stripe's refund is {status!r}.", raw_code=str(status))
+        return ModificationResult(provider_reference=_field(refund, "id"),
+                                  pending=_REFUND_PENDING[status])
 
     # --- wire ---------------------------------------------------------------------------
     def _http(self):

@@ -23,7 +23,8 @@ Reproduced:
   `last_payment_error`) in `error.payment_intent`.
 - capture (`amount_to_capture`), cancel (`cancellation_reason`), `POST /v1/refunds`
   (`payment_intent` or `charge`, `amount`), `GET /v1/payment_intents/{id}`,
-  `GET /v1/refunds/{id}`, `GET /v1/payment_intents` (list, newest first, `limit`,
+  `GET /v1/refunds/{id}`, `GET /v1/refunds` (list, `payment_intent`/`charge` filters),
+  `GET /v1/payment_intents` (list, newest first, `limit`,
   `starting_after`, `created[…]`), `GET /v1/payment_intents/search` (`metadata['k']:'v'`,
   `status:'…'`, `currency:'…'`, `amount:N`, joined by AND; immediately consistent, unlike
   Stripe's), wrong states → 400 `payment_intent_unexpected_state` / `amount_too_large` /
@@ -70,6 +71,7 @@ from datetime import UTC, datetime, timedelta
 from django.db.models import JSONField
 from django.utils import timezone
 
+from providers import crypto
 from providers.base import ProviderError
 from providers.models import SandboxCharge, SandboxIdempotencyRecord, SandboxOperation
 from providers.sandbox import ledger
@@ -399,9 +401,13 @@ def _payment_method_object(pm_id: str, card: dict, billing_details: dict, metada
 def _store_payment_method(card: dict, billing_details: dict, metadata: dict) -> dict:
     pm_id = "pm_" + _random(24)
     obj = _payment_method_object(pm_id, card, billing_details, metadata, _now())
+    # The simulated provider keeps the number as a provider would: encrypted (AES-GCM, the
+    # PaymentMethod id bound in), never in clear in a table.
+    key_id, sealed = crypto.encrypt(card["number"], associated=f"sandbox:{pm_id}")
     SandboxIdempotencyRecord.objects.create(
         provider=PM_STORE, key=pm_id, fingerprint="", status_code=200, completed=True,
-        body=json.dumps({"payment_method": obj, "number": card["number"]}))
+        body=json.dumps({"payment_method": obj, "key": key_id,
+                         "number": base64.b64encode(sealed).decode()}))
     return obj
 
 
@@ -416,7 +422,9 @@ def _load_payment_method(pm_id: str, param: str = "payment_method") -> tuple[dic
     if record is None:
         raise Missing("PaymentMethod", pm_id, param)
     stored = json.loads(record.body)
-    return stored["payment_method"], stored["number"]
+    number = crypto.decrypt(stored["key"], base64.b64decode(stored["number"]),
+                            associated=f"sandbox:{pm_id}")
+    return stored["payment_method"], number
 
 
 def create_payment_method(request: Request) -> Response:
@@ -731,7 +739,7 @@ def _refund_object(op: SandboxOperation, **known) -> dict:
         "id": op.provider_reference, "object": "refund", "amount": op.amount,
         "balance_transaction": _txn_id("refund", op.provider_reference),
         "charge": _charge_id(charge), "created": _ts(op.created_at),
-        "currency": charge.currency.lower(), "metadata": {}, "payment_intent":
+        "currency": charge.currency.lower(), "metadata": op.metadata or {}, "payment_intent":
         charge.provider_reference, "reason": None, "receipt_number": None,
         "status": "succeeded", "failure_reason": None,
         "destination_details": {"type": "card", "card": {"type": "refund"}},
@@ -760,7 +768,8 @@ def create_refund(request: Request) -> Response:
     _wire_amount(amount, charge.currency, "amount")
     try:
         op = ledger.modify(PROVIDER, "refund", charge.provider_reference, amount=amount,
-                           reference=request.headers.get("idempotency-key", "")[:80])
+                           reference=request.headers.get("idempotency-key", "")[:80],
+                           metadata=metadata)
     except ledger.InvalidState:
         charge.refresh_from_db()
         remaining = charge.amount_captured - charge.amount_refunded
@@ -777,6 +786,27 @@ def create_refund(request: Request) -> Response:
                       f"Refund amount ({amount}) is greater than unrefunded amount on charge "
                       f"({remaining}).", code="amount_too_large", param="amount")
     return _answer(request, 200, _refund_object(op, reason=reason, metadata=metadata))
+
+
+def list_refunds(request: Request) -> Response:
+    """`GET /v1/refunds` (newest first), optionally of one PaymentIntent or charge."""
+    _only(request.query, {"limit", "starting_after", "payment_intent", "charge",
+                          "created[gte]", "created[gt]", "created[lte]", "created[lt]"})
+    ops = SandboxOperation.objects.select_related("charge").filter(
+        provider=PROVIDER, kind="refund").order_by("-created_at", "-id")
+    intent_id, charge_id = request.query.get("payment_intent"), request.query.get("charge")
+    if intent_id:
+        ops = ops.filter(charge__provider_reference=intent_id)
+    if charge_id:
+        ops = ops.filter(charge__provider_reference="pi_" + charge_id.removeprefix("ch_"))
+    since, until = _created_bounds(request.query)
+    if since is not None:
+        ops = ops.filter(created_at__gte=since)
+    if until is not None:
+        ops = ops.filter(created_at__lt=until)
+    page, has_more = _page(request, ops, id_field="refund", key=lambda op: op.provider_reference)
+    return _answer(request, 200, {"object": "list", "url": "/v1/refunds", "has_more": has_more,
+                                  "data": [_refund_object(op) for op in page]})
 
 
 def get_refund(request: Request, refund_id: str) -> Response:
@@ -938,6 +968,7 @@ app = make_app([
     ("POST", r"/v1/payment_intents/" + _ID.format("intent_id") + "/cancel",
      _post(cancel_payment_intent)),
     ("POST", r"/v1/refunds", _post(create_refund)),
+    ("GET", r"/v1/refunds", _endpoint(list_refunds)),
     ("GET", r"/v1/refunds/" + _ID.format("refund_id"), _endpoint(get_refund)),
     ("GET", r"/v1/balance", _endpoint(get_balance)),
     ("GET", r"/v1/balance_transactions", _endpoint(list_balance_transactions)),

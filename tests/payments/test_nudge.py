@@ -25,9 +25,7 @@ BROKER_DB = 9  # a Redis database no other test uses
 def _use_broker(url: str) -> None:
     """Point the project's Celery app at `url`, dropping connections made to the old one."""
     app.conf.broker_url = url
-    if app._pool is not None:
-        app._pool.force_close_all()
-        app._pool = None
+    app._pool = None  # the connection and producer pools hold connections to the old one
     app.amqp._producer_pool = None
 
 

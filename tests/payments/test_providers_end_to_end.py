@@ -26,10 +26,16 @@ CARDS = {
 }
 
 
+# Checkout.com's 503 carries no "not processed" signal and its list by reference proves
+# nothing within its consistency window: the outcome is unknown (docs/api.md).
+EXCEPTIONS = {("4000000000000507", "checkout-sandbox"): (202, "unresolved", None, None, 0)}
+
+
 @pytest.mark.parametrize("account", ACCOUNTS)
 @pytest.mark.parametrize("number", list(CARDS))
 def test_test_card_behaves_as_api_md_says(api, account, number):
-    http_status, status, code, decline_code, charges = CARDS[number]
+    http_status, status, code, decline_code, charges = EXCEPTIONS.get((number, account),
+                                                                      CARDS[number])
     resp = api.post("/v1/payments", {"amount": 1050, "currency": "USD", "confirm": True,
                                      "provider": account,
                                      "payment_method": make_card(api, number)})

@@ -6,6 +6,7 @@ import threading
 
 import pytest
 from django.db import connection
+from django.db.models import F
 from django.utils import timezone
 from prometheus_client import REGISTRY
 
@@ -48,6 +49,13 @@ def later(settings):
     settings.SANDBOX_DROP_WINDOW_SECONDS = 0
 
 
+def past_the_consistency_window(attempt, hours: float = 2):
+    """As if the attempt had been sent `hours` ago: longer than any provider's window during
+    which "not found" proves nothing (Stripe's Search lag, Checkout.com's list: 1 h)."""
+    PaymentAttempt.objects.filter(pk=attempt.pk).update(
+        created_at=F("created_at") - dt.timedelta(hours=hours))
+
+
 @pytest.mark.django_db
 @pytest.mark.parametrize("account", ["stripe-sandbox", "adyen-sandbox", "checkout-sandbox"])
 def test_commit_then_drop_is_found_succeeded(api, account, settings):
@@ -66,6 +74,7 @@ def test_commit_then_drop_is_found_succeeded(api, account, settings):
 @pytest.mark.parametrize("account", ["stripe-sandbox", "checkout-sandbox"])
 def test_timeout_before_commit_is_found_not_charged_and_fails_when_pinned(api, account):
     attempt = unknown_attempt(pay(api, "4000000000000606", provider=account))
+    past_the_consistency_window(attempt)
     payment = status_sync.attempt_sync(attempt.id)
     assert payment.status == "failed"
     attempt.refresh_from_db()
@@ -75,8 +84,31 @@ def test_timeout_before_commit_is_found_not_charged_and_fails_when_pinned(api, a
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("account", ["stripe-sandbox", "checkout-sandbox"])
+def test_not_found_within_the_consistency_window_proves_nothing(api, account):
+    """Stripe's Search and Checkout.com's list by reference may not show a charge yet: a
+    lookup that finds nothing within the window leaves the attempt unknown, and nothing is
+    tried elsewhere (item 3)."""
+    attempt = unknown_attempt(pay(api, "4000000000000606"))  # stripe first, unpinned
+    if account != "stripe-sandbox":
+        attempt = unknown_attempt(pay(api, "4000000000000606", provider=account))
+    past_the_consistency_window(attempt, hours=0.5)
+    payment = status_sync.attempt_sync(attempt.id)
+    assert payment.status == "unresolved"
+    attempt.refresh_from_db()
+    assert (attempt.status, attempt.sync_count) == ("unknown", 1)
+    assert attempt.next_sync_at is not None
+    assert payment.attempts.count() == 1  # no failover while the outcome is unknown
+    past_the_consistency_window(attempt, hours=1)  # now 1.5 h after it was sent
+    status_sync.attempt_sync(attempt.id)
+    attempt.refresh_from_db()
+    assert attempt.status == "failed"
+
+
+@pytest.mark.django_db
 def test_not_charged_continues_failover_within_the_budget(api):
     attempt = unknown_attempt(pay(api, "4000000000000606"))  # stripe first, unpinned
+    past_the_consistency_window(attempt)
     payment = status_sync.attempt_sync(attempt.id)
     # stripe never charged, so adyen was tried: the same card times out there too
     assert [(a.provider_account.name, a.status) for a in payment.attempts.all()] == [
@@ -336,13 +368,13 @@ def test_checkout_captures_and_refunds_are_confirmed_by_status_sync(api, setting
     pay_id = resp.json()["id"]
     captured = api.post(f"/v1/payments/{pay_id}/capture", {"amount_to_capture": 800}).json()
     assert captured["status"] == "processing"  # accepted, not confirmed
-    assert status_sync.sync_modifications() == 1
+    assert status_sync.sync_modifications(now=timezone.now() + dt.timedelta(seconds=1)) == 1
     payment = Payment.objects.get(pk=pay_id)
     assert (payment.status, payment.amount_captured) == ("succeeded", 800)
 
     refund = api.post("/v1/refunds", {"payment": pay_id, "amount": 300}).json()
     assert refund["status"] == "pending"
-    assert status_sync.sync_modifications() == 1
+    assert status_sync.sync_modifications(now=timezone.now() + dt.timedelta(seconds=1)) == 1
     assert Refund.objects.get(pk=refund["id"]).status == "succeeded"
     payment.refresh_from_db()
     assert payment.amount_refunded == 300
@@ -375,7 +407,8 @@ def test_every_unknown_outcome_card_is_resolved_by_the_periodic_job(api, account
     for _ in range(4):  # four ticks of the clock
         sandbox_webhooks.deliver_due()
         PaymentAttempt.objects.filter(next_sync_at__isnull=False).update(
-            next_sync_at=timezone.now() - dt.timedelta(seconds=1))
+            next_sync_at=timezone.now() - dt.timedelta(seconds=1),
+            created_at=F("created_at") - dt.timedelta(hours=1))
         status_sync.sync_due()
     payment = payment_of(attempt)
     assert payment.status == resolved and not payment.needs_operator

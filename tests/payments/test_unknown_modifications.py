@@ -1,0 +1,179 @@
+"""Captures, voids and refunds whose outcome is unknown: every provider can settle them by
+asking (status sync), an error that does not prove "not done" never fails them, and what
+cannot be settled within the schedule is flagged for an operator (issue #8, items 2 and 4)."""
+
+import datetime as dt
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from payments.models import Modification, Payment, Refund
+from payments.services import status_sync
+from providers import accounts
+from providers.base import OutcomeUnknown, ProviderUnavailable
+from providers.models import SandboxCharge
+from tests.conftest import pay
+
+pytestmark = pytest.mark.django_db
+
+
+def provider_with(monkeypatch, **operations):
+    """Every account's adapter uses `operations` (name → function(real adapter, request))."""
+    real_get_adapter = accounts.get_adapter
+
+    class Adapter:
+        def __init__(self, real):
+            self.real = real
+
+        def __getattr__(self, name):
+            if name in operations:
+                return lambda request: operations[name](self.real, request)
+            return getattr(self.real, name)
+
+    monkeypatch.setattr(accounts, "get_adapter", lambda config: Adapter(real_get_adapter(config)))
+
+
+def done_then_dropped(real, request):
+    """The provider does it, then the connection drops before we read the answer."""
+    getattr(real, request.operation)(request)
+    raise OutcomeUnknown("No answer from the provider after sending: RemoteProtocolError.")
+
+
+def never_arrived(real, request):
+    raise OutcomeUnknown("No answer from the provider after sending: ReadTimeout.")
+
+
+def later(minutes: float = 0, *, days: float = 0) -> dt.datetime:
+    return timezone.now() + dt.timedelta(minutes=minutes, days=days)
+
+
+def sent_ago(row, hours: float):
+    type(row).objects.filter(pk=row.pk).update(
+        created_at=row.created_at - dt.timedelta(hours=hours),
+        updated_at=row.updated_at - dt.timedelta(hours=hours))
+
+
+def authorized(api, account: str) -> str:
+    resp = pay(api, capture_method="manual", provider=account)
+    assert resp.json()["status"] == "requires_capture", resp.json()
+    return resp.json()["id"]
+
+
+def captured(api, account: str) -> str:
+    resp = pay(api, provider=account)
+    assert resp.json()["status"] == "succeeded", resp.json()
+    return resp.json()["id"]
+
+
+def test_a_stripe_capture_whose_answer_was_lost_is_settled_by_lookup(api, monkeypatch):
+    pay_id = authorized(api, "stripe-sandbox")
+    provider_with(monkeypatch, capture=done_then_dropped)
+    resp = api.post(f"/v1/payments/{pay_id}/capture", {"amount_to_capture": 800})
+    assert resp.json()["status"] == "unresolved", resp.json()
+    [mod] = Modification.objects.filter(payment_id=pay_id)
+    assert mod.status == "unknown"
+    assert status_sync.sync_modifications(now=later(2)) == 1
+    payment = Payment.objects.get(pk=pay_id)
+    assert (payment.status, payment.amount_captured) == ("succeeded", 800)
+    assert SandboxCharge.objects.get(reference=payment.attempts.get().id).amount_captured == 800
+
+
+def test_a_stripe_refund_whose_answer_was_lost_is_settled_by_lookup(api, monkeypatch):
+    pay_id = captured(api, "stripe-sandbox")
+    provider_with(monkeypatch, refund=done_then_dropped)
+    refund = api.post("/v1/refunds", {"payment": pay_id, "amount": 300}).json()
+    assert refund["status"] == "unresolved", refund
+    # its amount stays reserved while unknown
+    assert api.post("/v1/refunds", {"payment": pay_id, "amount": 800}).status_code == 400
+    assert status_sync.sync_modifications(now=later(2)) == 1
+    assert Refund.objects.get(pk=refund["id"]).status == "succeeded"
+    assert Payment.objects.get(pk=pay_id).amount_refunded == 300
+
+
+def test_a_stripe_void_whose_answer_was_lost_is_settled_by_lookup(api, monkeypatch):
+    pay_id = authorized(api, "stripe-sandbox")
+    provider_with(monkeypatch, cancel=done_then_dropped)
+    assert api.post(f"/v1/payments/{pay_id}/cancel").json()["status"] == "unresolved"
+    assert status_sync.sync_modifications(now=later(2)) == 1
+    assert Payment.objects.get(pk=pay_id).status == "canceled"
+
+
+def test_a_stripe_capture_that_never_arrived_fails_only_after_the_window(api, monkeypatch):
+    pay_id = authorized(api, "stripe-sandbox")
+    provider_with(monkeypatch, capture=never_arrived)
+    api.post(f"/v1/payments/{pay_id}/capture")
+    [mod] = Modification.objects.filter(payment_id=pay_id)
+    # the PaymentIntent still requires capture: within Stripe's window that proves nothing
+    assert status_sync.sync_modifications(now=later(2)) == 0
+    assert Modification.objects.get(pk=mod.pk).status == "unknown"
+    sent_ago(mod, hours=2)
+    assert status_sync.sync_modifications() == 1
+    mod.refresh_from_db()
+    assert mod.status == "failed"
+    payment = Payment.objects.get(pk=pay_id)
+    assert payment.status == "requires_capture"  # the merchant may capture again
+    monkeypatch.undo()
+    assert api.post(f"/v1/payments/{pay_id}/capture").json()["status"] == "succeeded"
+
+
+def test_a_provider_503_on_capture_and_refund_leaves_them_unknown(api):
+    """A 503 that says "retry" (Stripe-Should-Retry) is not proof that nothing happened: the
+    capture and the refund stay unknown and are looked up, never failed (item 4)."""
+    auth_id = authorized(api, "stripe-sandbox")
+    paid_id = captured(api, "stripe-sandbox")
+    call_command("sandbox_fault", "--provider", "stripe", "--outage", "on")
+    try:
+        capture = api.post(f"/v1/payments/{auth_id}/capture")
+        refund = api.post("/v1/refunds", {"payment": paid_id, "amount": 100})
+    finally:
+        call_command("sandbox_fault", "--provider", "stripe", "--clear")
+    assert capture.json()["status"] == "unresolved", capture.json()
+    assert Modification.objects.get(payment_id=auth_id).status == "unknown"
+    assert refund.json()["status"] == "unresolved", refund.json()
+
+
+def test_a_capture_that_never_left_fails_at_once(api, monkeypatch):
+    """Nothing reached the provider (connection refused): the capture provably did not
+    happen, so it fails and the payment can be captured again."""
+    pay_id = authorized(api, "stripe-sandbox")
+
+    def refused(real, request):
+        raise ProviderUnavailable("Could not connect to stripe: ConnectError.",
+                                  raw_code="ConnectError", sent=False)
+
+    provider_with(monkeypatch, capture=refused)
+    resp = api.post(f"/v1/payments/{pay_id}/capture")
+    assert resp.status_code >= 400
+    assert Payment.objects.get(pk=pay_id).status == "requires_capture"
+    assert Modification.objects.get(payment_id=pay_id).status == "failed"
+
+
+def test_an_adyen_capture_whose_answer_was_lost_is_replayed_and_then_pending(api, monkeypatch):
+    pay_id = authorized(api, "adyen-sandbox")
+    provider_with(monkeypatch, capture=done_then_dropped)
+    assert api.post(f"/v1/payments/{pay_id}/capture").json()["status"] == "unresolved"
+    monkeypatch.undo()
+    # the replay under the same idempotency key shows Adyen has it: pending its webhook
+    status_sync.sync_modifications(now=later(2))
+    [mod] = Modification.objects.filter(payment_id=pay_id)
+    assert mod.status == "pending"
+    assert Payment.objects.get(pk=pay_id).status == "processing"
+    charge = SandboxCharge.objects.get(reference=mod.attempt_id)
+    assert charge.operations.filter(kind="capture").count() == 1  # done once, not twice
+
+
+def test_what_cannot_be_settled_within_the_schedule_is_flagged_for_an_operator(
+        api, monkeypatch):
+    pay_id = captured(api, "stripe-sandbox")
+    provider_with(monkeypatch, refund=done_then_dropped,
+                  lookup_modification=lambda real, request: never_arrived(real, request))
+    refund = api.post("/v1/refunds", {"payment": pay_id, "amount": 300}).json()
+    assert status_sync.sync_modifications(now=later(2)) == 0
+    assert not Payment.objects.get(pk=pay_id).needs_operator
+    for day in (4, 30, 31):  # the provider never tells
+        status_sync.sync_modifications(now=later(days=day))
+    payment = Payment.objects.get(pk=pay_id)
+    assert payment.needs_operator
+    assert payment.events.filter(type="payment.operation_unsettled").count() == 1
+    assert Refund.objects.get(pk=refund["id"]).status == "unresolved"
