@@ -13,7 +13,7 @@ from payments.services import status_sync
 from providers import accounts
 from providers.base import OutcomeUnknown, ProviderUnavailable
 from providers.models import SandboxCharge
-from tests.conftest import pay
+from tests.conftest import make_card, pay
 
 pytestmark = pytest.mark.django_db
 
@@ -177,3 +177,23 @@ def test_what_cannot_be_settled_within_the_schedule_is_flagged_for_an_operator(
     assert payment.needs_operator
     assert payment.events.filter(type="payment.operation_unsettled").count() == 1
     assert Refund.objects.get(pk=refund["id"]).status == "unresolved"
+
+
+def test_a_partial_capture_or_refund_the_provider_cannot_represent_is_a_400(api):
+    """Stripe takes three-decimal amounts ending in 0 only: 1.005 KWD is refused before
+    anything is recorded or sent (issue #8, item 6, for modifications)."""
+    resp = api.post("/v1/payments", {"amount": 2000, "currency": "KWD", "confirm": True,
+                                     "capture_method": "manual", "provider": "stripe-sandbox",
+                                     "payment_method": make_card(api)})
+    assert resp.json()["status"] == "requires_capture", resp.json()
+    pay_id = resp.json()["id"]
+    capture = api.post(f"/v1/payments/{pay_id}/capture", {"amount_to_capture": 1005})
+    assert capture.status_code == 400
+    assert (capture.json()["error"]["code"], capture.json()["error"]["param"]) == (
+        "amount_not_representable", "amount_to_capture")
+    assert not Modification.objects.filter(payment_id=pay_id).exists()
+    assert api.post(f"/v1/payments/{pay_id}/capture").json()["status"] == "succeeded"
+    refund = api.post("/v1/refunds", {"payment": pay_id, "amount": 15})
+    assert refund.status_code == 400
+    assert refund.json()["error"]["param"] == "amount"
+    assert not Refund.objects.filter(payment_id=pay_id).exists()
