@@ -90,6 +90,7 @@ STATUSES = {
 }
 # Stored under an Idempotency-Key, so they may come back with Idempotent-Replayed: true.
 REPLAYABLE = {"200", "202", "402", "409", "500", "503"}
+RECOVERABLE = {"200", "202", "402", "503"}  # answers to a retry whose first request died
 
 
 @pytest.fixture(scope="module")
@@ -372,6 +373,11 @@ def test_response_headers_are_documented(schema):
                 assert not replayed.get("required")
             else:
                 assert "Idempotent-Replayed" not in headers, (path, method, status)
+            if method == "post" and status in RECOVERABLE:
+                recovered = headers["Idempotent-Recovered"]
+                assert recovered["schema"] == {"type": "string", "enum": ["true"]}
+            else:
+                assert "Idempotent-Recovered" not in headers, (path, method, status)
             assert ("Retry-After" in headers) == (status == "429"), (path, method, status)
             assert ("Allow" in headers) == (status == "405"), (path, method, status)
             assert ("WWW-Authenticate" in headers) == (status == "401"), (path, method, status)

@@ -46,6 +46,15 @@ IDEMPOTENT_REPLAYED = OpenApiParameter(
     description="`true` when this response is the stored answer to an earlier request with "
                 "the same Idempotency-Key; absent otherwise.",
 )
+# A retry of a request whose process died is answered from what that request did.
+_RECOVERABLE = [200, 202, 402, 503]
+IDEMPOTENT_RECOVERED = OpenApiParameter(
+    "Idempotent-Recovered", {"type": "string", "enum": ["true"]}, OpenApiParameter.HEADER,
+    response=_RECOVERABLE,
+    description="`true` when the first request with this Idempotency-Key ended without an "
+                "answer (its process died) and this response says what it did: the object "
+                "as it is now. Later retries replay this answer. Absent otherwise.",
+)
 RETRY_AFTER = OpenApiParameter(
     "Retry-After", {"type": "integer", "minimum": 1}, OpenApiParameter.HEADER, required=True,
     response=[429], description="Seconds to wait before sending another request.",
@@ -143,7 +152,7 @@ def merchant_operation(*, operation_id: str, method: str, summary: str, descript
     params = [*parameters, RETRY_AFTER, WWW_AUTHENTICATE, ALLOW]
     if method == "post":
         codes |= set(EVERY_POST)
-        params += [IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED]
+        params += [IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, IDEMPOTENT_RECOVERED]
     responses = {200: OpenApiResponse(ok, description=ok_description)}
     if accepted_description:
         responses[202] = OpenApiResponse(ok, description=accepted_description)
