@@ -419,14 +419,16 @@ def sync_modifications(*, limit: int = 100, now: dt.datetime | None = None) -> i
         Refund.objects.filter(pk__in=[r.pk for r in refunds]).update(updated_at=now)
     settled = 0
     for mod in mods:
-        settled += _sync_operation(mod, mod.attempt, mod.kind,
-                                   unknown=mod.status == ModificationStatus.UNKNOWN, now=now)
+        # pending without the provider's id: the process that was sending it died before
+        # the provider acknowledged it, which is as unknown as a lost answer
+        settled += _sync_operation(mod, mod.attempt, mod.kind, now=now, unknown=(
+            mod.status == ModificationStatus.UNKNOWN or not mod.provider_reference))
     for refund in refunds:
         attempt = refund.payment.attempts.filter(status=AttemptStatus.CAPTURED).first()
         if attempt is None:  # pragma: no cover - a refund exists only on a captured payment
             continue
-        settled += _sync_operation(refund, attempt, "refund",
-                                   unknown=refund.status == RefundStatus.UNRESOLVED, now=now)
+        settled += _sync_operation(refund, attempt, "refund", now=now, unknown=(
+            refund.status == RefundStatus.UNRESOLVED or not refund.provider_reference))
     return settled
 
 

@@ -197,3 +197,27 @@ def test_a_partial_capture_or_refund_the_provider_cannot_represent_is_a_400(api)
     assert refund.status_code == 400
     assert refund.json()["error"]["param"] == "amount"
     assert not Refund.objects.filter(payment_id=pay_id).exists()
+
+
+class Died(BaseException):
+    """The process dies mid-call: nothing after this line of the request runs."""
+
+
+def test_a_capture_whose_process_died_before_the_provider_answered_is_settled(api, monkeypatch):
+    pay_id = authorized(api, "stripe-sandbox")
+
+    def die(real, request):
+        raise Died()
+
+    provider_with(monkeypatch, capture=die)
+    with pytest.raises(Died):
+        api.post(f"/v1/payments/{pay_id}/capture")
+    monkeypatch.undo()
+    [mod] = Modification.objects.filter(payment_id=pay_id)
+    assert (mod.status, mod.provider_reference) == ("pending", "")
+    assert Payment.objects.get(pk=pay_id).status == "processing"
+    assert status_sync.sync_modifications(now=later(2)) == 0  # within Stripe's window
+    sent_ago(mod, hours=2)
+    assert status_sync.sync_modifications() == 1  # never reached Stripe: not captured
+    assert Payment.objects.get(pk=pay_id).status == "requires_capture"
+    assert api.post(f"/v1/payments/{pay_id}/capture").json()["status"] == "succeeded"
