@@ -26,9 +26,9 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(f"Demo merchant: {merchant.name} ({merchant.id})"))
         self.stdout.write(f"Test secret key: {test_key}")
         self.stdout.write("Try it:")
-        self.stdout.write(f"  export SK={test_key}")
+        self.stdout.write(f"  export SK={test_key} BASE={base}")
         self.stdout.write(
-            f"  curl -s {base}/v1/payment_methods -H \"Authorization: Bearer $SK\" "
+            "  curl -s $BASE/v1/payment_methods -H \"Authorization: Bearer $SK\" "
             "-H 'Content-Type: application/json' "
             "-d '{\"type\": \"card\", \"card\": {\"number\": \"4242424242424242\", "
             "\"exp_month\": 12, \"exp_year\": 2030, \"cvc\": \"123\"}}'"
