@@ -1,5 +1,5 @@
 """Domain errors raised by services; `payments.api.errors` turns each into the JSON error shape
-and HTTP status of API.md."""
+and HTTP status of docs/api.md."""
 
 from __future__ import annotations
 

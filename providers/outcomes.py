@@ -11,7 +11,7 @@ know) and its class:
 - unavailable:  the provider provably did not process the request: safe to fail over
 - unknown:      the provider may have processed it: no failover, ask it later
 
-Sources and the debatable calls are in PROVIDERS.md ("Decline codes → normalized") and
+Sources and the debatable calls are in docs/providers.md ("Decline codes → normalized") and
 docs/operations/provider-features.md. A code missing from the table is a hard generic decline:
 when in doubt, never charge elsewhere.
 """

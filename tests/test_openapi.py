@@ -1,5 +1,5 @@
 """The OpenAPI schema: generated without warnings, valid OpenAPI, served without auth, faithful
-to API.md, stating what the server enforces and answers (statuses, headers, constraints), written
+to docs/api.md, stating what the server enforces and answers (statuses, headers, constraints), written
 for merchants, and describing what the API really sends back (validated with jsonschema).
 
 tests/test_openapi_live.py drives the running API with a client generated from it and with
@@ -29,7 +29,7 @@ from payments.errors import ProviderFailed
 from payments.models import AttemptStatus, Merchant
 from tests.conftest import Api, make_card
 
-# API.md paths and their methods, exactly.
+# docs/api.md paths and their methods, exactly.
 CONTRACT_PATHS = {
     "/v1/payment_methods": {"get", "post"},
     "/v1/payment_methods/{pm_id}": {"get"},

@@ -1,4 +1,4 @@
-"""One JSON error shape for everything under /v1 (API.md, "Errors"); never a stack trace."""
+"""One JSON error shape for everything under /v1 (docs/api.md, "Errors"); never a stack trace."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def _payment_json(payment):
 
 
 def exception_handler(exc, context) -> Response | None:
-    """DRF's EXCEPTION_HANDLER: every error becomes the API.md shape."""
+    """DRF's EXCEPTION_HANDLER: every error becomes the docs/api.md shape."""
     headers = {}
     if isinstance(exc, CardDeclined):
         body = error_body(exc.type, exc.code, exc.message, None, decline_code=exc.decline_code)
@@ -128,7 +128,7 @@ def exception_handler(exc, context) -> Response | None:
 
 def changed_nothing(exc: BaseException) -> bool:
     """Did the request that raised `exc` change nothing at all? Then its Idempotency-Key is
-    released rather than bound to the error (API.md, "Idempotency"). Domain errors say so
+    released rather than bound to the error (docs/api.md, "Idempotency"). Domain errors say so
     themselves (`PaymentsError.changed_nothing`); DRF's own (parsing, validation,
     authentication, permissions, throttling) are raised before any service runs."""
     if isinstance(exc, PaymentsError):

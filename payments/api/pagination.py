@@ -1,4 +1,4 @@
-"""Cursor pagination of API.md: `limit` (1–100, default 10), `starting_after=<id>`, newest
+"""Cursor pagination of docs/api.md: `limit` (1–100, default 10), `starting_after=<id>`, newest
 first, `{"object": "list", "data": [...], "has_more": bool}`."""
 
 from __future__ import annotations

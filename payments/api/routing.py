@@ -1,6 +1,6 @@
 """`/v1/routing_rules` and `/v1/retry_rules`: a merchant's routing configuration, per mode.
 
-Same conventions as every /v1 resource (API.md): strict bodies, one error shape, scoped to the
+Same conventions as every /v1 resource (docs/api.md): strict bodies, one error shape, scoped to the
 caller's merchant and mode (another merchant's or mode's id is a 404), cursor pagination,
 idempotent POSTs. The rules themselves are checked by providers.routing.rules, shared with the
 admin; this module adds the API's own parsing (money.parse_currency / parse_amount).

@@ -1,4 +1,4 @@
-"""Request parsing (strict: unknown fields are rejected) and response shapes of API.md.
+"""Request parsing (strict: unknown fields are rejected) and response shapes of docs/api.md.
 
 Field `help_text` and `extend_schema_serializer(description=…)` are what merchants read in
 the OpenAPI schema (payments.api.schema): keep them merchant-facing.

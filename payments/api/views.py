@@ -102,7 +102,7 @@ class MerchantView(APIView):
     recover = None
 
     def idempotent(self, handler, request, *args, **kwargs) -> Response:
-        """Run a POST handler under the request's Idempotency-Key, if it sent one (API.md,
+        """Run a POST handler under the request's Idempotency-Key, if it sent one (docs/api.md,
         "Idempotency"): replay the stored answer of a request that did something; release
         the key after an answer that changed nothing, so that it can be retried; recover the
         key of a request that died."""

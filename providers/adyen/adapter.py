@@ -1,4 +1,4 @@
-"""Adyen Checkout API v71 adapter (PROVIDERS.md section 2).
+"""Adyen Checkout API v71 adapter (docs/providers.md section 2).
 
 Wire format
 - Base URL: the account's `base_url`, which includes the version: test
@@ -49,13 +49,13 @@ Operations
 - reverse: `POST payments/{pspReference}/reversals` (cancel or refund, the full amount, as
   applies): how double-charge compensation reverses an extra Adyen charge.
 - release: `POST cancels` with `paymentReference` = the attempt id and `reference` =
-  "<attempt id>-release" (Adyen's technical cancel, PROVIDERS.md 2.4): cancels whatever Adyen
+  "<attempt id>-release" (Adyen's technical cancel, docs/providers.md 2.4): cancels whatever Adyen
   holds under our reference. Status sync sends it when replays cannot tell what became of an
   authorization; the TECHNICAL_CANCEL webhook (`success: "true"`) then proves that nothing
   stays charged under that reference, and failover may go on.
 - probe: `POST paymentMethods` with `merchantAccount` (harmless, authenticated).
 - settlement_report(batch): `GET /reports/download/MerchantAccount/{merchantAccount}/
-  settlement_detail_report_batch_{N}.csv`, parsed by header name (PROVIDERS.md 2.9),
+  settlement_detail_report_batch_{N}.csv`, parsed by header name (docs/providers.md 2.9),
   major-unit decimals turned back into minor units.
 
 Outcomes (through providers.outcomes)
@@ -159,7 +159,7 @@ class AdyenAdapter:
     provider = PROVIDER
     # `lookup` and `lookup_modification` replay the original request under its idempotency
     # key, so they never answer "not found": there is no consistency window to wait out.
-    # Adyen keeps idempotency keys for at least 7 days (PROVIDERS.md): status sync gives up
+    # Adyen keeps idempotency keys for at least 7 days (docs/providers.md): status sync gives up
     # (STATUS_SYNC_GIVE_UP_SECONDS, 3 days) well before a replay could run as new.
     not_found_proof_seconds = 0.0
 

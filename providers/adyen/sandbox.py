@@ -1,5 +1,5 @@
 """The Adyen sandbox: a WSGI app speaking Adyen's Checkout API v71 wire format
-(PROVIDERS.md section 2) on top of the shared sandbox ledger.
+(docs/providers.md section 2) on top of the shared sandbox ledger.
 
 What it reproduces, for everything `providers.adyen.adapter` sends:
 
@@ -19,7 +19,7 @@ What it reproduces, for everything `providers.adyen.adapter` sends:
   "Acquirer Error", for the soft-decline card 4000000000000119).
   `additionalData.manualCapture = "true"` leaves the payment authorised; otherwise it is
   captured. The holder-name trigger words of Adyen's test environment (`DECLINED`,
-  `NOT_ENOUGH_BALANCE`, `CARD_EXPIRED`, `ERROR`, PROVIDERS.md 2.10) force those refusals.
+  `NOT_ENOUGH_BALANCE`, `CARD_EXPIRED`, `ERROR`, docs/providers.md 2.10) force those refusals.
 - Modifications answer 201 `{"status": "received", "pspReference": <modification psp>,
   "paymentPspReference", "reference", ...}`: Adyen confirms them later by webhook (CAPTURE,
   CANCELLATION, REFUND, below). A partial capture releases the remainder. Like Adyen, the
@@ -32,22 +32,22 @@ What it reproduces, for everything `providers.adyen.adapter` sends:
   `success: "true"` when nothing stays held under the reference (an authorisation was
   cancelled, it was declined or cancelled already, or ASSUMPTION: there is no payment with
   that reference at all) and `"false"` for a captured payment (refund it instead).
-- Webhooks (PROVIDERS.md 2.8): AUTHORISATION for every processed `/payments` (card …0408's
+- Webhooks (docs/providers.md 2.8): AUTHORISATION for every processed `/payments` (card …0408's
   too: the connection drops, the webhook still comes; none for …0606 and …0507, which are
   never processed), CAPTURE, CANCELLATION, REFUND and TECHNICAL_CANCEL, one item per
   delivery, each signed with the HMAC key of the endpoint it goes to
   (`providers.sandbox.webhooks`: queued with the ledger change, delivered later, retried
   until acknowledged).
-- Idempotency (PROVIDERS.md 2.5): the `Idempotency-Key` header (max 64 characters) makes a
+- Idempotency (docs/providers.md 2.5): the `Idempotency-Key` header (max 64 characters) makes a
   POST run once; later requests with the key get the stored response (echoing the
   `Idempotency-Key` header). Transient failures — the ones carrying the response header
   `transient-error: true` — are not stored, so a retry is processed as new. A duplicate
   arriving while the first is still being processed gets 422 `errorCode "704"` ("request
   already processed or in progress") with `transient-error: true` (the duplicate itself had
-  no effect). The same key with a different body is undocumented at Adyen; like PROVIDERS.md
+  no effect). The same key with a different body is undocumented at Adyen; like docs/providers.md
   we assume the stored response is returned.
 - Faults: the provider-wide conditions (`sandbox_fault`: latency, outage) and the test cards
-  of API.md. An outage and card 4000000000000507 answer 503 with `transient-error: true`
+  of docs/api.md. An outage and card 4000000000000507 answer 503 with `transient-error: true`
   before anything is processed; card …0408 commits, then drops the connection (a retry with
   the same key replays the authorisation); card …0606 hangs before committing, on every
   delivery (so a replay never finds it: see the adapter's `lookup`).
@@ -104,7 +104,7 @@ HOLDER_TRIGGERS = {
     "ERROR": "4000000000000119",
 }
 
-# Settlement details report columns, in Adyen's default order (PROVIDERS.md 2.9).
+# Settlement details report columns, in Adyen's default order (docs/providers.md 2.9).
 SETTLEMENT_COLUMNS = [
     "Company Account", "Merchant Account", "Psp Reference", "Merchant Reference",
     "Payment Method", "Creation Date", "TimeZone", "Type", "Modification Reference",
@@ -254,7 +254,7 @@ def _authorize(body: dict) -> Response:
     return Response(200, response, drop_connection=authorization.drop_connection)
 
 
-# --- webhooks (PROVIDERS.md 2.8) ------------------------------------------------------------
+# --- webhooks (docs/providers.md 2.8) ------------------------------------------------------------
 def _notify(merchant_account: str, event_code: str, *, success: bool, psp: str,
             reference: str, amount: int | None = None, currency: str = "",
             original: str = "", reason: str = "", payment_method: str = "",
@@ -369,7 +369,7 @@ def _received(body: dict, kind: str, *, psp: str, operation_psp: str, reference:
     return Response(201, response)
 
 
-# --- /cancels: cancel by our reference ("technical cancel", PROVIDERS.md 2.3-2.4) -----------
+# --- /cancels: cancel by our reference ("technical cancel", docs/providers.md 2.3-2.4) -----------
 def technical_cancel(request: Request) -> Response:
     return _keyed_body(request, _technical_cancel)
 

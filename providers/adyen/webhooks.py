@@ -1,4 +1,4 @@
-"""Adyen standard webhooks (PROVIDERS.md 2.8): signature checks and parsing into
+"""Adyen standard webhooks (docs/providers.md 2.8): signature checks and parsing into
 `providers.base.ProviderEvent`s. Payments stores and applies them.
 
 - A delivery is a JSON batch `{"live": "true"|"false", "notificationItems":

@@ -1,4 +1,4 @@
-"""Checkout.com adapter: the unified Payments API (PROVIDERS.md section 3).
+"""Checkout.com adapter: the unified Payments API (docs/providers.md section 3).
 
 Wire format
 - Base URL: the account's (`https://{prefix}.api.sandbox.checkout.com` /
@@ -36,7 +36,7 @@ How each outcome is mapped (data in providers/outcomes.py)
   captured even if Checkout.com still says `Authorized` (it captures on its own shortly after).
 - 201 `approved: false` → `classify_decline("checkout", response_code)` → HardDecline or
   SoftDecline (raw_code = the response code). A 4xx that carries a `response_code` is read the
-  same way (reported by integrators, PROVIDERS.md 3.6).
+  same way (reported by integrators, docs/providers.md 3.6).
 - 202 `status: "Pending"` (e.g. 3-D Secure) → `classify_result` → OutcomeUnknown.
 - 503 on a POST: Checkout.com stores only 2xx results under an idempotency key, so a 5xx
   means nothing was stored — but not necessarily that nothing was processed. We confirm at

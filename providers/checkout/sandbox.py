@@ -1,4 +1,4 @@
-"""Checkout.com sandbox: the unified Payments API (PROVIDERS.md section 3) over the shared ledger.
+"""Checkout.com sandbox: the unified Payments API (docs/providers.md section 3) over the shared ledger.
 
 Speaks what `CheckoutAdapter` uses, in Checkout.com's wire format:
 
@@ -10,7 +10,7 @@ Speaks what `CheckoutAdapter` uses, in Checkout.com's wire format:
   what Checkout.com would charge: 1000 CLP is 100000): more than nine digits, or a
   three-decimal amount not ending in 0, is 422 `amount_invalid`
   (providers/checkout/currencies.py). A `reference` over 50 characters is 422
-  `reference_invalid`, on payments and actions alike. The test cards of API.md answer with
+  `reference_invalid`, on payments and actions alike. The test cards of docs/api.md answer with
   realistic Checkout.com response codes so that
   they normalize exactly (providers/outcomes.py): …0002 → 20005, …9995 → 20051, …0069 → 20054,
   …9987 → 30041, …0119 → 20068 (soft). …0507 → 503 before processing; …0408 → the payment is
@@ -28,11 +28,11 @@ Speaks what `CheckoutAdapter` uses, in Checkout.com's wire format:
   `action_id`, `action_type`, `reference`, `processed_on` and a `breakdown` of decimal
   major-unit amounts (gross line, then the sandbox's fee split into a variable and a fixed
   line; debits negative), latest first. Declined, voided and uncaptured payments do not appear.
-- Webhooks (PROVIDERS.md 3.8): `payment_approved` / `payment_declined` for every processed
+- Webhooks (docs/providers.md 3.8): `payment_approved` / `payment_declined` for every processed
   payment (…0408's too), `payment_captured` for one captured with its authorization, and
   `payment_captured` / `payment_voided` / `payment_refunded` for every action, sent to the endpoints of the payment's processing channel (`providers.sandbox.
   webhooks`), signed with `Cko-Signature` over the exact bytes sent.
-- Idempotency (`Cko-Idempotency-Key`, PROVIDERS.md 3.5): only 2xx results are stored and
+- Idempotency (`Cko-Idempotency-Key`, docs/providers.md 3.5): only 2xx results are stored and
   replayed (same status, same body); a 4xx/5xx is not stored, so a retry with the same key is
   executed again.
 - Faults: `ledger.before_request` latency, and an outage → 503 before processing anything.
@@ -68,7 +68,7 @@ PROVIDER = "checkout"
 DEFAULT_HOST = "https://api.sandbox.checkout.com"
 
 APPROVED = ("10000", "Approved")
-# The ledger's decline codes (API.md test cards) → Checkout.com response code and summary.
+# The ledger's decline codes (docs/api.md test cards) → Checkout.com response code and summary.
 RESPONSE_CODES = {
     "generic_decline": ("20005", "Declined - Do not honour"),
     "insufficient_funds": ("20051", "Insufficient Funds"),
@@ -432,7 +432,7 @@ def _request_payment(request: Request) -> Response:
                drop_connection=authorization.drop_connection)
 
 
-# --- webhooks (PROVIDERS.md 3.8) --------------------------------------------------------------
+# --- webhooks (docs/providers.md 3.8) --------------------------------------------------------------
 WEBHOOK_TYPES = {"capture": "payment_captured", "cancel": "payment_voided",
                  "refund": "payment_refunded"}
 

@@ -1,4 +1,4 @@
-"""Checkout.com webhooks (PROVIDERS.md 3.8): signature check and parsing into
+"""Checkout.com webhooks (docs/providers.md 3.8): signature check and parsing into
 `providers.base.ProviderEvent`s. Payments stores and applies them.
 
 - One event per delivery: `{"id": "evt_…", "type": "payment_captured", "created_on": …,

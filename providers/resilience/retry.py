@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Does the provider answer a repeated idempotency key with the stored result of the first
-# request, whatever it was? (PROVIDERS.md "Idempotency replays differ".) A provider missing
+# request, whatever it was? (docs/providers.md "Idempotency replays differ".) A provider missing
 # here is treated as not replaying: when in doubt, never retry an unknown outcome.
 REPLAYS_IDEMPOTENT_RESULTS: dict[str, bool] = {
     "stripe": True,

@@ -1,4 +1,4 @@
-"""The test cards of API.md and what every sandbox provider does with them, as data."""
+"""The test cards of docs/api.md and what every sandbox provider does with them, as data."""
 
 from dataclasses import dataclass
 

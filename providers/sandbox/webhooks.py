@@ -32,7 +32,7 @@ from providers.models import SandboxNotification, SandboxWebhookEndpoint
 
 logger = logging.getLogger(__name__)
 # seconds before retry N (then the last one, repeated), as Adyen does: three quick retries,
-# then a queue from 2 minutes up to 8 hours apart, for at most 30 days (PROVIDERS.md 2.8)
+# then a queue from 2 minutes up to 8 hours apart, for at most 30 days (docs/providers.md 2.8)
 RETRY_SCHEDULE = [10, 10, 10, 120, 600, 3600, 4 * 3600, 8 * 3600]
 GIVE_UP_AFTER = dt.timedelta(days=30)
 TIMEOUT_SECONDS = 10.0  # Adyen wants an answer within 10 s

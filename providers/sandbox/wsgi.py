@@ -122,7 +122,7 @@ def fingerprint(request: Request) -> str:
 
 @dataclass(frozen=True)
 class IdempotencyPolicy:
-    """How one provider treats idempotency keys (PROVIDERS.md, "Idempotency")."""
+    """How one provider treats idempotency keys (docs/providers.md, "Idempotency")."""
 
     store: Callable[[Response], bool]  # which responses are saved and replayed
     in_flight: Callable[[], Response]  # answer while the first request is still running
@@ -154,7 +154,7 @@ def idempotent(provider: str, key: str | None, request: Request, policy: Idempot
         headers = {**record.headers, **policy.replay_headers}
         # The network path of a request whose connection dropped (card …0408) stays broken
         # for SANDBOX_DROP_WINDOW_SECONDS: immediate resends drop too (the payment is left
-        # unresolved, as API.md says), a later status lookup or replay gets the answer.
+        # unresolved, as docs/api.md says), a later status lookup or replay gets the answer.
         dropped = headers.pop(_DROP, None) is not None
         age = (timezone.now() - record.created_at).total_seconds()
         drop = dropped and age < settings.SANDBOX_DROP_WINDOW_SECONDS

@@ -1,6 +1,6 @@
 """Stripe adapter: card payments through the PaymentIntents API, in Stripe's own wire format.
 
-Wire (PROVIDERS.md section 1):
+Wire (docs/providers.md section 1):
 - `Authorization: Bearer <secret_key>`, `Stripe-Version: API_VERSION` (pinned: response
   shapes never change under us), form-encoded bodies with brackets
   (`card[number]`, `metadata[switchyard_attempt]`, `payment_method_types[0]`), JSON answers.

@@ -1,4 +1,4 @@
-"""Stripe sandbox: a WSGI app speaking Stripe's wire format (PROVIDERS.md section 1) over the
+"""Stripe sandbox: a WSGI app speaking Stripe's wire format (docs/providers.md section 1) over the
 shared sandbox ledger, so the Stripe adapter can run unchanged against it or against Stripe.
 
 Reproduced:
@@ -29,7 +29,7 @@ Reproduced:
   `status:'…'`, `currency:'…'`, `amount:N`, joined by AND; immediately consistent, unlike
   Stripe's), wrong states → 400 `payment_intent_unexpected_state` / `amount_too_large` /
   `charge_already_refunded`.
-- Idempotency (PROVIDERS.md 1.5): every POST with `Idempotency-Key` (≤ 255 chars) runs once;
+- Idempotency (docs/providers.md 1.5): every POST with `Idempotency-Key` (≤ 255 chars) runs once;
   the saved answer — 2xx, 402 declines and 4xx raised after execution began — is replayed
   with `Idempotent-Replayed: true`; the same key with other parameters → 400
   `idempotency_error`; the same key while the first request runs → 409
@@ -94,7 +94,7 @@ _DECLINE_MESSAGES = {
                         "little bit.",
     "incorrect_cvc": "Your card's security code is incorrect.",
 }
-# Stripe's test PaymentMethod tokens (PROVIDERS.md 1.10) → the test card they stand for.
+# Stripe's test PaymentMethod tokens (docs/providers.md 1.10) → the test card they stand for.
 TEST_TOKENS = {
     "pm_card_visa": "4242424242424242",
     "pm_card_mastercard": "5555555555554444",

@@ -1,4 +1,4 @@
-"""Operator commands for provider accounts and sandboxes (API.md, "Operator commands")."""
+"""Operator commands for provider accounts and sandboxes (docs/api.md, "Operator commands")."""
 
 from io import StringIO
 

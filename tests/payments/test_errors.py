@@ -1,4 +1,4 @@
-"""Every row of API.md's error table, and the one error shape they all share.
+"""Every row of docs/api.md's error table, and the one error shape they all share.
 
 `{"error": {"type", "code", "message", "param"}}` with exactly those keys (plus `decline_code`
 on card errors, whose body also carries the failed `payment`), the right HTTP status, JSON
@@ -22,7 +22,7 @@ ERROR_KEYS = {"type", "code", "message", "param"}
 
 def assert_error(resp, status: int, type_: str, code: str | None = None, *,
                  param: str | None = None, card_error: bool = False) -> dict:
-    """The response is the API.md error shape, and only that."""
+    """The response is the docs/api.md error shape, and only that."""
     assert resp.status_code == status, resp.content
     assert resp["Content-Type"].startswith("application/json")
     body = resp.json()

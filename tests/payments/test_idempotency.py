@@ -1,4 +1,4 @@
-"""Idempotency-Key semantics (API.md "Idempotency", DESIGN.md "Merchant API"), one request at a
+"""Idempotency-Key semantics (docs/api.md "Idempotency", DESIGN.md "Merchant API"), one request at a
 time. The races are in `test_concurrency.py`."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A request that died in flight does not wedge its Idempotency-Key (API.md, "Idempotency").
+"""A request that died in flight does not wedge its Idempotency-Key (docs/api.md, "Idempotency").
 
 A process killed mid-request leaves its key in flight. Once the key has been in flight for
 longer than any request can last (IDEMPOTENCY_IN_FLIGHT_TIMEOUT_SECONDS), a retry recovers

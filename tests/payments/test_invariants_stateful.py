@@ -2,7 +2,7 @@
 
 A hypothesis RuleBasedStateMachine drives random sequences of what merchants, providers and
 workers do — create (with or without confirm, automatic or manual capture, pinned or routed,
-any test card of API.md), confirm, capture (full, partial, too large, not positive), cancel,
+any test card of docs/api.md), confirm, capture (full, partial, too large, not positive), cancel,
 refund (full, partial, too large, not positive), provider outages and soft-decline rates
 (`sandbox_fault`), a process dying just before or just after a provider call, status sync of
 unknown and abandoned (pending) attempts (sometimes after the dropped connections have
@@ -74,7 +74,7 @@ from providers.sandbox import webhooks as sandbox_webhooks
 S = PaymentStatus
 A = AttemptStatus
 
-# API.md's sandbox test cards.
+# docs/api.md's sandbox test cards.
 APPROVED_CARDS = ["4242424242424242", "5555555555554444", "378282246310005"]
 HARD_DECLINE_CARDS = ["4000000000000002", "4000000000009995", "4000000000000069",
                       "4000000000009987"]

@@ -1,4 +1,4 @@
-"""Merchant and mode isolation on every endpoint (API.md, "Conventions"; DESIGN.md, "Merchant
+"""Merchant and mode isolation on every endpoint (docs/api.md, "Conventions"; DESIGN.md, "Merchant
 API": another merchant's or mode's id is a 404).
 
 One merchant's test key creates a payment method, payments in each state and a refund. Then

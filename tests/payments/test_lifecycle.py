@@ -1,4 +1,4 @@
-"""The payment lifecycle through the HTTP API (API.md "Payments" and the sandbox test cards).
+"""The payment lifecycle through the HTTP API (docs/api.md "Payments" and the sandbox test cards).
 
 Every provider-side claim is checked against the sandbox's own ledger (`SandboxCharge`), the
 way one would check a real provider's dashboard.
@@ -303,7 +303,7 @@ def test_cancel_then_confirm_is_a_state_conflict(api):
     assert SandboxCharge.objects.count() == 0
 
 
-# --- the test cards of API.md, end to end -------------------------------------------------
+# --- the test cards of docs/api.md, end to end -------------------------------------------------
 @pytest.mark.parametrize("number", APPROVED)
 def test_approved_cards(api, number):
     resp = pay(api, number, amount=777)
@@ -342,7 +342,7 @@ def test_hard_declines(api, number, code, decline_code):
 def test_soft_decline(api):
     resp = pay(api, "4000000000000119")
     error = assert_error(resp, 402, "processing_error", type_="card_error")
-    # API.md: a 402 always says why the card was declined
+    # docs/api.md: a 402 always says why the card was declined
     assert error["decline_code"] == "processing_error"
     payment = resp.json()["payment"]
     assert payment["status"] == "failed"

@@ -1,4 +1,4 @@
-"""The card vault through the API: POST/GET /v1/payment_methods (API.md, "Payment methods").
+"""The card vault through the API: POST/GET /v1/payment_methods (docs/api.md, "Payment methods").
 
 What a merchant sees (the exact response shape, strict validation with a `param` that names the
 field), and what nobody may see: the full number and the CVC never come back, never reach an
@@ -458,7 +458,7 @@ def test_number_is_encrypted_at_rest(api):
     assert VISA.encode("utf-16-le") not in blob
     assert pm.key_version == settings.VAULT_ACTIVE_KEY
     assert vault.decrypt(pm.key_version, blob, associated=pm.id) == VISA
-    # The readable fields are only the ones API.md allows.
+    # The readable fields are only the ones docs/api.md allows.
     assert (pm.last4, pm.bin, pm.brand) == ("4242", "424242", "visa")
 
 

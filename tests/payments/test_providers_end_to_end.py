@@ -1,4 +1,4 @@
-"""Every test card of API.md through the merchant API on each provider's sandbox account
+"""Every test card of docs/api.md through the merchant API on each provider's sandbox account
 (pinned with `provider`), through the real adapters and wire-format sandboxes."""
 
 import pytest

@@ -1,4 +1,4 @@
-"""Refunds through the HTTP API (API.md "Refunds"): full by default, several partial ones,
+"""Refunds through the HTTP API (docs/api.md "Refunds"): full by default, several partial ones,
 their sum never above `amount_captured`, checked against the sandbox's own ledger too."""
 
 from __future__ import annotations

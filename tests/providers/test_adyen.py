@@ -711,7 +711,7 @@ def test_sandbox_replays_the_stored_response_for_the_same_key():
 
 
 def test_sandbox_same_key_with_another_body_returns_the_stored_response():
-    # Undocumented at Adyen; PROVIDERS.md 2.5 assumes the stored response wins.
+    # Undocumented at Adyen; docs/providers.md 2.5 assumes the stored response wins.
     headers = {**KEY_HEADERS, "Idempotency-Key": "key-mismatch"}
     first = wire().post("/v71/payments", json=payment_body(), headers=headers)
     other = payment_body("5555555555554444", amount={"value": 1, "currency": "EUR"})

@@ -1,4 +1,4 @@
-"""Adyen webhooks at the provider layer: HMAC signing and checking (PROVIDERS.md 2.8),
+"""Adyen webhooks at the provider layer: HMAC signing and checking (docs/providers.md 2.8),
 parsing into normalized events, and the sandbox's technical cancel (`POST /v71/cancels`)."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Checkout.com: the adapter against its sandbox, in-process and over real HTTP, and the
-sandbox's wire format (PROVIDERS.md section 3)."""
+sandbox's wire format (docs/providers.md section 3)."""
 
 from __future__ import annotations
 

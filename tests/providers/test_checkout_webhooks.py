@@ -1,5 +1,5 @@
 """Checkout.com webhooks at the provider layer: `Cko-Signature` over the raw body
-(PROVIDERS.md 3.8), parsing into normalized events, and what the sandbox sends."""
+(docs/providers.md 3.8), parsing into normalized events, and what the sandbox sends."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`manage.py provider_account add|list|update|disable|enable` (API.md, "Operator commands")."""
+"""`manage.py provider_account add|list|update|disable|enable` (docs/api.md, "Operator commands")."""
 
 from __future__ import annotations
 
