@@ -57,7 +57,9 @@ def test_seed_demo_is_rerunnable_and_prints_a_working_key_and_curl():
         key = KEY_RE.search(output).group()
         assert key.startswith("sk_test_")
         assert api_key_authenticate(key) is not None
-        assert "curl -s http://127.0.0.1:" in output and "/v1/payment_methods" in output
+        # the curl command follows $BASE, which the printed export line sets
+        assert "BASE=http://127.0.0.1:" in output
+        assert "curl -s $BASE/v1/payment_methods" in output
 
 
 @pytest.mark.django_db
