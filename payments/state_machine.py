@@ -1,8 +1,11 @@
-"""Where a payment or a refund changes state. Nothing else writes `status`.
+"""Where a payment, an attempt, a capture/void or a refund changes state. Nothing else
+writes `status`.
 
 Each transition locks the row (`select_for_update`), checks the allowed-transitions table
-below, applies the field updates, appends a `PaymentEvent` (the event log replays to the
-current state) and writes the merchant-webhook event to the outbox, all in one transaction.
+below, applies the field updates, and (payments and refunds) appends a `PaymentEvent` (the
+event log replays to the current state) and writes the merchant-webhook event to the outbox,
+all in one transaction. Lock order everywhere: the payment, then its attempt, modification
+or refund.
 """
 
 from __future__ import annotations
@@ -12,8 +15,13 @@ from typing import Any
 from django.db import transaction
 
 from payments.errors import StateConflict
+from payments.events import REFUND_EVENTS, EventType
 from payments.models import (
+    AttemptStatus,
+    Modification,
+    ModificationStatus,
     Payment,
+    PaymentAttempt,
     PaymentEvent,
     PaymentStatus,
     Refund,
@@ -50,6 +58,31 @@ REFUND_TRANSITIONS: dict[str, frozenset[str]] = {
     R.UNRESOLVED: frozenset({R.PENDING, R.SUCCEEDED, R.FAILED}),
     R.SUCCEEDED: frozenset(),
     R.FAILED: frozenset(),
+}
+
+A = AttemptStatus
+ATTEMPT_TRANSITIONS: dict[str, frozenset[str]] = {
+    # sent, no answer yet: the answer decides; a process that died mid-call leaves it unknown
+    A.PENDING: frozenset({A.AUTHORIZED, A.CAPTURED, A.DECLINED, A.FAILED, A.UNKNOWN}),
+    # the provider may have charged: its answer (lookup, webhook, release) decides; a charge
+    # the payment must not keep is reversed
+    A.UNKNOWN: frozenset({A.AUTHORIZED, A.CAPTURED, A.DECLINED, A.FAILED, A.REVERSED}),
+    A.AUTHORIZED: frozenset({A.CAPTURED, A.VOIDED}),
+    # a released attempt (nothing held) whose charge the provider reported after all
+    A.FAILED: frozenset({A.REVERSED}),
+    A.CAPTURED: frozenset(),
+    A.DECLINED: frozenset(),
+    A.VOIDED: frozenset(),
+    A.REVERSED: frozenset(),
+}
+
+M = ModificationStatus
+MODIFICATION_TRANSITIONS: dict[str, frozenset[str]] = {
+    M.PENDING: frozenset({M.SUCCEEDED, M.FAILED, M.UNKNOWN}),
+    # (pending: the provider turned out to have it, and confirms it later)
+    M.UNKNOWN: frozenset({M.PENDING, M.SUCCEEDED, M.FAILED}),
+    M.SUCCEEDED: frozenset(),
+    M.FAILED: frozenset(),
 }
 
 # Which payment statuses merchants hear about by webhook.
@@ -147,18 +180,52 @@ def transition_refund(
     transition_payment(
         payment,
         None,
-        event=f"refund.{to_status}",
+        event=REFUND_EVENTS[to_status],
         actor=actor,
         updates=payment_updates,
         data={"refund": locked.id, "amount": locked.amount, "from_status": from_status},
     )
     _outbox(
         locked,
-        f"refund.{to_status}",
+        REFUND_EVENTS[to_status],
         {"id": locked.id, "object": "refund", "payment": payment.id, "amount": locked.amount,
          "currency": locked.currency, "status": locked.status},
     )
     refund.__dict__.update(locked.__dict__)
+    return locked
+
+
+def transition_attempt(attempt: PaymentAttempt, to_status: str | None, *,
+                       updates: dict[str, Any] | None = None) -> PaymentAttempt:
+    """Move an attempt to `to_status` (None: same status, other fields only), after the
+    table. Call inside `transaction.atomic()` with its payment locked first; the row is
+    locked and re-read here and only the named fields are written."""
+    return _transition(PaymentAttempt, ATTEMPT_TRANSITIONS, attempt, to_status, updates)
+
+
+def transition_modification(modification: Modification, to_status: str | None, *,
+                            updates: dict[str, Any] | None = None) -> Modification:
+    """Move a capture or void to `to_status`, as `transition_attempt` does an attempt."""
+    return _transition(Modification, MODIFICATION_TRANSITIONS, modification, to_status,
+                       updates)
+
+
+def _transition(model, table: dict[str, frozenset[str]], row, to_status: str | None,
+                updates: dict[str, Any] | None):
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("a transition must run inside transaction.atomic()")
+    locked = model.objects.select_for_update().get(pk=row.pk)
+    if to_status is not None and to_status not in table[locked.status]:
+        raise StateConflict(f"This {model._meta.verbose_name} is {locked.status}; it cannot "
+                            f"become {to_status}.")
+    fields = dict(updates or {})
+    if to_status is not None:
+        fields["status"] = to_status
+    for name, value in fields.items():
+        setattr(locked, name, value)
+    if fields:
+        locked.save(update_fields=[*fields, "updated_at"])
+    row.__dict__.update(locked.__dict__)
     return locked
 
 
@@ -228,7 +295,7 @@ def create_payment(**fields: Any) -> Payment:
     payment = Payment.objects.create(status=S.REQUIRES_CONFIRMATION, **fields)
     PaymentEvent.objects.create(
         payment=payment,
-        type="payment.created",
+        type=EventType.CREATED,
         from_status="",
         to_status=payment.status,
         data={name: getattr(payment, name) for name in _SNAPSHOT_FIELDS},
