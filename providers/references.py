@@ -3,7 +3,7 @@
 Our references are ids (`att_…` 28 characters, `mod_…`, `re_…`) and a few derived forms: the
 release of an attempt (`<attempt>-release`, 36) and the reversal of an extra charge
 (`<attempt>-reversal-<provider's charge id>`, up to 68 with Checkout.com's `pay_…` ids;
-`payments.services.status_sync.reversal_reference`). Providers cap them: Checkout.com's
+`payments.services.attempts.reversal_reference`). Providers cap them: Checkout.com's
 `reference` at 50 characters, Adyen's at 80 and its Idempotency-Key at 64, Stripe's
 Idempotency-Key at 255 and metadata values at 500. An adapter passes every reference and key
 through `fit` with the provider's limit, at its edge, so nothing longer is ever sent.
@@ -16,7 +16,7 @@ and a digest of the whole (11 base32 characters of SHA-256, 55 bits), exactly `l
 - recognisable: the start is kept, so whatever reads a reference the provider echoes back
   (webhooks, lookups) still finds our ids in it — a shortened reversal reference still starts
   with `<attempt>-reversal-` (38 characters, within even Checkout.com's 50), which is what
-  `status_sync.reversed_attempt_id` reads. Code that compares a provider's echo with our
+  `attempts.reversed_attempt_id` reads. Code that compares a provider's echo with our
   reference compares it with `fit(reference, limit)`, the form that was sent.
 """
 

@@ -10,4 +10,4 @@ class WorkersConfig(AppConfig):
         # included), so that it is Celery's current app: a task sent by name from payments
         # (which never imports workers) goes to our broker, not to Celery's default
         # amqp://localhost.
-        from workers import celery  # noqa: F401
+        from workers import celery, tasks  # noqa: F401 - tasks: registered by name here too

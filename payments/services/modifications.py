@@ -13,6 +13,7 @@ from django.db import transaction
 
 from payments import state_machine as sm
 from payments.errors import InvalidRequest, ProviderFailed, StateConflict
+from payments.events import MODIFICATION_EVENTS, EventType
 from payments.models import (
     AttemptStatus,
     Modification,
@@ -22,7 +23,12 @@ from payments.models import (
     PaymentStatus,
 )
 from payments.services import idempotency
-from payments.services.provider_calls import _error_body, call_provider, for_modification
+from payments.services.provider_calls import (
+    CallKind,
+    call_provider,
+    error_body,
+    for_modification,
+)
 from providers import base
 from providers.registry import amount_problem
 
@@ -76,7 +82,7 @@ def payment_cancel(*, payment: Payment, reason: str = "", actor: str = "api") ->
     with transaction.atomic():
         locked = sm.lock_payment(payment.pk)
         if locked.status == S.REQUIRES_CONFIRMATION:
-            canceled = sm.transition_payment(locked, S.CANCELED, event="payment.canceled",
+            canceled = sm.transition_payment(locked, S.CANCELED, event=EventType.CANCELED,
                                              actor=actor,
                                              updates={"cancellation_reason": reason})
             idempotency.record_object(canceled)
@@ -97,7 +103,8 @@ def _start(payment: Payment, kind: str, amount: int, *, actor: str,
     modification = Modification.objects.create(
         payment=payment, attempt=attempt, kind=kind, amount=amount, status=M.PENDING)
     idempotency.record_object(payment)
-    sm.transition_payment(payment, S.PROCESSING, event=f"payment.{kind}_started", actor=actor,
+    sm.transition_payment(payment, S.PROCESSING, event=MODIFICATION_EVENTS[kind]["started"],
+                          actor=actor,
                           updates=updates,
                           data={"modification": modification.id, "amount": amount})
     return modification
@@ -112,9 +119,9 @@ def _send(payment: Payment, modification: Modification, *, actor: str) -> Paymen
             operation=modification.kind)))
     data = {"modification": modification.id, "amount": modification.amount,
             "outcome": outcome.kind}
-    if outcome.kind == "approved" and not outcome.result.pending:
+    if outcome.kind == CallKind.APPROVED and not outcome.modification.pending:
         return modification_settle(modification=modification, succeeded=True, actor=actor,
-                                   provider_reference=outcome.result.provider_reference)
+                                   provider_reference=outcome.modification.provider_reference)
     with transaction.atomic():
         # Lock order everywhere: the payment, then its modification. A webhook or status sync
         # may have settled it while we waited for the provider: then its word stands.
@@ -122,24 +129,23 @@ def _send(payment: Payment, modification: Modification, *, actor: str) -> Paymen
         modification = Modification.objects.select_for_update().get(pk=modification.pk)
         if modification.status != M.PENDING:
             return payment
-        if outcome.kind == "approved":  # accepted; the provider confirms later
-            modification.provider_reference = outcome.result.provider_reference
-            modification.save()
+        events = MODIFICATION_EVENTS[modification.kind]
+        if outcome.kind == CallKind.APPROVED:  # accepted; the provider confirms later
+            sm.transition_modification(modification, None, updates={
+                "provider_reference": outcome.modification.provider_reference})
+            return sm.transition_payment(payment, None, event=events["pending"], actor=actor,
+                                         data=data)
+        error = outcome.failure
+        if outcome.kind == CallKind.UNKNOWN:
+            sm.transition_modification(modification, M.UNKNOWN,
+                                       updates={"error_code": error.code})
             return sm.transition_payment(
-                payment, None, event=f"payment.{modification.kind}_pending", actor=actor,
-                data=data)
-        modification.error_code = outcome.error.code
-        if outcome.kind == "unknown":
-            modification.status = M.UNKNOWN
-            modification.save()
-            return sm.transition_payment(
-                payment, S.UNRESOLVED, event=f"payment.{modification.kind}_outcome_unknown",
-                actor=actor, data=data, updates={"last_error": _error_body(outcome.error)})
-        modification.status = M.FAILED
-        modification.save()
+                payment, S.UNRESOLVED, event=events["unknown"], actor=actor, data=data,
+                updates={"last_error": error_body(error)})
+        sm.transition_modification(modification, M.FAILED, updates={"error_code": error.code})
         sm.transition_payment(
-            payment, S.REQUIRES_CAPTURE, event=f"payment.{modification.kind}_failed",
-            actor=actor, data=data, updates={"last_error": _error_body(outcome.error)})
+            payment, S.REQUIRES_CAPTURE, event=events["failed"], actor=actor, data=data,
+            updates={"last_error": error_body(error)})
     raise ProviderFailed(_KINDS[modification.kind][2], payment=payment)
 
 
@@ -153,9 +159,6 @@ def raise_for_failed_modification(payment: Payment, kind: str) -> Payment:
     return payment
 
 
-_ACCEPTED_EVENTS = {"capture": "payment.capture_accepted", "cancel": "payment.cancel_accepted"}
-
-
 def modification_accept(*, modification: Modification, actor: str) -> Payment:
     """A capture or void whose outcome was unknown turns out to be with the provider, which
     confirms it later: it is pending again, and the payment processing."""
@@ -164,10 +167,10 @@ def modification_accept(*, modification: Modification, actor: str) -> Payment:
         locked = Modification.objects.select_for_update().get(pk=modification.pk)
         if locked.status != M.UNKNOWN:
             return payment
-        locked.status = M.PENDING
-        locked.save()
+        sm.transition_modification(locked, M.PENDING)
         return sm.transition_payment(
-            payment, S.PROCESSING, event=_ACCEPTED_EVENTS[locked.kind], actor=actor,
+            payment, S.PROCESSING, event=MODIFICATION_EVENTS[locked.kind]["accepted"],
+            actor=actor,
             data={"modification": locked.id, "amount": locked.amount},
             updates={"last_error": None})
 
@@ -182,22 +185,20 @@ def modification_settle(*, modification: Modification, succeeded: bool, actor: s
         locked = Modification.objects.select_for_update().get(pk=modification.pk)
         if locked.status not in (M.PENDING, M.UNKNOWN):
             return payment  # already settled: webhooks and status sync may both report it
-        locked.status = M.SUCCEEDED if succeeded else M.FAILED
-        locked.provider_reference = provider_reference or locked.provider_reference
-        locked.save()
+        sm.transition_modification(locked, M.SUCCEEDED if succeeded else M.FAILED, updates={
+            "provider_reference": provider_reference or locked.provider_reference})
         data = {"modification": locked.id, "amount": locked.amount}
+        events = MODIFICATION_EVENTS[kind]
         if not succeeded:
             return sm.transition_payment(
-                payment, S.REQUIRES_CAPTURE, event=f"payment.{kind}_failed", actor=actor,
+                payment, S.REQUIRES_CAPTURE, event=events["failed"], actor=actor,
                 data=data, updates={"last_error": {
                     "code": f"{kind}_failed", "decline_code": None,
                     "message": "The provider refused the " + kind + "."}})
         payment_status, attempt_status, _ = _KINDS[kind]
-        attempt = locked.attempt
-        attempt.status = attempt_status
-        attempt.save()
+        sm.transition_attempt(locked.attempt, attempt_status)
         updates = {"amount_capturable": 0, "last_error": None}
         if kind == "capture":
             updates["amount_captured"] = locked.amount
-        return sm.transition_payment(payment, payment_status, event=f"payment.{kind}_succeeded",
+        return sm.transition_payment(payment, payment_status, event=events["succeeded"],
                                      actor=actor, data=data, updates=updates)

@@ -17,6 +17,7 @@ from django.db import transaction
 
 from payments import state_machine as sm
 from payments.errors import CardDeclined, InvalidRequest, ProviderFailed, StateConflict
+from payments.events import EventType
 from payments.models import AttemptStatus, Merchant, Payment, PaymentMethod, PaymentStatus
 from payments.services import authorization, idempotency
 from payments.services.payment_methods import card_for_authorization, card_for_provider
@@ -177,7 +178,7 @@ def _start_confirmation(payment: Payment, pm: PaymentMethod, *, actor: str,
                             f"requires_confirmation can be confirmed.", changed_nothing=True)
     account, routing = _route(locked, pm)
     sm.transition_payment(
-        locked, S.PROCESSING, event="payment.confirmed", actor=actor,
+        locked, S.PROCESSING, event=EventType.CONFIRMED, actor=actor,
         updates={"payment_method": pm, "provider_account": account, "routing": routing},
         data={"candidates": routing["order"]},
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from enum import StrEnum
 
 from providers import base, gateway
 from providers.models import ProviderAccount
@@ -11,47 +12,79 @@ from providers.models import ProviderAccount
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What a provider call came to, in the terms the state machine needs."""
+class CallKind(StrEnum):
+    APPROVED = "approved"
+    DECLINED = "declined"  # a hard or soft decline
+    UNAVAILABLE = "unavailable"  # not processed (or our request was refused as malformed)
+    UNKNOWN = "unknown"  # the provider may have done it
 
-    kind: str  # approved | declined | unavailable | unknown
-    result: object = None
+
+@dataclass(frozen=True)
+class CallOutcome:
+    """What a provider call came to, in the terms the state machine needs: the adapter's
+    result when approved, else the adapter's error."""
+
+    kind: CallKind
+    result: Result | None = None
     error: base.ProviderError | None = None
 
+    @property
+    def authorization(self) -> base.AuthorizeResult:
+        assert isinstance(self.result, base.AuthorizeResult), self.result
+        return self.result
 
-def call_provider(account: ProviderAccount, operation: str, request) -> Outcome:
-    """Call `operation` (authorize, capture, cancel, refund) on the account through the
-    provider gateway (limits, circuit breaker, safe retries, adapter) and classify what
-    happened. Never raises: every failure becomes an outcome."""
+    @property
+    def modification(self) -> base.ModificationResult:
+        assert isinstance(self.result, base.ModificationResult), self.result
+        return self.result
+
+    @property
+    def lookup(self) -> base.LookupResult:
+        assert isinstance(self.result, base.LookupResult), self.result
+        return self.result
+
+    @property
+    def failure(self) -> base.ProviderError:
+        assert self.error is not None, self
+        return self.error
+
+
+Result = base.AuthorizeResult | base.ModificationResult | base.LookupResult
+Request = base.AuthorizeRequest | base.ModificationRequest
+
+
+def call_provider(account: ProviderAccount, operation: str, request: Request) -> CallOutcome:
+    """Call `operation` (authorize, capture, cancel, refund, lookup, release, reverse) on the
+    account through the provider gateway (limits, circuit breaker, safe retries, adapter) and
+    classify what happened. Never raises: every failure becomes an outcome."""
     try:
-        return Outcome("approved", result=gateway.call(account, operation, request))
+        return CallOutcome(CallKind.APPROVED, result=gateway.call(account, operation, request))
     except (base.HardDecline, base.SoftDecline) as exc:
-        return Outcome("declined", error=exc)
+        return CallOutcome(CallKind.DECLINED, error=exc)
     except (base.ProviderUnavailable, base.ProviderBadRequest) as exc:
-        return Outcome("unavailable", error=exc)
+        return CallOutcome(CallKind.UNAVAILABLE, error=exc)
     except base.OutcomeUnknown as exc:
-        return Outcome("unknown", error=exc)
+        return CallOutcome(CallKind.UNKNOWN, error=exc)
     except Exception as exc:  # an adapter bug after sending: the money may have moved
         logger.exception("provider call raised unexpectedly; treating the outcome as unknown")
-        return Outcome("unknown", error=base.OutcomeUnknown(type(exc).__name__))
+        return CallOutcome(CallKind.UNKNOWN, error=base.OutcomeUnknown(type(exc).__name__))
 
 
-def for_modification(outcome: Outcome) -> Outcome:
+def for_modification(outcome: CallOutcome) -> CallOutcome:
     """What a capture's, void's or refund's outcome means. It failed only if the provider
     provably did not do it: it refused it (a decline, a 4xx), or the request never reached
     it. Any other error, a provider's "not processed, retry" 503 or 429 included, leaves it
     unknown, to be looked up: the merchant must not be told to repeat a refund that may
     have gone through."""
-    if outcome.kind == "unavailable" and outcome.error is not None and outcome.error.sent \
+    if outcome.kind == CallKind.UNAVAILABLE and outcome.error is not None and outcome.error.sent \
             and not isinstance(outcome.error, base.ProviderBadRequest):
         error = outcome.error
-        return Outcome("unknown", error=base.OutcomeUnknown(
+        return CallOutcome(CallKind.UNKNOWN, error=base.OutcomeUnknown(
             error.message, raw_code=error.raw_code or error.code))
     return outcome
 
 
-def _error_body(error: base.ProviderError) -> dict:
+def error_body(error: base.ProviderError) -> dict:
     """The merchant's view of a provider error (a payment's `last_error`, an API error):
     our code and decline code, and a message of ours. The provider's own text (its codes,
     its retry advice for its API, which is not ours) stays in the attempt's error_message

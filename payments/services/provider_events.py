@@ -6,7 +6,7 @@ by the periodic sync job (and nudged right after the request), claims stored eve
 SKIP LOCKED and applies each through the same services that apply a provider's immediate
 answer or a status lookup, so a payment changes state in one way only:
 
-- authorization → `status_sync.apply_lookup` (an attempt whose outcome was unknown);
+- authorization → `attempts.settle` (an attempt whose outcome was unknown);
 - capture, cancel → `modification_settle`; refund → `refund_settle`;
 - release (Adyen's technical cancel) → `release.release_settle`, which decides an attempt
   whose release was requested from its release and authorization events together.
@@ -25,6 +25,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from payments import metrics
+from payments.events import EventType
 from payments.models import (
     AttemptStatus,
     Modification,
@@ -34,8 +35,10 @@ from payments.models import (
     Refund,
     RefundStatus,
 )
-from payments.services import release, status_sync
+from payments.services import attempts, authorization, release
+from payments.services.attempts import CLAIM_SECONDS
 from payments.services.modifications import modification_settle
+from payments.services.nudge import nudge
 from payments.services.payment_methods import card_for_provider
 from payments.services.refunds import refund_settle
 from providers import base
@@ -44,7 +47,6 @@ from providers.models import ProviderAccount
 logger = logging.getLogger(__name__)
 ACTOR = "provider_webhook"
 RETRY_SECONDS = 30  # an event that cannot apply yet is tried again after this
-CLAIM_SECONDS = 120
 
 
 NotYet = release.NotYet  # the event cannot be applied yet: it is tried again later
@@ -70,11 +72,11 @@ def provider_events_receive(*, account: ProviderAccount,
         except IntegrityError:  # a redelivery: stored already
             continue
     if new:
-        transaction.on_commit(lambda: status_sync.nudge(0))
+        transaction.on_commit(lambda: nudge(0))
     return new
 
 
-def claim_due(*, limit: int = 100, now: dt.datetime | None = None) -> list[int]:
+def claim_due_events(*, limit: int = 100, now: dt.datetime | None = None) -> list[int]:
     now = now or timezone.now()
     with transaction.atomic():
         due = list(ProviderWebhookEvent.objects.select_for_update(skip_locked=True)
@@ -88,7 +90,7 @@ def claim_due(*, limit: int = 100, now: dt.datetime | None = None) -> list[int]:
 def process_due(*, limit: int = 100) -> int:
     """Apply every due event; returns how many were applied (or found to need nothing)."""
     done = 0
-    for event_id in claim_due(limit=limit):
+    for event_id in claim_due_events(limit=limit):
         try:
             done += provider_event_apply(event_id)
         except Exception:  # one bad event must not stop the others; its claim expires
@@ -142,7 +144,7 @@ def _authorization(event: ProviderWebhookEvent) -> str:
             return release.release_settle(attempt.id, actor=ACTOR)  # the release decides
         if attempt.status != AttemptStatus.UNKNOWN:
             break
-        status_sync.apply_lookup(attempt, release.authorization_result(attempt, event),
+        authorization.apply_lookup(attempt, release.authorization_result(attempt, event),
                                  card=card_for_provider(attempt.payment.payment_method),
                                  actor=ACTOR)
         applied = True
@@ -202,15 +204,15 @@ def _reversal_of(event: ProviderWebhookEvent) -> PaymentAttempt | None:
     """The attempt whose extra charge this event's operation reversed (double-charge
     compensation): named in our reference (Adyen echoes it), or, when the event names the
     charge by its attempt (Checkout.com), recognised by the provider's id for the operation,
-    which `status_sync.compensate` records."""
-    attempt_id = status_sync.reversed_attempt_id(event.reference)
+    which `attempts.compensate` records."""
+    attempt_id = attempts.reversed_attempt_id(event.reference)
     if attempt_id is not None:
         return _attempt(event, attempt_id)
     attempt = _attempt(event, event.reference)
     if attempt is None or not event.operation_reference:
         return None
     reversed_here = attempt.payment.events.filter(
-        type="payment.duplicate_charge_reversed",
+        type=EventType.DUPLICATE_CHARGE_REVERSED,
         data__operation_reference=event.operation_reference).exists()
     return attempt if reversed_here else None
 
@@ -242,7 +244,7 @@ def _unmatched(event: ProviderWebhookEvent) -> str:
         raise NotYet  # the authorization decides first
     psp = event.provider_reference
     if psp and psp != attempt.provider_reference:  # about another charge under the attempt
-        if status_sync.is_reversed(payment, psp):
+        if attempts.is_reversed(payment, psp):
             return "already_known"  # an extra charge we reversed
         raise NotYet  # its authorization (an extra charge, to reverse) is applied first
     if event.kind not in IN_FLIGHT:  # a reversal we did not send (e.g. made by hand)

@@ -12,10 +12,11 @@ from django.db.models import Sum
 
 from payments import state_machine as sm
 from payments.errors import InvalidRequest, ProviderFailed, StateConflict
+from payments.events import EventType
 from payments.models import AttemptStatus, Payment, PaymentStatus, Refund, RefundStatus
 from payments.services import idempotency
 from payments.services.modifications import check_amount
-from payments.services.provider_calls import call_provider, for_modification
+from payments.services.provider_calls import CallKind, call_provider, for_modification
 from providers import base
 
 
@@ -52,7 +53,7 @@ def refund_create(*, payment: Payment, amount: int | None = None, reason: str = 
             reason=reason, metadata=metadata or {},
         )
         idempotency.record_object(refund)
-        sm.transition_payment(locked, None, event="refund.created", actor=actor,
+        sm.transition_payment(locked, None, event=EventType.REFUND_CREATED, actor=actor,
                               data={"refund": refund.id, "amount": amount})
         attempt = locked.attempts.get(status=AttemptStatus.CAPTURED)
 
@@ -62,20 +63,20 @@ def refund_create(*, payment: Payment, amount: int | None = None, reason: str = 
                                  provider_reference=attempt.provider_reference,
                                  amount=amount, currency=locked.currency, operation="refund"),
     ))
-    if outcome.kind == "approved" and not outcome.result.pending:
+    if outcome.kind == CallKind.APPROVED and not outcome.modification.pending:
         return refund_settle(refund=refund, succeeded=True, actor=actor,
-                             provider_reference=outcome.result.provider_reference)
+                             provider_reference=outcome.modification.provider_reference)
     with transaction.atomic():
         # the payment, then the refund; a webhook or status sync may have settled it already
         sm.lock_payment(refund.payment_id)
         refund = Refund.objects.select_for_update().get(pk=refund.pk)
         if refund.status != RefundStatus.PENDING:
             return refund
-        if outcome.kind == "approved":  # accepted; the provider confirms it later
-            refund.provider_reference = outcome.result.provider_reference
+        if outcome.kind == CallKind.APPROVED:  # accepted; the provider confirms it later
+            refund.provider_reference = outcome.modification.provider_reference
             refund.save(update_fields=["provider_reference", "updated_at"])
             return refund
-        if outcome.kind == "unknown":
+        if outcome.kind == CallKind.UNKNOWN:
             return sm.transition_refund(refund, RefundStatus.UNRESOLVED, actor=actor,
                                         updates={"failure_code": outcome.error.code})
         sm.transition_refund(refund, RefundStatus.FAILED, actor=actor,

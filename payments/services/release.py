@@ -23,10 +23,10 @@ replays that could not tell, status sync calls `release_start`:
    - release failed naming nothing: the attempt stays unknown (`payment.release_failed`);
      status sync's schedule runs out and flags it for an operator.
    Once the attempt is settled, a later successful AUTHORISATION for a payment the release did
-   not cancel is an extra charge: it is reversed (`status_sync.compensate`), never kept.
+   not cancel is an extra charge: it is reversed (`attempts.compensate`), never kept.
 
 Every decision re-checks the attempt under the payment's and the attempt's row locks (in
-`status_sync.apply_lookup`), so a webhook and a status sync racing settle it once.
+`attempts.settle`), so a webhook and a status sync racing settle it once.
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from payments import state_machine as sm
+from payments.events import EventType
 from payments.models import AttemptStatus, Payment, PaymentAttempt, ProviderWebhookEvent
-from payments.services import status_sync
+from payments.services import attempts, authorization
 from payments.services.payment_methods import card_for_provider
 from payments.services.provider_calls import call_provider
 from providers import base
@@ -59,7 +60,7 @@ def release_start(attempt: PaymentAttempt, request: base.AuthorizeRequest, *,
         if locked.release_requested_at is None:
             locked.release_requested_at = timezone.now()
             locked.save(update_fields=["release_requested_at", "updated_at"])
-            sm.record_event(payment, "payment.release_requested", actor=actor,
+            sm.record_event(payment, EventType.RELEASE_REQUESTED, actor=actor,
                             data={"attempt": locked.id})
     release_send(locked, request)
     return True
@@ -115,8 +116,8 @@ def _decide(attempt: PaymentAttempt, releases: list, auths: list, *, actor: str)
     card = card_for_provider(attempt.payment.payment_method)
 
     def apply(found: base.LookupResult, *, released: bool = False) -> str:
-        status_sync.apply_lookup(attempt, found, card=card, actor=actor, via_release=True,
-                                 error_code=status_sync.RELEASED if released else "")
+        authorization.apply_lookup(attempt, found, card=card, actor=actor, via_release=True,
+                                 error_code=attempts.RELEASED if released else "")
         return "applied"
 
     # A charge the release did not cancel (whatever the order Adyen processed them in): the
@@ -148,7 +149,7 @@ def _decide(attempt: PaymentAttempt, releases: list, auths: list, *, actor: str)
     if auths:
         return apply(authorization_result(attempt, auths[0]))  # (a refusal: see `held`)
     with transaction.atomic():  # nothing to go on: a person must find out
-        sm.flag_for_operator(attempt.payment_id, "payment.release_failed", actor=actor,
+        sm.flag_for_operator(attempt.payment_id, EventType.RELEASE_FAILED, actor=actor,
                              data={"attempt": attempt.id, "reason": releases[0].reason})
     return "release_failed"
 
@@ -176,15 +177,15 @@ def _check_settled(attempt: PaymentAttempt, releases: list, auths: list, *,
     outcome = "already_known"
     for auth in auths:
         psp = auth.provider_reference
-        if not auth.success or psp in cancelled or status_sync.is_reversed(attempt.payment, psp):
+        if not auth.success or psp in cancelled or attempts.is_reversed(attempt.payment, psp):
             continue
         if holds_own and psp == attempt.provider_reference:
             continue  # the charge we keep (or voided)
-        refused = status_sync.compensate(attempt, authorization_result(attempt, auth),
+        refused = attempts.compensate(attempt, authorization_result(attempt, auth),
                                          actor=actor) is None
         if refused:  # for good (e.g. voided by hand meanwhile): the flagged operator decides
             outcome = "reversal_refused"
-        elif not status_sync.is_reversed(attempt.payment, psp):
+        elif not attempts.is_reversed(attempt.payment, psp):
             raise NotYet  # the reversal failed for now (the payment is flagged): try again
         else:
             outcome = "reversed"
@@ -202,7 +203,7 @@ def flag_mismatch(payment: Payment, *, event: ProviderWebhookEvent, actor: str,
     flagged for an operator, with one `payment.provider_event_mismatch` event per provider
     event however often it is looked at."""
     with transaction.atomic():
-        if sm.flag_for_operator(payment.pk, "payment.provider_event_mismatch", actor=actor, data={
+        if sm.flag_for_operator(payment.pk, EventType.PROVIDER_EVENT_MISMATCH, actor=actor, data={
                 "event": event.raw_type or event.kind, "event_id": event.event_id,
                 "success": event.success, "reference": event.reference,
                 "recorded": recorded, "reason": event.reason}, once_by=("event_id",)):

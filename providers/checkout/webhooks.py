@@ -13,7 +13,7 @@
   not by the action's reference — so a reversal sent with a reference shortened to
   Checkout.com's 50 characters (`providers.references.fit`) is still recognised. Should a
   shortened reference ever be echoed, it keeps its start (`<attempt>-reversal-`), which is
-  what `payments.services.status_sync.reversed_attempt_id` reads.
+  what `payments.services.attempts.reversed_attempt_id` reads.
 - `data.amount` is in Checkout.com's minor units (`providers/checkout/currencies.py`); events
   carry it in ISO minor units.
 - Any 2xx acknowledges; Checkout.com retries a failed delivery 8 times over about 30 hours.

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from payments.services import status_sync
+from payments.services import nudge
 from tests.conftest import make_card
 from workers.celery import app
 
@@ -49,7 +49,7 @@ def _unknown_payment(api, key: str):
 @pytest.mark.django_db(transaction=True)
 def test_an_unknown_outcome_answers_202_when_the_broker_is_unreachable(api, broker, caplog):
     broker(UNREACHABLE)
-    caplog.set_level(logging.WARNING, logger="payments.services.status_sync")
+    caplog.set_level(logging.WARNING, logger="payments.services.nudge")
     first = _unknown_payment(api, "nudge-broker-down")
     assert first.status_code == 202, first.json()
     assert first.json()["status"] == "unresolved"
@@ -78,15 +78,15 @@ def test_the_nudge_reaches_the_projects_redis_broker(api, broker, settings):
     try:
         assert _unknown_payment(api, "nudge-broker-up").status_code == 202
         raw = queue.lrange("payments", 0, -1)  # kombu's Redis transport: one list per queue
-        assert [json.loads(m)["headers"]["task"] for m in raw] == [status_sync.SYNC_TASK]
+        assert [json.loads(m)["headers"]["task"] for m in raw] == [nudge.SYNC_TASK]
     finally:
         queue.flushdb()
 
 
 def test_a_nudge_never_raises_when_the_broker_is_down(broker, caplog):
     broker(UNREACHABLE)
-    caplog.set_level(logging.WARNING, logger="payments.services.status_sync")
-    status_sync.nudge(0)  # logged, not raised
+    caplog.set_level(logging.WARNING, logger="payments.services.nudge")
+    nudge.nudge(0)  # logged, not raised
     assert "nudge not enqueued" in caplog.text
 
 

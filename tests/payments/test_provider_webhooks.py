@@ -20,7 +20,7 @@ from payments.models import (
     ProviderWebhookEvent,
     Refund,
 )
-from payments.services import provider_events, status_sync
+from payments.services import attempts, provider_events, status_sync
 from providers.adyen.webhooks import sign
 from providers.models import (
     ProviderAccount,
@@ -107,7 +107,7 @@ def test_timeout_before_commit_is_released_and_then_fails_when_pinned(api):
     assert payment.status == "failed"
     assert payment.last_error["code"] == "provider_not_processed"
     assert "cancel" in payment.last_error["message"]
-    assert (attempt.status, attempt.error_code) == ("failed", status_sync.RELEASED)
+    assert (attempt.status, attempt.error_code) == ("failed", attempts.RELEASED)
     assert SandboxCharge.objects.filter(reference=attempt.id).count() == 0
     assert ProviderWebhookEvent.objects.get().raw_type == "TECHNICAL_CANCEL"
 
@@ -186,7 +186,7 @@ def test_a_release_cancels_an_authorisation_the_replays_could_not_see(api, merch
     charge = SandboxCharge.objects.get(reference=attempt.id)
     attempt.refresh_from_db()
     assert charge.status == "canceled"
-    assert (attempt.status, attempt.error_code) == ("failed", status_sync.RELEASED)
+    assert (attempt.status, attempt.error_code) == ("failed", attempts.RELEASED)
     assert attempt.provider_reference == charge.provider_reference
     payment = Payment.objects.get(pk=attempt.payment_id)
     assert [a.provider_account.provider for a in payment.attempts.all()] == ["adyen", "stripe"]
@@ -719,7 +719,7 @@ def test_a_declined_checkout_reversal_is_flagged_for_an_operator(api, merchant):
     extra = SandboxCharge.objects.create(provider="checkout", provider_reference="pay_extra01",
                                          reference=attempt.id, amount=1050, currency="EUR",
                                          status="authorized")
-    status_sync.compensate(attempt, LookupResult(found=True, provider_reference="pay_extra01",
+    attempts.compensate(attempt, LookupResult(found=True, provider_reference="pay_extra01",
                                                  status="authorized", amount=1050),
                            actor="test")
     payment = Payment.objects.get(pk=attempt.payment_id)

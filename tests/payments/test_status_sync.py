@@ -12,8 +12,8 @@ from prometheus_client import REGISTRY
 
 from payments import state_machine as sm
 from payments.models import Payment, PaymentAttempt
-from payments.services import status_sync
-from payments.services.authorization import next_sync_time
+from payments.services import attempts, authorization, status_sync
+from payments.services.attempts import next_sync_time
 from providers.accounts import account_config
 from providers.base import AuthorizeRequest, Card, LookupResult
 from providers.models import ProviderAccount, SandboxCharge
@@ -257,7 +257,7 @@ def test_a_charge_found_for_a_failed_payment_is_reversed(api):
 def test_lookup_declined_after_unknown_is_a_decline(api, monkeypatch):
     attempt = unknown_attempt(pay(api, "4000000000000606", provider="stripe-sandbox"))
     card = Card("4000000000000606", 12, 2034, "visa")
-    payment = status_sync.apply_lookup(
+    payment = authorization.apply_lookup(
         attempt, LookupResult(found=True, status="declined", decline_code="insufficient_funds"),
         card=card)
     assert payment.status == "failed"
@@ -306,7 +306,7 @@ def test_a_reversal_interrupted_by_a_dead_worker_is_retried(api, monkeypatch):
     def die(*args, **kwargs):
         raise KeyboardInterrupt("worker killed")
 
-    monkeypatch.setattr(status_sync, "compensate", die)
+    monkeypatch.setattr(attempts, "compensate", die)
     with pytest.raises(KeyboardInterrupt):
         status_sync.attempt_sync(extra.id)
     monkeypatch.undo()
@@ -327,10 +327,8 @@ def test_a_payment_stalled_between_attempts_is_resumed(api, monkeypatch, setting
     payment is `processing` with nothing in flight; after the grace period it goes on."""
     from django.core.management import call_command
 
-    from payments.services import authorization
-
     call_command("sandbox_fault", "--provider", "stripe", "--outage", "on")
-    real_next = authorization._next_account
+    real_next = attempts.next_account
     calls = {"n": 0}
 
     def next_account_then_die(payment):
@@ -339,10 +337,10 @@ def test_a_payment_stalled_between_attempts_is_resumed(api, monkeypatch, setting
             raise KeyboardInterrupt("process killed")
         return real_next(payment)
 
-    monkeypatch.setattr(authorization, "_next_account", next_account_then_die)
+    monkeypatch.setattr(attempts, "next_account", next_account_then_die)
     with pytest.raises(KeyboardInterrupt):
         pay(api, "4242424242424242")
-    monkeypatch.setattr(authorization, "_next_account", real_next)
+    monkeypatch.setattr(attempts, "next_account", real_next)
     payment = Payment.objects.get()
     assert payment.status == "processing"
     assert [a.status for a in payment.attempts.all()] == ["failed"]

@@ -9,7 +9,7 @@ import uuid
 import httpx
 import pytest
 
-from payments.services.status_sync import reversal_reference, reversed_attempt_id
+from payments.services.attempts import reversal_reference, reversed_attempt_id
 from providers.adyen import sandbox as adyen_sandbox
 from providers.adyen.adapter import AdyenAdapter
 from providers.base import AccountConfig, AuthorizeRequest, Card, ModificationRequest
