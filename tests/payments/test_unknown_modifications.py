@@ -12,7 +12,7 @@ from payments.models import Modification, Payment, Refund
 from payments.services import status_sync
 from providers import accounts
 from providers.base import OutcomeUnknown, ProviderUnavailable
-from providers.models import SandboxCharge
+from providers.sandboxes.models import SandboxCharge
 from tests.conftest import make_card, pay
 
 pytestmark = pytest.mark.django_db
