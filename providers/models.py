@@ -30,7 +30,11 @@ class ProviderAccount(models.Model):
     name = models.CharField(max_length=64, help_text="e.g. stripe-main; what `provider` pins")
     provider = models.CharField(max_length=16, choices=PROVIDER_CHOICES)
     livemode = models.BooleanField(default=False)
-    base_url = models.CharField(max_length=255, default=SANDBOX_URL)
+    # No default: an account points at a provider's API (https://…) or, where the sandboxes
+    # are installed, at one of them (SANDBOX_URL) because someone said so.
+    base_url = models.CharField(
+        max_length=255, help_text="The provider's API, e.g. https://api.stripe.com; "
+        f"{SANDBOX_URL} for the in-process sandbox (where installed)")
     enabled = models.BooleanField(default=True)
     priority = models.PositiveIntegerField(
         default=100, help_text="Lower goes first in the default provider order."

@@ -35,3 +35,12 @@ def test_without_the_sandboxes_a_sandbox_account_is_refused(monkeypatch):
         validate_account(ProviderAccount(provider="stripe", base_url=SANDBOX_URL), {})
     with client_for(config("https://api.stripe.com")) as client:  # the network, as always
         assert str(client.base_url) == "https://api.stripe.com"
+
+
+def test_an_account_has_no_sandbox_default():
+    """Nothing points at a sandbox unless someone said so: no default base URL."""
+    account = ProviderAccount(provider="stripe")
+    assert not ProviderAccount._meta.get_field("base_url").has_default()
+    assert account.base_url == "" and not account.is_sandbox
+    with pytest.raises(AccountError, match="base URL"):
+        validate_account(account, {"secret_key": "sk_test_x"})
