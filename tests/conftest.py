@@ -111,3 +111,26 @@ def admin_change_url(obj) -> str:
     from django.urls import reverse
     meta = obj._meta
     return reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[quote(obj.pk)])
+
+
+def rewind_breaker(account, seconds: int) -> None:
+    """Move the account's breaker trip back in time, as if `seconds` had passed since it opened.
+
+    Waiting on the clock instead would race with a loaded machine (and pybreaker's Redis storage
+    keeps opened_at in whole seconds, so the wait would be up to a second shorter than asked)."""
+    from datetime import timedelta
+
+    import pybreaker
+
+    from providers.resilience import store
+    from providers.resilience.breaker import breaker_for
+
+    breaker = breaker_for(account)
+    if isinstance(breaker.storage, pybreaker.CircuitRedisStorage):
+        # pybreaker's setter only moves opened_at forward; the stored value is epoch seconds
+        namespace = store.account_key(account.id, "breaker")
+        store.redis_client().decrby(
+            f"{namespace}:{pybreaker.CircuitRedisStorage.BASE_NAMESPACE}:opened_at", seconds)
+    else:
+        breaker.storage.opened_at -= timedelta(seconds=seconds)
+

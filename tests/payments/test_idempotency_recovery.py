@@ -18,6 +18,7 @@ import time
 
 import pytest
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 
 from payments.api import routing as routing_api
@@ -362,6 +363,18 @@ def _post_in_threads(n: int, api_key: str, path: str, body: dict, key: str) -> l
     return outcomes
 
 
+def _wait_for_a_lock_waiter(seconds: float = 5.0) -> None:
+    """Until another session of this test database waits on a lock (bounded poll)."""
+    deadline = time.monotonic() + seconds
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                           "current_database() AND wait_event_type = 'Lock'")
+            if cursor.fetchone()[0]:
+                return
+            time.sleep(0.01)
+
+
 @pytest.mark.concurrency
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_retries_recover_a_wedged_key_once(api, merchant, merchant_keys, body,
@@ -379,7 +392,7 @@ def test_concurrent_retries_recover_a_wedged_key_once(api, merchant, merchant_ke
     def slow_recover(view, object_id):
         with lock:
             recoveries.append(object_id)
-        time.sleep(0.3)  # the other retry reaches the key's row lock meanwhile
+        _wait_for_a_lock_waiter()  # the other retry reaches the key's row lock meanwhile
         return real_recover(view, object_id)
 
     monkeypatch.setattr(api_views.PaymentListView, "recover", slow_recover)

@@ -367,11 +367,8 @@ class PaymentLifecycle(RuleBasedStateMachine):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_payment_lifecycle_invariants(settings):
-    # Only timing: the provider-retry backoff sleeps (up to 0.3 s per unknown outcome) would
-    # dominate the run; every retry decision stays the same.
-    settings.PROVIDER_RETRY_BACKOFF_SECONDS = 0.001
-    settings.PROVIDER_RETRY_BACKOFF_MAX_SECONDS = 0.002
+def test_payment_lifecycle_invariants():
+    # the provider-retry backoff is a millisecond in settings.test: retries decide as before
     run_state_machine_as_test(PaymentLifecycle, settings=hsettings(
         max_examples=50, stateful_step_count=30, deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]))

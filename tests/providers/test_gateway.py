@@ -40,9 +40,9 @@ def authorize_request(reference: str | None = None) -> AuthorizeRequest:
 class StubAdapter:
     """Answers from a script of exceptions, then approves; records every request."""
 
-    def __init__(self, *errors: BaseException, delay: float = 0.0):
+    def __init__(self, *errors: BaseException, inside=None):
         self.errors = list(errors)
-        self.delay = delay
+        self.inside = inside  # called while the request is in the adapter (to hold it there)
         self.requests: list = []
         self._lock = threading.Lock()
 
@@ -50,8 +50,8 @@ class StubAdapter:
         with self._lock:
             self.requests.append(request)
             error = self.errors.pop(0) if self.errors else None
-        if self.delay:
-            time.sleep(self.delay)
+        if self.inside is not None:
+            self.inside()
         if error is not None:
             raise error
 
@@ -68,10 +68,10 @@ class StubAdapter:
 
 @pytest.fixture
 def stub(monkeypatch):
-    """Install a StubAdapter for every account: stub(*errors, delay=…) -> the adapter."""
+    """Install a StubAdapter for every account: stub(*errors, inside=…) -> the adapter."""
 
-    def install(*errors, delay=0.0):
-        adapter = StubAdapter(*errors, delay=delay)
+    def install(*errors, inside=None):
+        adapter = StubAdapter(*errors, inside=inside)
         monkeypatch.setattr(gateway, "adapter_for", lambda account: adapter)
         return adapter
 
@@ -82,8 +82,6 @@ def stub(monkeypatch):
 def fast_retries(settings):
     settings.PROVIDER_RETRY_MAX_ATTEMPTS = 3
     settings.PROVIDER_RETRY_MAX_SECONDS = 2.0
-    settings.PROVIDER_RETRY_BACKOFF_SECONDS = 0.01
-    settings.PROVIDER_RETRY_BACKOFF_MAX_SECONDS = 0.05
 
 
 def test_call_returns_the_adapters_result(stub):
@@ -171,10 +169,16 @@ def test_rate_limited_account_fails_fast_without_calling_the_adapter(stub):
 
 def test_concurrency_limited_account_fails_fast_and_releases_its_slots(stub):
     account = make_account(concurrency_limit=3)
-    adapter = stub(delay=0.3)
+    everyone_tried = threading.Event()  # the calls in the adapter hold their slots until then
+    adapter = stub(inside=lambda: everyone_tried.wait(10))
     with ThreadPoolExecutor(max_workers=10) as pool:
         futures = [pool.submit(gateway.call, account, "authorize", authorize_request())
                    for _ in range(10)]
+        deadline = time.monotonic() + 10  # every call is in the adapter or refused
+        while (len(adapter.requests) + sum(f.done() for f in futures) < 10
+               and time.monotonic() < deadline):
+            time.sleep(0.005)
+        everyone_tried.set()
     outcomes = []
     for future in futures:
         try:
@@ -201,22 +205,22 @@ def test_slots_are_released_when_the_call_fails(stub):
 
 
 def test_concurrent_calls_through_one_breaker_run_concurrently(stub):
-    """20 calls of 200 ms each: one at a time would take 4 s."""
+    """20 calls that each wait in the adapter until all 20 are there: one at a time, the first
+    would wait in vain (BrokenBarrierError after 10 s)."""
     account = make_account()
-    adapter = stub(delay=0.2)
+    all_inside = threading.Barrier(20, timeout=10)
+    adapter = stub(inside=all_inside.wait)
     barrier = threading.Barrier(20)
 
     def one_call():
         barrier.wait()
         return gateway.call(account, "authorize", authorize_request())
 
-    started = time.monotonic()
     with ThreadPoolExecutor(max_workers=20) as pool:
         results = list(pool.map(lambda _: one_call(), range(20)))
-    elapsed = time.monotonic() - started
     assert len(results) == 20
     assert len(adapter.requests) == 20
-    assert elapsed < 2.0, f"20 × 200 ms calls took {elapsed:.2f} s: serialized?"
+    assert not all_inside.broken  # all 20 were inside the adapter at once
     assert breaker_for(account).current_state == "closed"
 
 

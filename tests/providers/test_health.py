@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -11,7 +11,7 @@ from providers.base import OutcomeUnknown, ProviderBadRequest, ProviderUnavailab
 from providers.models import ProviderAccount
 from providers.resilience.breaker import breaker_for
 from providers.sandboxes.models import SandboxCondition
-from tests.conftest import admin_change_url
+from tests.conftest import admin_change_url, rewind_breaker
 from tests.factories import ProviderAccountFactory
 from workers.celery import app
 from workers.tasks import probe_accounts
@@ -20,22 +20,29 @@ pytestmark = pytest.mark.django_db
 
 
 class ProbeStub:
-    def __init__(self, error: BaseException | None = None, delay: float = 0.0):
+    """A probe that takes `delay` seconds on the health module's clock (no wall-clock wait)."""
+
+    def __init__(self, clock: SimpleNamespace, error: BaseException | None = None,
+                 delay: float = 0.0):
+        self.clock = clock
         self.error = error
         self.delay = delay
         self.probes = 0
 
     def probe(self) -> None:
         self.probes += 1
-        time.sleep(self.delay)
+        self.clock.now += self.delay
         if self.error is not None:
             raise self.error
 
 
 @pytest.fixture
 def probe_with(monkeypatch):
+    clock = SimpleNamespace(now=1000.0)
+    monkeypatch.setattr(health, "time", SimpleNamespace(monotonic=lambda: clock.now))
+
     def install(error=None, delay=0.0):
-        adapter = ProbeStub(error, delay)
+        adapter = ProbeStub(clock, error, delay)
         monkeypatch.setattr(health, "adapter_for", lambda account: adapter)
         return adapter
 
@@ -53,7 +60,7 @@ def test_a_healthy_probe_records_latency(probe_with):
     account = reload(account)
     assert account.healthy is True
     assert account.health_checked_at is not None
-    assert 50 <= account.health_latency_ms < 1000
+    assert account.health_latency_ms == 50
     assert account.health_error == ""
 
 
@@ -117,7 +124,7 @@ def test_the_probe_is_the_half_open_trial_that_recovers_an_idle_account(probe_wi
     probe_with(ProviderUnavailable("down"))
     health.probe_account(account)
     assert breaker_for(account).current_state == "open"
-    time.sleep(1.1)
+    rewind_breaker(account, 2)  # as if the one-second reset timeout had passed
     probe_with()
     health.probe_account(account)
     assert breaker_for(account).current_state == "closed"

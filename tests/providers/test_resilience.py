@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import pybreaker
@@ -28,6 +27,7 @@ from providers.ids import new_id
 from providers.models import SANDBOX_URL, ProviderAccount
 from providers.resilience import limits, retry, store
 from providers.resilience.breaker import AccountBreaker, BreakerOpen, breaker_for
+from tests.conftest import rewind_breaker
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -112,27 +112,12 @@ def test_an_unexpected_exception_neither_counts_nor_resets(backend):
     assert breaker.current_state == "open"
 
 
-def rewind(account: ProviderAccount, seconds: int) -> None:
-    """Move the breaker's trip back in time, as if `seconds` had passed since it opened.
-
-    Waiting on the clock instead would race with a loaded machine (and pybreaker's Redis storage
-    keeps opened_at in whole seconds, so the wait would be up to a second shorter than asked)."""
-    breaker = breaker_for(account)
-    if isinstance(breaker.storage, pybreaker.CircuitRedisStorage):
-        # pybreaker's setter only moves opened_at forward; the stored value is epoch seconds
-        namespace = store.account_key(account.id, "breaker")
-        store.redis_client().decrby(
-            f"{namespace}:{pybreaker.CircuitRedisStorage.BASE_NAMESPACE}:opened_at", seconds)
-    else:
-        breaker.storage.opened_at -= timedelta(seconds=seconds)
-
-
 def due_for_a_trial() -> tuple[ProviderAccount, AccountBreaker]:
     """An account whose breaker tripped once and whose reset timeout has since passed."""
     account = make_account(breaker_fail_max=1, breaker_reset_timeout=30)
     breaker = breaker_for(account)
     fail(breaker, ProviderUnavailable())
-    rewind(account, 31)
+    rewind_breaker(account, 31)
     return account, breaker
 
 
@@ -142,10 +127,10 @@ def test_half_open_trial_success_closes_the_breaker(backend):
     fail(breaker, ProviderUnavailable())
     with pytest.raises(BreakerOpen):
         guarded(breaker)
-    rewind(account, 25)
+    rewind_breaker(account, 25)
     with pytest.raises(BreakerOpen):  # not yet
         guarded(breaker)
-    rewind(account, 6)
+    rewind_breaker(account, 6)
     assert guarded(breaker) == "ok"
     assert breaker.current_state == "closed"
     assert guarded(breaker) == "ok"
@@ -269,15 +254,15 @@ def test_a_trial_call_in_another_process_recovers_the_breaker_here(settings):
     breaker = breaker_for(account)
     fail(breaker, ProviderUnavailable())
     assert run_child(settings, account, "pass") == ["refused", "open"]
-    rewind(account, 31)
+    rewind_breaker(account, 31)
     assert run_child(settings, account, "pass") == ["passed", "closed"]
     assert breaker.current_state == "closed"
     assert guarded(breaker) == "ok"
 
 
 # --- rate limit ----------------------------------------------------------------------------
-def acquire_concurrently(account: ProviderAccount, n: int, *, now_ms: int | None = None,
-                         hold: float = 0.0) -> tuple[list[str], float]:
+def acquire_concurrently(account: ProviderAccount, n: int, *, now_ms: int | None = None
+                         ) -> tuple[list[str], float]:
     """n threads acquire at once; returns ("" for a grant, else the refusal code) and the
     seconds between the first and the last acquisition."""
     barrier = threading.Barrier(n)
@@ -294,7 +279,6 @@ def acquire_concurrently(account: ProviderAccount, n: int, *, now_ms: int | None
             outcome = exc.code
         else:
             outcome = ""
-            time.sleep(hold)
             lease.release()
         with lock:
             results.append(outcome)
@@ -362,6 +346,7 @@ def test_concurrency_cap_holds_under_contention_and_releases(backend):
     in_flight, peak, lock = [0], [0], threading.Lock()
     barrier = threading.Barrier(20)
     outcomes: list[str] = []
+    refused_all = threading.Event()  # every worker not holding a slot has been refused
 
     def worker():
         barrier.wait()
@@ -370,13 +355,20 @@ def test_concurrency_cap_holds_under_contention_and_releases(backend):
                 with lock:
                     in_flight[0] += 1
                     peak[0] = max(peak[0], in_flight[0])
-                time.sleep(0.2)
+                    if len(outcomes) + in_flight[0] == 20:
+                        refused_all.set()
+                # hold the slot until every other worker has tried (bounded: 10 s)
+                refused_all.wait(10)
                 with lock:
                     in_flight[0] -= 1
         except ProviderUnavailable as exc:
-            outcomes.append(exc.code)
+            with lock:
+                outcomes.append(exc.code)
+                if len(outcomes) + in_flight[0] == 20:
+                    refused_all.set()
         else:
-            outcomes.append("")
+            with lock:
+                outcomes.append("")
 
     threads = [threading.Thread(target=worker) for _ in range(20)]
     for thread in threads:
