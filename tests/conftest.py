@@ -94,11 +94,57 @@ def make_card(api: Api, number: str = "4242424242424242") -> str:
     return resp.json()["id"]
 
 
-def pay(api: Api, number: str = "4242424242424242", **fields):
-    """Create and confirm a payment with a fresh card; returns the response."""
-    body = {"amount": 1050, "currency": "USD", "payment_method": make_card(api, number),
+def pay(api: Api, number: str = "4242424242424242", *, pm: str | None = None,
+        amount: int = 1050, currency: str = "USD", provider: str | None = None,
+        idempotency_key: str | None = None, **fields):
+    """Create and confirm a payment; returns the response.
+
+    With a fresh vaulted card of `number`, or the vaulted payment method `pm`; routed, or
+    pinned to the provider account named `provider`; other body fields as given."""
+    body = {"amount": amount, "currency": currency,
+            "payment_method": pm if pm is not None else make_card(api, number),
             "confirm": True, **fields}
-    return api.post("/v1/payments", body)
+    if provider is not None:
+        body["provider"] = provider
+    return api.post("/v1/payments", body, idempotency_key=idempotency_key)
+
+
+ERROR_KEYS = {"type", "code", "message", "param"}
+ANY = object()  # assert_error(..., param=ANY): whatever the error names
+
+
+def assert_error(resp, status: int, type_: str, code: str | None = None, *,
+                 param: str | None | object = None, card_error: bool = False,
+                 with_payment: bool = False) -> dict:
+    """The response is the docs/api.md error shape, and only that: `status`, the error's
+    `type_`, its `code` (when given), its `param` (None unless given; ANY: not checked).
+    A card error carries its decline_code and the payment; `with_payment`: the payment too
+    (a provider failure after the payment was made)."""
+    assert resp.status_code == status, resp.content
+    assert resp["Content-Type"].startswith("application/json")
+    body = resp.json()
+    error = body["error"]
+    assert set(body) == ({"error", "payment"} if card_error or with_payment else {"error"})
+    assert set(error) == (ERROR_KEYS | {"decline_code"} if card_error else ERROR_KEYS)
+    assert error["type"] == type_, error
+    if code is not None:
+        assert error["code"] == code, error
+    assert isinstance(error["code"], str) and error["code"]
+    assert isinstance(error["message"], str) and error["message"]
+    if param is not ANY:
+        assert error["param"] == param, error
+    text = resp.content.decode()
+    assert "Traceback" not in text and 'File "' not in text
+    return error
+
+
+def assert_invalid(resp, *, param: str | None, code: str | None = None,
+                   named_in_message: bool = False) -> dict:
+    """A 400 invalid_request_error on `param` (also named in its message if asked)."""
+    error = assert_error(resp, 400, "invalid_request_error", code, param=param)
+    if named_in_message:
+        assert param in error["message"], error
+    return error
 
 
 def admin_change_url(obj) -> str:

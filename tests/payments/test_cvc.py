@@ -18,7 +18,7 @@ from django.db import connection
 from payments import vault as card_vault
 from payments.models import PaymentMethod
 from payments.services import idempotency
-from tests.conftest import Api
+from tests.conftest import Api, pay
 
 NUMBER = "4000056655665556"  # a Luhn-valid Visa number no sandbox treats specially
 CVC = "947"
@@ -59,10 +59,10 @@ def vault(api: Api, cvc: str | None = CVC) -> str:
     return resp.json()["id"]
 
 
-def pay(api: Api, pm: str, account: str, key: str = "", **fields):
-    resp = api.post("/v1/payments", {"amount": 1050, "currency": "EUR", "confirm": True,
-                                     "payment_method": pm, "provider": account, **fields},
-                    idempotency_key=f"pay-{pm}-{account}-{key}")
+def authorized(api: Api, pm: str, account: str, key: str = "", **fields) -> dict:
+    """`pay` with the vaulted card on `account`, under a key of its own; the payment."""
+    resp = pay(api, pm=pm, provider=account, currency="EUR",
+               idempotency_key=f"pay-{pm}-{account}-{key}", **fields)
     assert resp.status_code == 200, resp.json()
     return resp.json()
 
@@ -73,11 +73,11 @@ def test_the_first_authorization_carries_the_vaulted_cvc_and_then_it_is_gone(api
                                                                             account):
     pm = vault(api)
     assert PaymentMethod.objects.get(pk=pm).encrypted_cvc is not None  # kept, encrypted
-    pay(api, pm, account)
+    authorized(api, pm, account)
     assert any(carries_cvc(body) for body in sent)
     assert PaymentMethod.objects.get(pk=pm).encrypted_cvc is None  # erased once used
     sent.clear()
-    pay(api, pm, account, key="second")  # the card's second authorization: no CVC any more
+    authorized(api, pm, account, key="second")  # the card's second authorization: no CVC any more
     assert sent and not any(carries_cvc(body) for body in sent)
 
 
@@ -85,7 +85,7 @@ def test_the_first_authorization_carries_the_vaulted_cvc_and_then_it_is_gone(api
 @pytest.mark.parametrize("account", ACCOUNTS)
 def test_a_cvc_sent_with_the_payment_goes_to_the_provider(api, sent, account):
     pm = vault(api, cvc=None)
-    pay(api, pm, account, cvc=CVC)
+    authorized(api, pm, account, cvc=CVC)
     assert any(carries_cvc(body) for body in sent)
     created = api.post("/v1/payments", {"amount": 500, "currency": "EUR",
                                         "payment_method": pm, "provider": account}).json()
@@ -151,8 +151,8 @@ def test_no_card_number_or_cvc_at_rest_after_a_run(api, caplog, capfd):
     caplog.set_level(logging.DEBUG)
     for account in ACCOUNTS:
         pm = vault(api)
-        paid = pay(api, pm, account)
-        pay(api, pm, account)  # the same request again: replayed from its key
+        paid = authorized(api, pm, account)
+        authorized(api, pm, account)  # the same request again: replayed from its key
         api.post("/v1/refunds", {"payment": paid["id"], "amount": 100})
         created = api.post("/v1/payments", {"amount": 500, "currency": "EUR",
                                             "payment_method": pm, "provider": account}).json()

@@ -15,33 +15,7 @@ from payments.api import throttling
 from payments.models import APIKey, IdempotencyKey, Payment
 from payments.services import idempotency
 from payments.services.merchants import api_key_create, api_key_revoke
-from tests.conftest import Api, make_card, pay
-
-ERROR_KEYS = {"type", "code", "message", "param"}
-
-
-def assert_error(resp, status: int, type_: str, code: str | None = None, *,
-                 param: str | None = None, card_error: bool = False) -> dict:
-    """The response is the docs/api.md error shape, and only that."""
-    assert resp.status_code == status, resp.content
-    assert resp["Content-Type"].startswith("application/json")
-    body = resp.json()
-    error = body["error"]
-    if card_error:
-        assert set(body) == {"error", "payment"}
-        assert set(error) == ERROR_KEYS | {"decline_code"}
-    else:
-        assert set(body) == {"error"}
-        assert set(error) == ERROR_KEYS
-    assert error["type"] == type_
-    if code is not None:
-        assert error["code"] == code
-    assert isinstance(error["code"], str) and error["code"]
-    assert isinstance(error["message"], str) and error["message"]
-    assert error["param"] == param
-    text = resp.content.decode()
-    assert "Traceback" not in text and 'File "' not in text
-    return error
+from tests.conftest import ERROR_KEYS, Api, assert_error, make_card, pay
 
 
 def raw(api: Api, method: str, path: str, data: str | bytes = "",

@@ -9,14 +9,10 @@ from django.core.management import call_command
 from payments.models import Payment, PaymentAttempt
 from payments.services import status_sync
 from providers.sandboxes.models import SandboxCharge
-from tests.conftest import make_card
+from tests.conftest import pay
 
 pytestmark = pytest.mark.django_db
 
-
-def pay(api, number="4242424242424242", **fields):
-    return api.post("/v1/payments", {"amount": 1050, "currency": "USD", "confirm": True,
-                                     "payment_method": make_card(api, number), **fields})
 
 
 def attempts(resp):

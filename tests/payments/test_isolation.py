@@ -13,9 +13,7 @@ import pytest
 
 from payments.models import IdempotencyKey, Payment, PaymentAttempt, PaymentMethod, Refund
 from providers.sandboxes.models import SandboxCharge
-from tests.conftest import make_card
-
-ERROR_KEYS = {"type", "code", "message", "param"}
+from tests.conftest import ERROR_KEYS, make_card
 
 
 @pytest.fixture

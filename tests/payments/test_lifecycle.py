@@ -15,7 +15,7 @@ from providers.accounts import adapter_for
 from providers.base import AuthorizeRequest, Card
 from providers.models import ProviderAccount
 from providers.sandboxes.models import SandboxCharge
-from tests.conftest import make_card, pay
+from tests.conftest import ANY, assert_error, make_card, pay
 
 APPROVED = ["4242424242424242", "5555555555554444", "378282246310005"]
 HARD_DECLINES = [
@@ -56,17 +56,6 @@ def lookup(merchant, account_name: str, attempt_id: str, number: str):
     request = AuthorizeRequest(reference=attempt_id, amount=1050, currency="USD",
                                card=Card(number, 12, 2034, "visa"), capture=True)
     return adapter_for(account).lookup(request)
-
-
-def assert_error(resp, status, code, *, param="__any__", type_="invalid_request_error"):
-    assert resp.status_code == status, resp.json()
-    error = resp.json()["error"]
-    assert error["type"] == type_, error
-    assert error["code"] == code, error
-    assert error["message"]
-    if param != "__any__":
-        assert error["param"] == param, error
-    return error
 
 
 def ids(resp) -> list[str]:
@@ -130,7 +119,7 @@ def test_confirm_uses_the_payment_method_given_at_create(api):
 def test_confirm_without_any_payment_method_is_rejected_and_changes_nothing(api):
     body = create(api, number=None)
     resp = api.post(f"/v1/payments/{body['id']}/confirm", {})
-    assert_error(resp, 400, "parameter_missing", param="payment_method")
+    assert_error(resp, 400, "invalid_request_error", "parameter_missing", param="payment_method")
     after = api.get(f"/v1/payments/{body['id']}").json()
     assert after["status"] == "requires_confirmation"
     assert after["attempts"] == []
@@ -172,14 +161,14 @@ def test_confirm_an_already_confirmed_payment_is_a_state_conflict(api):
     body = pay(api).json()
     assert body["status"] == "succeeded"
     resp = api.post(f"/v1/payments/{body['id']}/confirm", {})
-    assert_error(resp, 409, "payment_state_invalid")
+    assert_error(resp, 409, "invalid_request_error", "payment_state_invalid", param=ANY)
     # no second provider call was made
     assert PaymentAttempt.objects.filter(payment_id=body["id"]).count() == 1
     assert SandboxCharge.objects.count() == 1
 
     manual = authorized(api)
     resp = api.post(f"/v1/payments/{manual['id']}/confirm", {})
-    assert_error(resp, 409, "payment_state_invalid")
+    assert_error(resp, 409, "invalid_request_error", "payment_state_invalid", param=ANY)
     assert api.get(f"/v1/payments/{manual['id']}").json()["status"] == "requires_capture"
 
 
@@ -216,7 +205,7 @@ def test_capture_twice_is_a_state_conflict(api):
     assert api.post(f"/v1/payments/{body['id']}/capture", {"amount_to_capture": 400}
                     ).status_code == 200
     resp = api.post(f"/v1/payments/{body['id']}/capture", {"amount_to_capture": 400})
-    assert_error(resp, 409, "payment_state_invalid")
+    assert_error(resp, 409, "invalid_request_error", "payment_state_invalid", param=ANY)
     after = api.get(f"/v1/payments/{body['id']}").json()
     assert after["amount_captured"] == 400
     assert ledger(after["attempts"][0]["id"]).amount_captured == 400
@@ -225,7 +214,7 @@ def test_capture_twice_is_a_state_conflict(api):
 def test_capture_more_than_capturable_is_rejected(api):
     body = authorized(api, amount=1000)
     resp = api.post(f"/v1/payments/{body['id']}/capture", {"amount_to_capture": 1001})
-    assert_error(resp, 400, "amount_too_large", param="amount_to_capture")
+    assert_error(resp, 400, "invalid_request_error", "amount_too_large", param="amount_to_capture")
     after = api.get(f"/v1/payments/{body['id']}").json()
     assert after["status"] == "requires_capture"
     assert after["amount_capturable"] == 1000
@@ -244,13 +233,13 @@ def test_capture_amount_must_be_a_positive_integer(api, amount):
 def test_capture_of_an_automatic_payment_is_a_state_conflict(api):
     body = pay(api).json()
     resp = api.post(f"/v1/payments/{body['id']}/capture", {})
-    assert_error(resp, 409, "payment_state_invalid")
+    assert_error(resp, 409, "invalid_request_error", "payment_state_invalid", param=ANY)
 
 
 def test_capture_before_confirmation_is_a_state_conflict(api):
     body = create(api)
     resp = api.post(f"/v1/payments/{body['id']}/capture", {})
-    assert_error(resp, 409, "payment_state_invalid")
+    assert_error(resp, 409, "invalid_request_error", "payment_state_invalid", param=ANY)
 
 
 # --- cancel -------------------------------------------------------------------------------
@@ -292,7 +281,7 @@ def test_cancel_a_final_payment_is_a_state_conflict(api, state):
     else:
         body = pay(api, "4000000000000002").json()["payment"]
     resp = api.post(f"/v1/payments/{body['id']}/cancel", {})
-    assert_error(resp, 409, "payment_state_invalid")
+    assert_error(resp, 409, "invalid_request_error", "payment_state_invalid", param=ANY)
     assert api.get(f"/v1/payments/{body['id']}").json()["status"] == state
 
 
@@ -300,7 +289,7 @@ def test_cancel_then_confirm_is_a_state_conflict(api):
     body = create(api)
     api.post(f"/v1/payments/{body['id']}/cancel", {})
     resp = api.post(f"/v1/payments/{body['id']}/confirm", {})
-    assert_error(resp, 409, "payment_state_invalid")
+    assert_error(resp, 409, "invalid_request_error", "payment_state_invalid", param=ANY)
     assert SandboxCharge.objects.count() == 0
 
 
@@ -321,7 +310,7 @@ def test_approved_cards(api, number):
 @pytest.mark.parametrize(("number", "code", "decline_code"), HARD_DECLINES)
 def test_hard_declines(api, number, code, decline_code):
     resp = pay(api, number)
-    error = assert_error(resp, 402, code, type_="card_error")
+    error = assert_error(resp, 402, "card_error", code, param=ANY, card_error=True)
     assert error["decline_code"] == decline_code
     payment = resp.json()["payment"]
     assert payment["status"] == "failed"
@@ -342,7 +331,8 @@ def test_hard_declines(api, number, code, decline_code):
 
 def test_soft_decline(api):
     resp = pay(api, "4000000000000119")
-    error = assert_error(resp, 402, "processing_error", type_="card_error")
+    error = assert_error(resp, 402, "card_error", "processing_error", param=ANY,
+                         card_error=True)
     # docs/api.md: a 402 always says why the card was declined
     assert error["decline_code"] == "processing_error"
     payment = resp.json()["payment"]
@@ -358,7 +348,7 @@ def test_soft_decline(api):
 def test_provider_unavailable_charges_nothing(api):
     # pinned: Stripe's 503 says "not processed" (Checkout.com's does not: test_failover)
     resp = pay(api, "4000000000000507", provider="stripe-sandbox")
-    assert_error(resp, 503, "provider_unavailable", type_="api_error")
+    assert_error(resp, 503, "api_error", "provider_unavailable", param=ANY, with_payment=True)
     payment = resp.json()["payment"]
     assert payment["status"] == "failed"
     assert payment["last_error"]["code"] == "provider_unavailable"
@@ -408,7 +398,7 @@ def test_unresolved_payment_cannot_be_captured_canceled_or_confirmed(api):
     assert body["status"] == "unresolved"
     for action in ("confirm", "capture", "cancel"):
         resp = api.post(f"/v1/payments/{body['id']}/{action}", {})
-        assert_error(resp, 409, "payment_state_invalid")
+        assert_error(resp, 409, "invalid_request_error", "payment_state_invalid", param=ANY)
     assert api.get(f"/v1/payments/{body['id']}").json()["status"] == "unresolved"
 
 
@@ -434,20 +424,20 @@ def test_pinned_provider_is_kept_until_confirmation(api):
 
 def test_unknown_provider_is_rejected_and_creates_nothing(api):
     resp = pay(api, provider="no-such-provider")
-    assert_error(resp, 400, "provider_unknown", param="provider")
+    assert_error(resp, 400, "invalid_request_error", "provider_unknown", param="provider")
     assert ids(api.get("/v1/payments")) == []
 
 
 def test_live_key_cannot_pin_a_test_mode_account(live_api):
     resp = live_api.post("/v1/payments", {"amount": 1050, "currency": "USD",
                                           "provider": "stripe-sandbox"})
-    assert_error(resp, 400, "provider_unknown", param="provider")
+    assert_error(resp, 400, "invalid_request_error", "provider_unknown", param="provider")
 
 
 def test_disabled_pinned_account_is_rejected_and_creates_nothing(api, merchant):
     ProviderAccount.objects.filter(merchant=merchant, name="adyen-sandbox").update(enabled=False)
     resp = pay(api, provider="adyen-sandbox")
-    assert_error(resp, 400, "provider_disabled", param="provider")
+    assert_error(resp, 400, "invalid_request_error", "provider_disabled", param="provider")
     # a 400 changes nothing: no half-made payment is left behind, nothing was charged
     assert ids(api.get("/v1/payments")) == []
     assert not Payment.objects.filter(merchant=merchant).exists()
@@ -458,14 +448,14 @@ def test_pinning_a_disabled_account_without_confirm_is_rejected(api, merchant):
     ProviderAccount.objects.filter(merchant=merchant, name="adyen-sandbox").update(enabled=False)
     resp = api.post("/v1/payments", {"amount": 1050, "currency": "USD",
                                      "provider": "adyen-sandbox"})
-    assert_error(resp, 400, "provider_disabled", param="provider")
+    assert_error(resp, 400, "invalid_request_error", "provider_disabled", param="provider")
     assert not Payment.objects.filter(merchant=merchant).exists()
 
 
 def test_confirm_with_no_enabled_account_is_rejected_and_creates_nothing(live_api, merchant):
     # create_merchant makes sandbox accounts in test mode only: live mode has none
     resp = pay(live_api)
-    assert_error(resp, 400, "no_provider_account")
+    assert_error(resp, 400, "invalid_request_error", "no_provider_account", param=ANY)
     assert ids(live_api.get("/v1/payments")) == []
     assert not Payment.objects.filter(merchant=merchant, livemode=True).exists()
 
@@ -474,7 +464,7 @@ def test_account_disabled_after_create_is_rejected_at_confirm(api, merchant):
     body = create(api, provider="adyen-sandbox")
     ProviderAccount.objects.filter(merchant=merchant, name="adyen-sandbox").update(enabled=False)
     resp = api.post(f"/v1/payments/{body['id']}/confirm", {})
-    assert_error(resp, 400, "provider_disabled", param="provider")
+    assert_error(resp, 400, "invalid_request_error", "provider_disabled", param="provider")
     after = api.get(f"/v1/payments/{body['id']}").json()
     assert after["status"] == "requires_confirmation"
     assert after["attempts"] == []
@@ -488,8 +478,10 @@ def test_retrieve_payment(api, other_api, live_api):
     assert resp.status_code == 200
     assert resp.json() == created
     for client in (other_api, live_api):
-        assert_error(client.get(f"/v1/payments/{created['id']}"), 404, "resource_missing")
-    assert_error(api.get("/v1/payments/pay_doesnotexist"), 404, "resource_missing")
+        assert_error(client.get(f"/v1/payments/{created['id']}"), 404, "invalid_request_error",
+                     "resource_missing", param=ANY)
+    assert_error(api.get("/v1/payments/pay_doesnotexist"), 404, "invalid_request_error",
+                 "resource_missing", param=ANY)
 
 
 # --- list and filters ---------------------------------------------------------------------
@@ -555,19 +547,19 @@ def test_list_filters_by_created_range(api):
 ])
 def test_list_rejects_invalid_filters(api, params):
     resp = api.get("/v1/payments", params)
-    assert_error(resp, 400, "parameter_invalid", param=next(iter(params)))
+    assert_error(resp, 400, "invalid_request_error", "parameter_invalid", param=next(iter(params)))
 
 
 @pytest.mark.parametrize("name", ["state", "created", "created[gt]", "amount"])
 def test_list_rejects_unknown_query_parameters(api, name):
     resp = api.get("/v1/payments", {name: "1"})
-    assert_error(resp, 400, "parameter_unknown", param=name)
+    assert_error(resp, 400, "invalid_request_error", "parameter_unknown", param=name)
 
 
 @pytest.mark.parametrize("limit", ["0", "101", "-1", "ten"])
 def test_list_limit_out_of_range_is_rejected(api, limit):
-    assert_error(api.get("/v1/payments", {"limit": limit}), 400, "parameter_invalid",
-                 param="limit")
+    assert_error(api.get("/v1/payments", {"limit": limit}), 400, "invalid_request_error",
+                 "parameter_invalid", param="limit")
 
 
 def test_list_limit_bounds_are_accepted(api):
@@ -634,8 +626,8 @@ def test_cursor_pagination_combines_with_filters(api):
 def test_unknown_starting_after_is_rejected(api, other_api):
     create(api)
     assert_error(api.get("/v1/payments", {"starting_after": "pay_unknown"}), 400,
-                 "resource_missing", param="starting_after")
+                 "invalid_request_error", "resource_missing", param="starting_after")
     # another merchant's payment is unknown here too
     theirs = other_api.post("/v1/payments", {"amount": 100, "currency": "USD"}).json()["id"]
-    assert_error(api.get("/v1/payments", {"starting_after": theirs}), 400, "resource_missing",
-                 param="starting_after")
+    assert_error(api.get("/v1/payments", {"starting_after": theirs}), 400, "invalid_request_error",
+                 "resource_missing", param="starting_after")

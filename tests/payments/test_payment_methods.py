@@ -25,7 +25,7 @@ from payments.cards import validate_card
 from payments.errors import InvalidRequest
 from payments.models import PaymentMethod
 from payments.services.payment_methods import card_for_provider
-from tests.conftest import make_card
+from tests.conftest import assert_invalid, make_card
 
 VISA = "4242424242424242"
 MASTERCARD = "5555555555554444"
@@ -35,7 +35,6 @@ LUHN_FAILING = "4242424242424241"
 
 PM_KEYS = {"id", "object", "type", "card", "billing_details", "created", "livemode"}
 CARD_KEYS = {"brand", "last4", "bin", "exp_month", "exp_year", "fingerprint"}
-ERROR_KEYS = {"type", "code", "message", "param"}
 
 
 def with_check_digit(partial: str) -> str:
@@ -56,21 +55,6 @@ def card_body(number: str = VISA, *, exp_month=12, exp_year=2034, cvc="123", **e
     if cvc is not None:
         card["cvc"] = cvc
     return {"type": "card", "card": card, **extra}
-
-
-def assert_invalid(resp, *, param: str | None, code: str | None = None) -> dict:
-    assert resp.status_code == 400, resp.content
-    assert resp["Content-Type"].startswith("application/json")
-    body = resp.json()
-    assert set(body) == {"error"}
-    error = body["error"]
-    assert set(error) == ERROR_KEYS
-    assert error["type"] == "invalid_request_error"
-    assert error["param"] == param
-    if code is not None:
-        assert error["code"] == code
-    assert isinstance(error["message"], str) and error["message"]
-    return error
 
 
 def has_cvc(document) -> bool:

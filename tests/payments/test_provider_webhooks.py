@@ -25,13 +25,8 @@ from providers.adyen.webhooks import sign
 from providers.models import ProviderAccount
 from providers.sandboxes import webhooks as sandbox_webhooks
 from providers.sandboxes.models import SandboxCharge, SandboxCondition, SandboxNotification
-from tests.conftest import make_card
+from tests.conftest import pay
 from tests.threads import race
-
-
-def pay(api, number, **fields):
-    return api.post("/v1/payments", {"amount": 1050, "currency": "EUR", "confirm": True,
-                                     "payment_method": make_card(api, number), **fields})
 
 
 def deliver() -> int:
@@ -68,7 +63,7 @@ def post(account: ProviderAccount, *items: dict, live: str = "false", **headers)
 # --- unknown authorizations -------------------------------------------------------------------
 @pytest.mark.django_db(transaction=True)
 def test_commit_then_drop_is_resolved_by_the_authorisation_webhook(api):
-    resp = pay(api, "4000000000000408", provider="adyen-sandbox")
+    resp = pay(api, "4000000000000408", currency="EUR", provider="adyen-sandbox")
     assert resp.status_code == 202 and resp.json()["status"] == "unresolved"
     assert deliver() == 1
     payment = Payment.objects.get(pk=resp.json()["id"])
@@ -87,7 +82,7 @@ def test_commit_then_drop_is_resolved_by_the_authorisation_webhook(api):
 
 @pytest.mark.django_db(transaction=True)
 def test_timeout_before_commit_is_released_and_then_fails_when_pinned(api):
-    resp = pay(api, "4000000000000606", provider="adyen-sandbox")
+    resp = pay(api, "4000000000000606", currency="EUR", provider="adyen-sandbox")
     attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
     assert attempt.status == "unknown"
     assert deliver() == 0  # never processed: Adyen sends nothing
@@ -157,7 +152,7 @@ def lost_on_adyen_first(api, merchant, **fields) -> PaymentAttempt:
     """A routed payment whose first attempt, on Adyen (moved first), times out before Adyen
     commits it (card …0606): its unknown attempt."""
     ProviderAccount.objects.filter(pk=adyen(merchant).pk).update(priority=1)
-    resp = pay(api, "4000000000000606", **fields)
+    resp = pay(api, "4000000000000606", currency="EUR", **fields)
     return PaymentAttempt.objects.get(payment_id=resp.json()["id"])
 
 
@@ -203,7 +198,8 @@ def test_a_refusal_the_release_names_is_a_decline_not_a_failover(api, merchant):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_capture_the_release_could_not_cancel_is_kept(api):
-    resp = pay(api, "4000000000000606", provider="adyen-sandbox")  # automatic capture
+    resp = pay(api, "4000000000000606", currency="EUR",
+               provider="adyen-sandbox")  # automatic capture
     attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
     charge = hidden_charge(attempt, status="captured")
     release(attempt)
@@ -236,7 +232,7 @@ def test_an_authorisation_after_the_release_is_an_extra_charge_and_is_reversed(a
 
 @pytest.mark.django_db(transaction=True)
 def test_a_failed_release_naming_no_payment_keeps_the_attempt_unknown(api, merchant):
-    resp = pay(api, "4000000000000606", provider="adyen-sandbox")
+    resp = pay(api, "4000000000000606", currency="EUR", provider="adyen-sandbox")
     attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
     release(attempt)
     SandboxNotification.objects.all().delete()  # Adyen's word is replaced by this one:
@@ -258,7 +254,8 @@ def test_a_failed_release_naming_no_payment_keeps_the_attempt_unknown(api, merch
 # --- captures, voids, refunds -----------------------------------------------------------------
 @pytest.mark.django_db(transaction=True)
 def test_capture_and_refund_are_settled_by_webhooks(api):
-    resp = pay(api, "4242424242424242", provider="adyen-sandbox", capture_method="manual")
+    resp = pay(api, "4242424242424242", currency="EUR", provider="adyen-sandbox",
+               capture_method="manual")
     pay_id = resp.json()["id"]
     deliver()  # AUTHORISATION for an attempt we already know: nothing changes
     assert ProviderWebhookEvent.objects.get().outcome == "already_known"
@@ -281,7 +278,8 @@ def test_capture_and_refund_are_settled_by_webhooks(api):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_void_is_settled_by_the_cancellation_webhook(api):
-    resp = pay(api, "4242424242424242", provider="adyen-sandbox", capture_method="manual")
+    resp = pay(api, "4242424242424242", currency="EUR", provider="adyen-sandbox",
+               capture_method="manual")
     pay_id = resp.json()["id"]
     assert api.post(f"/v1/payments/{pay_id}/cancel").json()["status"] == "processing"
     deliver()
@@ -290,7 +288,8 @@ def test_a_void_is_settled_by_the_cancellation_webhook(api):
 
 @pytest.mark.django_db
 def test_a_failed_capture_webhook_returns_the_payment_to_requires_capture(api, merchant):
-    resp = pay(api, "4242424242424242", provider="adyen-sandbox", capture_method="manual")
+    resp = pay(api, "4242424242424242", currency="EUR", provider="adyen-sandbox",
+               capture_method="manual")
     pay_id = resp.json()["id"]
     api.post(f"/v1/payments/{pay_id}/capture")
     capture = Payment.objects.get(pk=pay_id).modifications.get()
@@ -307,7 +306,7 @@ def test_a_failed_capture_webhook_returns_the_payment_to_requires_capture(api, m
 
 @pytest.mark.django_db(transaction=True)
 def test_an_event_before_our_answer_waits_for_it(api, merchant):
-    resp = pay(api, "4242424242424242", provider="adyen-sandbox")
+    resp = pay(api, "4242424242424242", currency="EUR", provider="adyen-sandbox")
     attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
     PaymentAttempt.objects.filter(pk=attempt.pk).update(status="pending")  # still in flight
     deliver()
@@ -322,7 +321,7 @@ def test_an_event_before_our_answer_waits_for_it(api, merchant):
 
 @pytest.mark.django_db
 def test_a_charge_reported_for_a_declined_attempt_is_reversed(api, merchant):
-    resp = pay(api, "4000000000000002", provider="adyen-sandbox")  # declined
+    resp = pay(api, "4000000000000002", currency="EUR", provider="adyen-sandbox")  # declined
     assert resp.status_code == 402
     attempt = PaymentAttempt.objects.get(payment_id=resp.json()["payment"]["id"])
     SandboxNotification.objects.all().delete()
@@ -341,7 +340,7 @@ def test_a_charge_reported_for_a_declined_attempt_is_reversed(api, merchant):
 
 @pytest.mark.django_db
 def test_our_kept_charge_reported_refused_is_flagged_for_an_operator(api, merchant):
-    resp = pay(api, "4242424242424242", provider="adyen-sandbox")
+    resp = pay(api, "4242424242424242", currency="EUR", provider="adyen-sandbox")
     attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
     SandboxNotification.objects.all().delete()
     account = adyen(merchant)
@@ -445,7 +444,7 @@ def test_bad_deliveries_get_clear_errors(merchant):
 @pytest.mark.django_db(transaction=True)
 def test_the_sandbox_retries_a_delivery_that_was_not_acknowledged(api, merchant):
     account = adyen(merchant)
-    pay(api, "4242424242424242", provider="adyen-sandbox")
+    pay(api, "4242424242424242", currency="EUR", provider="adyen-sandbox")
     credentials = account.get_credentials()
     account.set_credentials({**credentials, "hmac_key": sandbox_webhooks.new_hmac_key()})
     account.save()  # keys out of step: our receiver refuses the signature
@@ -465,7 +464,7 @@ def test_the_sandbox_retries_a_delivery_that_was_not_acknowledged(api, merchant)
 @pytest.mark.django_db(transaction=True)
 def test_a_webhook_and_a_status_lookup_racing_apply_the_charge_once(api, settings):
     settings.SANDBOX_DROP_WINDOW_SECONDS = 0  # the lookup's replay gets the answer
-    resp = pay(api, "4000000000000408", provider="adyen-sandbox")
+    resp = pay(api, "4000000000000408", currency="EUR", provider="adyen-sandbox")
     attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
     sandbox_webhooks.deliver_due()  # stored, not applied yet
     assert race(lambda: status_sync.attempt_sync(attempt.id),
@@ -563,7 +562,7 @@ def test_two_late_charges_under_one_reference_are_both_reversed(api, merchant):
 @pytest.mark.django_db(transaction=True)
 def test_a_failed_release_then_an_authorisation_settles_the_attempt(api, merchant):
     account = adyen(merchant)
-    resp = pay(api, "4000000000000606", provider="adyen-sandbox")
+    resp = pay(api, "4000000000000606", currency="EUR", provider="adyen-sandbox")
     attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
     release(attempt)
     SandboxNotification.objects.all().delete()
@@ -583,7 +582,8 @@ def test_reversing_an_extra_charge_leaves_the_other_attempts_status_alone(api, m
     """A late second charge under an attempt that kept (then voided) its own: the extra one
     is reversed, the attempt stays `voided` (terminal states are final)."""
     account = adyen(merchant)
-    resp = pay(api, "4242424242424242", provider="adyen-sandbox", capture_method="manual")
+    resp = pay(api, "4242424242424242", currency="EUR", provider="adyen-sandbox",
+               capture_method="manual")
     pay_id = resp.json()["id"]
     api.post(f"/v1/payments/{pay_id}/cancel")
     deliver()  # AUTHORISATION, CANCELLATION
@@ -607,7 +607,8 @@ def checkout(merchant) -> ProviderAccount:
 @pytest.mark.django_db(transaction=True)
 def test_checkout_captures_voids_and_refunds_settle_by_webhook_at_once(api, settings):
     settings.MODIFICATION_SYNC_AFTER_SECONDS = 3600  # no status sync: only the webhooks
-    resp = pay(api, "4242424242424242", provider="checkout-sandbox", capture_method="manual")
+    resp = pay(api, "4242424242424242", currency="EUR", provider="checkout-sandbox",
+               capture_method="manual")
     pay_id = resp.json()["id"]
     assert api.post(f"/v1/payments/{pay_id}/capture").json()["status"] == "processing"
     deliver()
@@ -617,7 +618,7 @@ def test_checkout_captures_voids_and_refunds_settle_by_webhook_at_once(api, sett
     assert refund["status"] == "pending"
     deliver()
     assert Refund.objects.get(pk=refund["id"]).status == "succeeded"
-    other = pay(api, "4242424242424242", provider="checkout-sandbox",
+    other = pay(api, "4242424242424242", currency="EUR", provider="checkout-sandbox",
                 capture_method="manual").json()["id"]
     api.post(f"/v1/payments/{other}/cancel")
     deliver()
@@ -629,7 +630,7 @@ def test_checkout_captures_voids_and_refunds_settle_by_webhook_at_once(api, sett
 
 @pytest.mark.django_db(transaction=True)
 def test_checkout_commit_then_drop_is_resolved_by_the_approved_webhook(api):
-    resp = pay(api, "4000000000000408", provider="checkout-sandbox")
+    resp = pay(api, "4000000000000408", currency="EUR", provider="checkout-sandbox")
     assert resp.json()["status"] == "unresolved"
     assert deliver() == 2  # payment_approved, then payment_captured (automatic capture)
     payment = Payment.objects.get(pk=resp.json()["id"])
@@ -671,7 +672,8 @@ def cko_post(account: ProviderAccount, event_type: str, data: dict):
 @pytest.mark.django_db(transaction=True)
 def test_checkout_automatic_capture_events_are_known_and_a_declined_one_is_flagged(api,
                                                                                   merchant):
-    resp = pay(api, "4242424242424242", provider="checkout-sandbox")  # automatic capture
+    resp = pay(api, "4242424242424242", currency="EUR",
+               provider="checkout-sandbox")  # automatic capture
     payment = Payment.objects.get(pk=resp.json()["id"])
     attempt = payment.attempts.get()
     assert deliver() == 2  # payment_approved, payment_captured
@@ -688,7 +690,8 @@ def test_checkout_automatic_capture_events_are_known_and_a_declined_one_is_flagg
 
 @pytest.mark.django_db(transaction=True)
 def test_a_checkout_event_before_our_answer_waits_then_settles(api, merchant):
-    resp = pay(api, "4242424242424242", provider="checkout-sandbox", capture_method="manual")
+    resp = pay(api, "4242424242424242", currency="EUR", provider="checkout-sandbox",
+               capture_method="manual")
     pay_id = resp.json()["id"]
     api.post(f"/v1/payments/{pay_id}/capture")
     capture = Modification.objects.get(payment_id=pay_id)
@@ -710,7 +713,8 @@ def test_a_declined_checkout_reversal_is_flagged_for_an_operator(api, merchant):
     (202), then declined by webhook, which names the payment, not our reversal."""
     from providers.base import LookupResult
 
-    resp = pay(api, "4242424242424242", provider="checkout-sandbox", capture_method="manual")
+    resp = pay(api, "4242424242424242", currency="EUR", provider="checkout-sandbox",
+               capture_method="manual")
     attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
     extra = SandboxCharge.objects.create(provider="checkout", provider_reference="pay_extra01",
                                          reference=attempt.id, amount=1050, currency="EUR",
@@ -736,7 +740,7 @@ def test_a_declined_checkout_reversal_is_flagged_for_an_operator(api, merchant):
 # --- fourth review ------------------------------------------------------------------------------
 @pytest.mark.django_db
 def test_a_reversal_we_did_not_send_is_flagged_not_crashed_on(api, merchant):
-    resp = pay(api, "4242424242424242", provider="adyen-sandbox")
+    resp = pay(api, "4242424242424242", currency="EUR", provider="adyen-sandbox")
     attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
     SandboxNotification.objects.all().delete()
     account = adyen(merchant)
@@ -753,7 +757,7 @@ def test_a_reversal_we_did_not_send_is_flagged_not_crashed_on(api, merchant):
 def test_an_automatic_capture_still_pending_at_the_provider_counts_as_captured(api, settings):
     """Checkout.com reports `Authorized` until the capture of a `capture: true` payment
     runs: the payment succeeds, as if Checkout.com had answered at once."""
-    resp = pay(api, "4000000000000408", provider="checkout-sandbox")
+    resp = pay(api, "4000000000000408", currency="EUR", provider="checkout-sandbox")
     attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
     SandboxCharge.objects.filter(reference=attempt.id).update(status="authorized",
                                                               amount_captured=0)
@@ -765,7 +769,7 @@ def test_an_automatic_capture_still_pending_at_the_provider_counts_as_captured(a
 
 @pytest.mark.django_db(transaction=True)
 def test_an_automatic_capture_event_overtaking_our_answer_waits(api):
-    resp = pay(api, "4242424242424242", provider="checkout-sandbox")
+    resp = pay(api, "4242424242424242", currency="EUR", provider="checkout-sandbox")
     attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
     PaymentAttempt.objects.filter(pk=attempt.pk).update(status="pending")
     deliver()
@@ -777,7 +781,7 @@ def test_an_automatic_capture_event_overtaking_our_answer_waits(api):
 def test_a_failed_release_naming_a_payment_waits_for_that_payments_authorisation(api,
                                                                                  merchant):
     account = adyen(merchant)
-    resp = pay(api, "4000000000000606", provider="adyen-sandbox")
+    resp = pay(api, "4000000000000606", currency="EUR", provider="adyen-sandbox")
     attempt = PaymentAttempt.objects.get(payment_id=resp.json()["id"])
     release(attempt)
     SandboxNotification.objects.all().delete()

@@ -7,7 +7,7 @@ import pytest
 
 from payments.models import Payment, Refund
 from providers.sandboxes.models import SandboxCharge
-from tests.conftest import make_card, pay
+from tests.conftest import ANY, assert_error, make_card, pay
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -38,16 +38,6 @@ def payment_json(api, payment_id: str) -> dict:
 def charge_of(payment: dict) -> SandboxCharge:
     [attempt] = [a for a in payment["attempts"] if a["status"] == "captured"]
     return SandboxCharge.objects.get(reference=attempt["id"])
-
-
-def assert_error(resp, status, code, *, param="__any__"):
-    assert resp.status_code == status, resp.json()
-    error = resp.json()["error"]
-    assert error["type"] == "invalid_request_error", error
-    assert error["code"] == code, error
-    if param != "__any__":
-        assert error["param"] == param, error
-    return error
 
 
 # --- refunds ------------------------------------------------------------------------------
@@ -98,7 +88,7 @@ def test_refunds_never_exceed_the_captured_amount(api):
     refunded_ok(api, payment["id"], amount=400)
 
     resp = refund(api, payment["id"], amount=201)
-    assert_error(resp, 400, "amount_too_large", param="amount")
+    assert_error(resp, 400, "invalid_request_error", "amount_too_large", param="amount")
     after = payment_json(api, payment["id"])
     assert after["amount_refunded"] == 800
     assert charge_of(after).amount_refunded == 800
@@ -110,7 +100,7 @@ def test_refunds_never_exceed_the_captured_amount(api):
 
     for extra in ({}, {"amount": 1}):
         resp = refund(api, payment["id"], **extra)
-        assert_error(resp, 400, "charge_already_refunded", param="payment")
+        assert_error(resp, 400, "invalid_request_error", "charge_already_refunded", param="payment")
     after = payment_json(api, payment["id"])
     assert after["amount_refunded"] == 1000
     assert charge_of(after).amount_refunded == 1000
@@ -120,7 +110,7 @@ def test_refunds_never_exceed_the_captured_amount(api):
 def test_refund_larger_than_the_payment_is_rejected(api):
     payment = paid(api, amount=1000)
     resp = refund(api, payment["id"], amount=1001)
-    assert_error(resp, 400, "amount_too_large", param="amount")
+    assert_error(resp, 400, "invalid_request_error", "amount_too_large", param="amount")
     assert payment_json(api, payment["id"])["amount_refunded"] == 0
     assert not Refund.objects.filter(payment_id=payment["id"]).exists()
 
@@ -156,9 +146,9 @@ def _payment_in(api, state: str) -> dict:
 def test_refund_of_a_payment_that_is_not_succeeded_is_a_state_conflict(api, state):
     payment = _payment_in(api, state)
     resp = refund(api, payment["id"])
-    assert_error(resp, 409, "payment_state_invalid")
+    assert_error(resp, 409, "invalid_request_error", "payment_state_invalid", param=ANY)
     resp = refund(api, payment["id"], amount=100)
-    assert_error(resp, 409, "payment_state_invalid")
+    assert_error(resp, 409, "invalid_request_error", "payment_state_invalid", param=ANY)
     assert not Refund.objects.filter(payment_id=payment["id"]).exists()
     after = payment_json(api, payment["id"])
     assert after["status"] == state
@@ -172,13 +162,14 @@ def test_refund_of_a_partially_captured_payment_is_limited_to_the_captured_amoun
     assert captured["amount_captured"] == 600
 
     resp = refund(api, payment["id"], amount=601)
-    assert_error(resp, 400, "amount_too_large", param="amount")
+    assert_error(resp, 400, "invalid_request_error", "amount_too_large", param="amount")
     body = refunded_ok(api, payment["id"])  # default: all that was captured
     assert body["amount"] == 600
     after = payment_json(api, payment["id"])
     assert after["amount_refunded"] == 600
     assert charge_of(after).amount_refunded == 600
-    assert_error(refund(api, payment["id"], amount=1), 400, "charge_already_refunded")
+    assert_error(refund(api, payment["id"], amount=1), 400, "invalid_request_error",
+                 "charge_already_refunded", param=ANY)
 
 
 def test_retrieve_refund(api, other_api, live_api):
@@ -188,8 +179,10 @@ def test_retrieve_refund(api, other_api, live_api):
     assert resp.status_code == 200
     assert resp.json() == created
     for client in (other_api, live_api):
-        assert_error(client.get(f"/v1/refunds/{created['id']}"), 404, "resource_missing")
-    assert_error(api.get("/v1/refunds/re_doesnotexist"), 404, "resource_missing")
+        assert_error(client.get(f"/v1/refunds/{created['id']}"), 404, "invalid_request_error",
+                     "resource_missing", param=ANY)
+    assert_error(api.get("/v1/refunds/re_doesnotexist"), 404, "invalid_request_error",
+                 "resource_missing", param=ANY)
 
 
 def test_list_refunds_of_a_payment(api):
@@ -212,8 +205,8 @@ def test_list_refunds_of_a_payment(api):
     page = api.get("/v1/refunds", {"payment": one["id"], "limit": 1}).json()
     assert [r["id"] for r in page["data"]] == [r2["id"]]
     assert page["has_more"] is True
-    assert_error(api.get("/v1/refunds", {"status": "succeeded"}), 400, "parameter_unknown",
-                 param="status")
+    assert_error(api.get("/v1/refunds", {"status": "succeeded"}), 400, "invalid_request_error",
+                 "parameter_unknown", param="status")
 
 
 def test_refund_list_is_scoped_to_the_merchant(api, other_api):
@@ -226,8 +219,9 @@ def test_refund_list_is_scoped_to_the_merchant(api, other_api):
 def test_refund_of_another_merchants_payment_is_missing(api, other_api):
     payment = paid(api)
     resp = refund(other_api, payment["id"])
-    assert_error(resp, 404, "resource_missing", param="payment")
-    assert_error(refund(api, "pay_unknown"), 404, "resource_missing", param="payment")
+    assert_error(resp, 404, "invalid_request_error", "resource_missing", param="payment")
+    assert_error(refund(api, "pay_unknown"), 404, "invalid_request_error", "resource_missing",
+                 param="payment")
     assert payment_json(api, payment["id"])["amount_refunded"] == 0
 
 
@@ -243,7 +237,7 @@ def test_refund_reasons_are_accepted(api, reason):
 def test_bad_refund_reason_is_rejected(api, reason):
     payment = paid(api)
     resp = refund(api, payment["id"], reason=reason)
-    assert_error(resp, 400, "parameter_invalid", param="reason")
+    assert_error(resp, 400, "invalid_request_error", "parameter_invalid", param="reason")
     assert not Refund.objects.filter(payment_id=payment["id"]).exists()
     assert Payment.objects.get(pk=payment["id"]).amount_refunded == 0
 
@@ -251,7 +245,7 @@ def test_bad_refund_reason_is_rejected(api, reason):
 def test_refund_rejects_unknown_fields(api):
     payment = paid(api)
     resp = refund(api, payment["id"], amount=100, note="x")
-    assert_error(resp, 400, "parameter_unknown", param="note")
+    assert_error(resp, 400, "invalid_request_error", "parameter_unknown", param="note")
     assert not Refund.objects.filter(payment_id=payment["id"]).exists()
 
 

@@ -19,12 +19,7 @@ from providers.base import AuthorizeRequest, Card, LookupResult
 from providers.models import ProviderAccount
 from providers.registry import get_adapter
 from providers.sandboxes.models import SandboxCharge
-from tests.conftest import make_card
-
-
-def pay(api, number, **fields):
-    return api.post("/v1/payments", {"amount": 1050, "currency": "USD", "confirm": True,
-                                     "payment_method": make_card(api, number), **fields})
+from tests.conftest import pay
 
 
 def unknown_attempt(resp) -> PaymentAttempt:
