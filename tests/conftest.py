@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
+from collections.abc import Callable, Iterator
 
 import pytest
 from django.core.cache import cache
@@ -180,3 +182,32 @@ def rewind_breaker(account, seconds: int) -> None:
     else:
         breaker.storage.opened_at -= timedelta(seconds=seconds)
 
+
+@pytest.fixture
+def serve_sandbox() -> Iterator[Callable[[str], str]]:
+    """serve_sandbox(provider) -> the base URL (with the provider's API path, /v71 for Adyen)
+    of that provider's sandbox served over real HTTP on 127.0.0.1, in a thread, until the test
+    ends. Teardown waits (bounded) for the request threads to finish: a hanging request sleeps
+    SANDBOX_HANG_SECONDS before it closes its connection."""
+    from providers.sandboxes.catalog import BASE_PATHS, app_for
+    from providers.sandboxes.server import make_server
+
+    before = set(threading.enumerate())
+    servers = []
+
+    def serve(provider: str) -> str:
+        server = make_server(app_for(provider))
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                  daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        return f"http://127.0.0.1:{server.server_address[1]}{BASE_PATHS[provider]}"
+
+    yield serve
+    for server, thread in servers:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    for leftover in set(threading.enumerate()) - before:
+        if "process_request_thread" in leftover.name:  # a request the server still serves
+            leftover.join(10)

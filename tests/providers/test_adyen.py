@@ -1,5 +1,7 @@
-"""The Adyen adapter against its sandbox: in-process (httpx → WSGI), over real HTTP, and the
-sandbox's own wire behaviour (auth, idempotency, faults, settlement report).
+"""What is Adyen's own: the adapter's wire format, its reading of Adyen's answers, lookups by
+replay, webhooks of modifications, the settlement report, and the sandbox's wire behaviour
+(auth, idempotency, faults). What every adapter shares (operations, test cards, unknown
+outcomes, replays, lookups, probes, real HTTP) is in test_adapter_contract.py.
 
 The sandbox ledger (`SandboxCharge`, `SandboxOperation`) is what the simulated provider
 believes it has charged: the tests count charges there.
@@ -10,14 +12,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
-import threading
-import time
 from datetime import UTC
 
 import httpx
 import pytest
-from django.db import connection
 
 from providers.adyen.adapter import (
     AdyenAdapter,
@@ -34,7 +32,6 @@ from providers.base import (
     OutcomeUnknown,
     ProviderBadRequest,
     ProviderUnavailable,
-    SoftDecline,
 )
 from providers.ids import new_id
 from providers.sandboxes import adyen as sandbox
@@ -46,7 +43,6 @@ from providers.sandboxes.models import (
     SandboxIdempotencyRecord,
     SandboxOperation,
 )
-from providers.sandboxes.server import make_server
 from providers.sandboxes.transport import SANDBOX_HOST, SandboxTransport
 
 pytestmark = pytest.mark.django_db
@@ -55,17 +51,6 @@ CREDENTIALS = SANDBOX_CREDENTIALS["adyen"]
 CONFIG = AccountConfig(name="adyen-test", provider="adyen", livemode=False,
                        base_url="sandbox://local", credentials=CREDENTIALS)
 KEY_HEADERS = {"X-API-Key": CREDENTIALS["api_key"]}
-
-APPROVED = ["4242424242424242", "5555555555554444", "378282246310005"]
-# number → (exception, error code, decline code, Adyen refusalReasonCode)
-DECLINES = {
-    "4000000000000002": (HardDecline, "card_declined", "generic_decline", "2"),
-    "4000000000009995": (HardDecline, "card_declined", "insufficient_funds", "12"),
-    "4000000000000069": (HardDecline, "expired_card", "expired_card", "6"),
-    "4000000000009987": (HardDecline, "card_declined", "lost_card", "5"),
-    "4000000000000119": (SoftDecline, "processing_error", "processing_error", "4"),
-}
-
 
 def make_request(number: str = "4242424242424242", *, capture: bool = False,
                  amount: int = 1050, currency: str = "USD", reference: str | None = None,
@@ -109,13 +94,6 @@ def webhooks():
     return items
 
 
-def refused_in_webhook(result, items: list[dict], reason: str) -> None:
-    """Adyen accepted the modification (201, pending) and refused it in its webhook."""
-    assert result.pending
-    [item] = [i for i in items if i["pspReference"] == result.provider_reference]
-    assert item["success"] == "false" and reason in item["reason"]
-
-
 def wire() -> httpx.Client:
     """A raw client to the in-process sandbox, for wire-level checks."""
     return httpx.Client(base_url=SANDBOX_HOST, transport=SandboxTransport(sandbox.app))
@@ -155,83 +133,6 @@ def recording_client() -> tuple[httpx.Client, Recording]:
 
 
 # --- authorize ----------------------------------------------------------------------------
-@pytest.mark.parametrize("number", APPROVED)
-def test_authorize_manual_capture_leaves_an_authorisation(number):
-    request = make_request(number, capture=False)
-
-    result = adapter().authorize(request)
-
-    [charge] = charges()
-    assert result.provider_reference == charge.provider_reference
-    assert len(result.provider_reference) == 16 and not result.captured
-    assert (charge.status, charge.amount, charge.currency, charge.reference) == (
-        "authorized", 1050, "USD", request.reference)
-    assert charge.card_last4 == number[-4:]
-    assert charge.card_brand == {"4": "visa", "5": "mc", "3": "amex"}[number[0]]
-    assert charge.metadata == {"switchyard_attempt": request.reference}
-
-
-def test_authorize_automatic_capture_captures():
-    result = adapter().authorize(make_request(capture=True, amount=999, currency="EUR"))
-
-    [charge] = charges()
-    assert result.captured and result.provider_reference == charge.provider_reference
-    assert (charge.status, charge.amount_captured, charge.currency) == ("captured", 999, "EUR")
-
-
-@pytest.mark.parametrize("number", sorted(DECLINES))
-def test_declines_map_to_the_normalized_codes(number):
-    error, code, decline_code, adyen_code = DECLINES[number]
-
-    with pytest.raises(error) as raised:
-        adapter().authorize(make_request(number))
-
-    assert type(raised.value) is error
-    assert (raised.value.code, raised.value.decline_code) == (code, decline_code)
-    assert raised.value.raw_code == adyen_code
-    [charge] = charges()
-    assert charge.status == "declined"
-
-
-def test_card_0507_is_unavailable_and_nothing_is_charged_or_stored():
-    request = make_request("4000000000000507")
-
-    for _ in range(2):  # not stored: the retry with the same key is processed again
-        with pytest.raises(ProviderUnavailable) as raised:
-            adapter().authorize(request)
-        assert raised.value.raw_code == "503"
-
-    assert charges() == []
-    assert not SandboxIdempotencyRecord.objects.filter(provider="adyen").exists()
-
-
-def test_card_0408_commits_then_drops_and_a_retry_with_the_same_reference_replays(settings):
-
-
-    # the network path has recovered by the time of the retry (see SANDBOX_DROP_WINDOW_SECONDS)
-
-
-    settings.SANDBOX_DROP_WINDOW_SECONDS = 0
-    request = make_request("4000000000000408")
-
-    with pytest.raises(OutcomeUnknown):
-        adapter().authorize(request)
-    [charge] = charges()
-    assert charge.status == "authorized"
-
-    retried = adapter().authorize(request)
-
-    assert retried.provider_reference == charge.provider_reference
-    assert len(charges()) == 1
-
-
-def test_card_0606_times_out_before_commit_and_nothing_is_charged():
-    with pytest.raises(OutcomeUnknown) as raised:
-        adapter().authorize(make_request("4000000000000606"))
-
-    assert raised.value.raw_code == "ReadTimeout"
-    assert charges() == []
-    assert not SandboxIdempotencyRecord.objects.filter(provider="adyen").exists()
 
 
 def test_holder_name_trigger_word_forces_the_refusal():
@@ -241,15 +142,6 @@ def test_holder_name_trigger_word_forces_the_refusal():
     assert raised.value.decline_code == "insufficient_funds"
     [charge] = charges()
     assert charge.card_last4 == "4242"
-
-
-def test_soft_decline_rate_condition_soft_declines_approving_cards():
-    SandboxCondition.objects.create(provider="adyen", soft_decline_rate=1.0)
-
-    with pytest.raises(SoftDecline) as raised:
-        adapter().authorize(make_request())
-
-    assert raised.value.decline_code == "processing_error"
 
 
 def test_authorize_sends_adyens_wire_format():
@@ -290,38 +182,6 @@ def test_automatic_capture_omits_manual_capture_and_cvc_is_optional():
     assert "cvc" not in body["paymentMethod"] and "holderName" not in body["paymentMethod"]
 
 
-def test_adapter_closes_the_clients_it_creates(monkeypatch):
-    from providers import http as module
-
-    created = []
-    real_client_for = module.client_for
-
-    def tracking_client_for(config):
-        created.append(real_client_for(config))
-        return created[-1]
-
-    monkeypatch.setattr(module, "client_for", tracking_client_for)
-    instance = adapter()
-    result = instance.authorize(make_request())
-    instance.capture(modification(result.provider_reference, 1050))
-    instance.probe()
-
-    assert len(created) == 3 and all(client.is_closed for client in created)
-
-
-def test_card_data_never_reaches_the_logs(caplog):
-    caplog.set_level(logging.DEBUG)
-    number = "4000000000009995"
-
-    with pytest.raises(HardDecline) as raised:
-        adapter().authorize(make_request(number))
-    adapter().authorize(make_request("4242424242424242"))
-
-    assert "provider call provider=adyen" in caplog.text  # the call was logged …
-    assert number not in caplog.text and "4242424242424242" not in caplog.text  # … not the card
-    assert number not in str(raised.value)
-
-
 def test_idempotency_key_fits_adyens_64_characters():
     assert idempotency_key("att_abc") == "att_abc"
     long = "x" * 65
@@ -330,42 +190,6 @@ def test_idempotency_key_fits_adyens_64_characters():
 
 
 # --- capture, cancel, refund ----------------------------------------------------------------
-def test_full_capture_is_pending_until_adyen_confirms():
-    instance = adapter()
-    auth = instance.authorize(make_request())
-
-    result = instance.capture(modification(auth.provider_reference, 1050))
-
-    assert result.pending
-    [operation] = SandboxOperation.objects.filter(kind="capture")
-    assert result.provider_reference == operation.provider_reference != auth.provider_reference
-    [charge] = charges()
-    assert (charge.status, charge.amount_captured) == ("captured", 1050)
-
-
-def test_partial_capture_releases_the_remainder(webhooks):
-    instance = adapter()
-    auth = instance.authorize(make_request(amount=2000))
-
-    instance.capture(modification(auth.provider_reference, 1500))
-
-    [charge] = charges()
-    assert (charge.status, charge.amount_captured) == ("captured", 1500)
-    # the rest was released: a second capture is accepted, then refused in the webhook
-    second = instance.capture(modification(auth.provider_reference, 500))
-    refused_in_webhook(second, webhooks("CAPTURE"), "cannot be captured")
-    charge.refresh_from_db()
-    assert charge.amount_captured == 1500
-
-
-def test_capture_above_the_authorised_amount_is_refused_in_the_webhook(webhooks):
-    instance = adapter()
-    auth = instance.authorize(make_request(amount=1000))
-
-    result = instance.capture(modification(auth.provider_reference, 1001))
-
-    refused_in_webhook(result, webhooks("CAPTURE"), "exceeds")
-    assert charges()[0].status == "authorized"
 
 
 def test_modification_sends_adyens_wire_format():
@@ -392,58 +216,26 @@ def test_modification_sends_adyens_wire_format():
         "merchantAccount": CREDENTIALS["merchant_account"], "reference": "void_1"}
 
 
-def test_cancel_voids_the_authorisation(webhooks):
+def test_accepted_modifications_are_confirmed_in_webhooks(webhooks):
+    """The modifications are in test_adapter_contract.py (where refusals arrive in webhooks);
+    here, the webhooks of the accepted ones: success "true", under the operation's pspReference."""
     instance = adapter()
-    auth = instance.authorize(make_request())
+    voided = instance.authorize(make_request())
+    cancel = instance.cancel(modification(voided.provider_reference, 1050))
+    captured = instance.authorize(make_request(capture=True, amount=1000))
+    first = instance.refund(modification(captured.provider_reference, 300))
+    second = instance.refund(modification(captured.provider_reference, 600))
+    third = instance.refund(modification(captured.provider_reference, 101))
 
-    result = instance.cancel(modification(auth.provider_reference, 1050))
-
-    assert result.pending and result.provider_reference != auth.provider_reference
-    assert charges()[0].status == "canceled"
     [cancellation] = webhooks("CANCELLATION")
     assert (cancellation["success"], cancellation["pspReference"]) == (
-        "true", result.provider_reference)
-    late = instance.capture(modification(auth.provider_reference, 1050))
-    refused_in_webhook(late, webhooks("CAPTURE"), "canceled")
-
-
-def test_full_refund():
-    instance = adapter()
-    auth = instance.authorize(make_request(capture=True))
-
-    result = instance.refund(modification(auth.provider_reference, 1050))
-
-    assert result.pending
-    [charge] = charges()
-    assert charge.amount_refunded == 1050
-    [operation] = SandboxOperation.objects.filter(kind="refund")
-    assert operation.provider_reference == result.provider_reference
-
-
-def test_several_partial_refunds_never_exceed_the_capture(webhooks):
-    instance = adapter()
-    auth = instance.authorize(make_request(capture=True, amount=1000))
-
-    first = instance.refund(modification(auth.provider_reference, 300))
-    second = instance.refund(modification(auth.provider_reference, 600))
-    third = instance.refund(modification(auth.provider_reference, 101))
-
-    refused_in_webhook(third, webhooks("REFUND"), "exceeds")
-    assert [i["success"] for i in webhooks("REFUND")] == ["true", "true", "false"]
-    assert first.provider_reference != second.provider_reference
-    assert charges()[0].amount_refunded == 900
-    assert SandboxOperation.objects.filter(kind="refund").count() == 2
-
-
-def test_refund_of_an_uncaptured_authorisation_is_refused_in_the_webhook(webhooks):
-    # as at Adyen: 201 received, then the REFUND webhook says success "false"
-    instance = adapter()
-    auth = instance.authorize(make_request())
-
-    result = instance.refund(modification(auth.provider_reference, 100))
-
-    refused_in_webhook(result, webhooks("REFUND"), "only a captured charge")
-    assert charges()[0].amount_refunded == 0
+        "true", cancel.provider_reference)
+    assert cancel.provider_reference != voided.provider_reference
+    refunds = webhooks("REFUND")
+    assert [(i["pspReference"], i["success"]) for i in refunds] == [
+        (first.provider_reference, "true"), (second.provider_reference, "true"),
+        (third.provider_reference, "false")]
+    assert all(i["originalReference"] == captured.provider_reference for i in refunds)
 
 
 def test_modification_retried_with_the_same_reference_happens_once():
@@ -459,23 +251,7 @@ def test_modification_retried_with_the_same_reference_happens_once():
     assert charges()[0].amount_refunded == 400
 
 
-def test_modification_of_an_unknown_payment():
-    with pytest.raises(ProviderBadRequest) as raised:
-        adapter().capture(modification("ABCDEFGHIJKLMNOP", 100))
-
-    assert raised.value.raw_code == "167"
-
-
 # --- lookup -------------------------------------------------------------------------------
-def test_lookup_finds_an_authorisation():
-    request = make_request()
-    auth = adapter().authorize(request)
-
-    found = adapter().lookup(request)
-
-    assert (found.found, found.provider_reference, found.status, found.amount) == (
-        True, auth.provider_reference, "authorized", 1050)
-    assert len(charges()) == 1
 
 
 def test_lookup_finds_a_capture_without_the_cvc():
@@ -488,61 +264,6 @@ def test_lookup_finds_a_capture_without_the_cvc():
     assert (found.found, found.provider_reference, found.status) == (
         True, auth.provider_reference, "captured")
     assert len(charges()) == 1
-
-
-@pytest.mark.parametrize("number,decline_code", [("4000000000009995", "insufficient_funds"),
-                                                 ("4000000000000119", "processing_error")])
-def test_lookup_finds_a_decline(number, decline_code):
-    request = make_request(number)
-    with pytest.raises((HardDecline, SoftDecline)):
-        adapter().authorize(request)
-
-    found = adapter().lookup(request)
-
-    assert (found.found, found.status, found.decline_code) == (True, "declined", decline_code)
-    assert found.provider_reference == charges()[0].provider_reference
-
-
-def test_lookup_after_a_dropped_connection_finds_the_charge(settings):
-
-
-    # the network path has recovered by the time of the retry (see SANDBOX_DROP_WINDOW_SECONDS)
-
-
-    settings.SANDBOX_DROP_WINDOW_SECONDS = 0
-    request = make_request("4000000000000408")
-    with pytest.raises(OutcomeUnknown):
-        adapter().authorize(request)
-
-    found = adapter().lookup(request)
-
-    assert found.found and found.status == "authorized"
-    assert found.provider_reference == charges()[0].provider_reference
-    assert len(charges()) == 1
-
-
-def test_lookup_of_a_request_adyen_never_processed_processes_it_now():
-    # Adyen has no read endpoint: the replay of a request it never received is processed as
-    # new. It therefore never answers "not found"; the key keeps it to one charge.
-    request = make_request()
-
-    found = adapter().lookup(request)
-    again = adapter().lookup(request)
-
-    [charge] = charges()
-    assert found.found and found.status == "authorized"
-    assert found.provider_reference == again.provider_reference == charge.provider_reference
-
-
-def test_lookup_of_card_0606_stays_unknown_and_charges_nothing():
-    request = make_request("4000000000000606")
-    with pytest.raises(OutcomeUnknown):
-        adapter().authorize(request)
-
-    with pytest.raises(OutcomeUnknown):
-        adapter().lookup(request)
-
-    assert charges() == []
 
 
 @pytest.mark.parametrize("condition", [{"outage": True}, None])
@@ -570,39 +291,15 @@ def test_probe():
         "merchantAccount": CREDENTIALS["merchant_account"]}
 
 
-@pytest.mark.parametrize("credentials,code", [
-    ({"api_key": "", "merchant_account": "SwitchyardSandbox"}, "000"),
-    ({"api_key": "k", "merchant_account": ""}, "901"),
-])
-def test_probe_with_bad_credentials(credentials, code):
+def test_probe_without_a_merchant_account():  # (without an API key: the contract suite)
     config = AccountConfig(name="adyen-bad", provider="adyen", livemode=False,
-                           base_url="sandbox://local", credentials=credentials)
+                           base_url="sandbox://local",
+                           credentials={"api_key": "k", "merchant_account": ""})
 
     with pytest.raises(ProviderBadRequest) as raised:
         adapter(config).probe()
 
-    assert raised.value.raw_code == code
-
-
-def test_outage_is_unavailable_for_every_call():
-    SandboxCondition.objects.create(provider="adyen", outage=True)
-    instance = adapter()
-
-    with pytest.raises(ProviderUnavailable):
-        instance.authorize(make_request())
-    with pytest.raises(ProviderUnavailable):
-        instance.probe()
-
-    assert charges() == []
-
-
-def test_latency_condition_is_applied():
-    SandboxCondition.objects.create(provider="adyen", latency_ms=300)
-
-    started = time.monotonic()
-    adapter().probe()
-
-    assert time.monotonic() - started >= 0.3
+    assert raised.value.raw_code == "901"
 
 
 def _mock_adapter(handler) -> AdyenAdapter:
@@ -653,17 +350,6 @@ def test_redirect_result_is_a_hard_authentication_decline():
         _mock_adapter(handler).authorize(make_request())
 
     assert raised.value.decline_code == "authentication_required"
-
-
-def test_connection_refused_is_unavailable():
-    server = make_server(sandbox.app)
-    port = server.server_address[1]
-    server.server_close()  # nothing listens there now
-    config = AccountConfig(name="adyen-down", provider="adyen", livemode=False,
-                           base_url=f"http://127.0.0.1:{port}/v71", credentials=CREDENTIALS)
-
-    with pytest.raises(ProviderUnavailable):
-        adapter(config).authorize(make_request())
 
 
 # --- the sandbox on the wire ------------------------------------------------------------------
@@ -797,6 +483,19 @@ def test_sandbox_rejects_malformed_json_and_long_keys():
     assert charges() == []
 
 
+def test_sandbox_answers_a_key_in_flight_with_a_transient_704():
+    # (the adapter's reading of it, with a real second request in flight: the contract suite)
+    SandboxIdempotencyRecord.objects.create(provider="adyen", key="key-busy",
+                                            fingerprint="in-flight")  # not completed yet
+
+    response = wire().post("/v71/payments", json=payment_body(),
+                           headers={**KEY_HEADERS, "Idempotency-Key": "key-busy"})
+
+    assert response.status_code == 422 and response.json()["errorCode"] == "704"
+    assert response.headers["transient-error"] == "true"
+    assert charges() == []
+
+
 def test_sandbox_modification_answers_201_received():
     auth = wire().post("/v71/payments", json=payment_body(
         additionalData={"manualCapture": "true"}), headers=KEY_HEADERS).json()
@@ -811,48 +510,6 @@ def test_sandbox_modification_answers_201_received():
     assert body["status"] == "received" and body["paymentPspReference"] == psp
     assert body["reference"] == "cap-1" and body["pspReference"] != psp
     assert body["amount"] == {"value": 1050, "currency": "USD"}
-
-
-@pytest.mark.django_db(transaction=True)
-def test_concurrent_duplicate_gets_704_and_is_outcome_unknown(monkeypatch):
-    started, release = threading.Event(), threading.Event()
-    real_authorize = ledger.authorize
-
-    def slow_authorize(*args, **kwargs):
-        started.set()
-        assert release.wait(10)
-        return real_authorize(*args, **kwargs)
-
-    monkeypatch.setattr(ledger, "authorize", slow_authorize)
-    request = make_request()
-    first: dict = {}
-
-    def run_first():
-        try:
-            first["result"] = adapter().authorize(request)
-        except BaseException as exc:  # reported below
-            first["error"] = exc
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=run_first, daemon=True)
-    thread.start()
-    try:
-        assert started.wait(10)
-        raw = wire().post("/v71/payments", json=adapter()._payment_body(request),
-                          headers={**KEY_HEADERS, "Idempotency-Key": request.reference})
-        with pytest.raises(OutcomeUnknown) as raised:
-            adapter().authorize(request)
-    finally:
-        release.set()
-        thread.join(10)
-
-    assert raw.status_code == 422 and raw.json()["errorCode"] == "704"
-    assert raw.headers["transient-error"] == "true"
-    assert raised.value.raw_code == "704"
-    assert "error" not in first
-    [charge] = charges()
-    assert first["result"].provider_reference == charge.provider_reference
 
 
 # --- settlement report ----------------------------------------------------------------------
@@ -949,89 +606,15 @@ def test_settlement_parser_reads_columns_by_name():
     assert (payout.type, payout.amount) == ("MerchantPayout", 10000)
 
 
-# --- over real HTTP ---------------------------------------------------------------------------
-@pytest.fixture
-def http_base():
-    """The sandbox served on 127.0.0.1 in a thread; yields its base URL (no /v71)."""
-    before = set(threading.enumerate())
-    server = make_server(sandbox.app)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    for leftover in set(threading.enumerate()) - before:  # request threads (a hang sleeps)
-        leftover.join(10)
-
-
-def http_adapter(base: str, *, read_timeout: float = 5.0) -> AdyenAdapter:
-    return AdyenAdapter(AccountConfig(
-        name="adyen-http", provider="adyen", livemode=False,
-        base_url=base + BASE_PATHS["adyen"], credentials=CREDENTIALS,
-        connect_timeout=2.0, read_timeout=read_timeout))
-
-
+# --- over real HTTP (the rest: the contract suite) --------------------------------------------
 @pytest.mark.django_db(transaction=True)
-class TestOverHttp:
-    def test_authorize_capture_refund(self, http_base):
-        instance = http_adapter(http_base)
-        auth = instance.authorize(make_request(amount=2000))
+def test_http_probe_and_settlement_report(serve_sandbox):
+    instance = AdyenAdapter(AccountConfig(
+        name="adyen-http", provider="adyen", livemode=False, base_url=serve_sandbox("adyen"),
+        credentials=CREDENTIALS, connect_timeout=2.0, read_timeout=5.0))
+    instance.probe()
+    instance.authorize(make_request(capture=True, amount=1050))
 
-        capture = instance.capture(modification(auth.provider_reference, 1500))
-        refund = instance.refund(modification(auth.provider_reference, 400))
+    [line] = instance.settlement_report(_batch())  # served outside /v71
 
-        assert capture.pending and refund.pending
-        [charge] = charges()
-        assert (charge.provider_reference, charge.status, charge.amount_captured,
-                charge.amount_refunded) == (auth.provider_reference, "captured", 1500, 400)
-
-    def test_decline(self, http_base):
-        with pytest.raises(HardDecline) as raised:
-            http_adapter(http_base).authorize(make_request("4000000000000002"))
-
-        assert raised.value.decline_code == "generic_decline"
-
-    def test_503_card_is_unavailable(self, http_base):
-        with pytest.raises(ProviderUnavailable):
-            http_adapter(http_base).authorize(make_request("4000000000000507"))
-
-        assert charges() == []
-
-    def test_dropped_connection_then_retry_returns_the_same_charge(self, http_base, settings):
-
-        # the network path has recovered by the time of the retry (see SANDBOX_DROP_WINDOW_SECONDS)
-
-        settings.SANDBOX_DROP_WINDOW_SECONDS = 0
-        instance = http_adapter(http_base)
-        request = make_request("4000000000000408")
-
-        with pytest.raises(OutcomeUnknown) as raised:
-            instance.authorize(request)
-        assert raised.value.raw_code == "RemoteProtocolError"
-
-        retried = instance.authorize(request)
-        found = instance.lookup(request)
-
-        [charge] = charges()
-        assert retried.provider_reference == found.provider_reference == \
-            charge.provider_reference
-
-    def test_timeout_before_commit(self, http_base, settings):
-        settings.SANDBOX_HANG_SECONDS = 0.6
-
-        with pytest.raises(OutcomeUnknown) as raised:
-            http_adapter(http_base, read_timeout=0.2).authorize(
-                make_request("4000000000000606"))
-
-        assert raised.value.raw_code == "ReadTimeout"
-        assert charges() == []
-
-    def test_probe_and_settlement_report(self, http_base):
-        instance = http_adapter(http_base)
-        instance.probe()
-        instance.authorize(make_request(capture=True, amount=1050))
-
-        [line] = instance.settlement_report(_batch())  # served outside /v71
-
-        assert (line.type, line.amount, line.currency, line.fee) == ("capture", 1050, "USD", 60)
+    assert (line.type, line.amount, line.currency, line.fee) == ("capture", 1050, "USD", 60)

@@ -1,12 +1,12 @@
-"""Checkout.com: the adapter against its sandbox, in-process and over real HTTP, and the
-sandbox's wire format (docs/providers.md section 3)."""
+"""What is Checkout.com's own: the adapter's wire format and its reading of Checkout.com's
+answers (a 503 confirmed by a lookup, actions), and the sandbox's wire format
+(docs/providers.md section 3), financial actions included. What every adapter shares
+(operations, test cards, unknown outcomes, replays, lookups, probes, real HTTP) is in
+test_adapter_contract.py."""
 
 from __future__ import annotations
 
 import json
-import logging
-import threading
-import time
 import uuid
 from urllib.parse import parse_qs, urlparse
 
@@ -19,21 +19,17 @@ from providers.base import (
     AuthorizeResult,
     Card,
     HardDecline,
-    LookupResult,
     ModificationRequest,
     ModificationResult,
     OutcomeUnknown,
     ProviderBadRequest,
     ProviderUnavailable,
-    SoftDecline,
 )
 from providers.checkout.adapter import CheckoutAdapter
 from providers.http import client_for
 from providers.sandboxes import ledger
-from providers.sandboxes.catalog import BASE_PATHS, SANDBOX_CREDENTIALS
-from providers.sandboxes.checkout import app
+from providers.sandboxes.catalog import SANDBOX_CREDENTIALS
 from providers.sandboxes.models import SandboxCharge, SandboxCondition, SandboxIdempotencyRecord
-from providers.sandboxes.server import make_server
 
 pytestmark = pytest.mark.django_db
 
@@ -91,243 +87,54 @@ def adapter() -> CheckoutAdapter:
     return CheckoutAdapter(config())
 
 
-# --- authorize, in-process ------------------------------------------------------------------
-def test_authorize_manual_capture_records_an_authorization(adapter):
-    request = auth(amount=1050, currency="eur")
-    result = adapter.authorize(request)
-    assert result.provider_reference.startswith("pay_")
-    assert result.captured is False
-    charge = charges().get()
-    assert (charge.provider_reference, charge.reference, charge.status, charge.amount,
-            charge.currency, charge.amount_captured) == (
-        result.provider_reference, request.reference, "authorized", 1050, "EUR", 0)
-    assert charge.metadata == {"switchyard_attempt": request.reference}
-    assert charge.card_last4 == "4242" and charge.card_brand == "Visa"
+# --- the sandbox's answer to a declining card ------------------------------------------------
+DECLINE_CODES = {  # number → Checkout.com's response code
+    "4000000000000002": "20005", "4000000000009995": "20051", "4000000000000069": "20054",
+    "4000000000009987": "30041", "4000000000000119": "20068",
+}
 
 
-def test_authorize_automatic_capture_is_captured(adapter):
-    result = adapter.authorize(auth(capture=True, amount=2000))
-    assert result.captured is True
-    charge = charges().get()
-    assert (charge.status, charge.amount_captured) == ("captured", 2000)
-
-
-@pytest.mark.parametrize("number", ["4242424242424242", "5555555555554444", "378282246310005"])
-def test_every_approved_test_card(adapter, number):
-    result = adapter.authorize(auth(number))
-    assert result.captured is False
-    assert charges().get(provider_reference=result.provider_reference).status == "authorized"
-
-
-DECLINES = [
-    # number, exception, our code, our decline code, Checkout.com response code
-    ("4000000000000002", HardDecline, "card_declined", "generic_decline", "20005"),
-    ("4000000000009995", HardDecline, "card_declined", "insufficient_funds", "20051"),
-    ("4000000000000069", HardDecline, "expired_card", "expired_card", "20054"),
-    ("4000000000009987", HardDecline, "card_declined", "lost_card", "30041"),
-    ("4000000000000119", SoftDecline, "processing_error", "processing_error", "20068"),
-]
-
-
-@pytest.mark.parametrize("number,error,code,decline_code,raw_code", DECLINES)
-def test_every_declining_test_card(adapter, number, error, code, decline_code, raw_code):
-    with pytest.raises(error) as excinfo:
-        adapter.authorize(auth(number))
-    assert type(excinfo.value) is error
-    assert (excinfo.value.code, excinfo.value.decline_code, excinfo.value.raw_code) == (
-        code, decline_code, raw_code)
-    assert number not in str(excinfo.value)
-    charge = charges().get()
-    assert charge.status == "declined"
-
-
-@pytest.mark.parametrize("number,error,code,decline_code,raw_code", DECLINES)
-def test_sandbox_answers_declines_as_201_not_approved(number, error, code, decline_code,
-                                                      raw_code):
+@pytest.mark.parametrize("number", sorted(DECLINE_CODES))
+def test_sandbox_answers_declines_as_201_not_approved(number):
     with wire() as client:
         response = client.post("/payments", json=payment_body(number))
     assert response.status_code == 201
     body = response.json()
-    assert (body["approved"], body["status"], body["response_code"]) == (False, "Declined",
-                                                                          raw_code)
+    assert (body["approved"], body["status"], body["response_code"]) == (
+        False, "Declined", DECLINE_CODES[number])
     assert body["response_summary"] and "auth_code" not in body
 
 
-def test_503_card_is_unknown_and_charges_nothing(adapter):
-    """Checkout.com's 503 says nothing about processing, and its list by reference proves
-    nothing within its consistency window: unknown, for status sync to settle (issue #8)."""
-    request = auth("4000000000000507")
-    with pytest.raises(OutcomeUnknown) as excinfo:
-        adapter.authorize(request)
-    assert excinfo.value.raw_code == "503"
-    assert not charges().exists()
-    assert adapter.lookup(request) == LookupResult(found=False)
+# --- what the adapter leaves behind, read back as Checkout.com payments and actions ----------
+def test_the_adapters_operations_read_back_as_payments_and_actions(adapter):
+    """The operations themselves are in test_adapter_contract.py; here, Checkout.com's view."""
+    captured = adapter.authorize(auth(amount=1050))
+    request = mod(captured, 1050, "capture")
+    capture = adapter.capture(request)
+    assert capture.provider_reference.startswith("act_")
+    partial = adapter.authorize(auth(amount=1050))
+    adapter.capture(mod(partial, 400, "capture"))
+    refunded = adapter.authorize(auth(capture=True, amount=1050))
+    adapter.refund(mod(refunded, 1050, "refund"))
+    some = adapter.authorize(auth(capture=True, amount=1000))
+    adapter.refund(mod(some, 300, "refund"))
+    adapter.refund(mod(some, 200, "refund"))
 
-
-def test_commit_then_drop_is_unknown_then_found_and_replayed(adapter, settings):
-
-
-    # the network path has recovered by the time of the retry (see SANDBOX_DROP_WINDOW_SECONDS)
-
-
-    settings.SANDBOX_DROP_WINDOW_SECONDS = 0
-    request = auth("4000000000000408")
-    with pytest.raises(OutcomeUnknown):
-        adapter.authorize(request)
-    charge = charges().get()
-    found = adapter.lookup(request)
-    assert found == LookupResult(found=True, provider_reference=charge.provider_reference,
-                                 status="authorized", amount=1050)
-    retried = adapter.authorize(request)  # same reference → same idempotency key → replay
-    assert retried == AuthorizeResult(provider_reference=charge.provider_reference,
-                                      captured=False)
-    assert charges().count() == 1
-
-
-def test_timeout_before_commit_is_unknown_and_nothing_is_found(adapter):
-    request = auth("4000000000000606")
-    with pytest.raises(OutcomeUnknown):
-        adapter.authorize(request)
-    assert not charges().exists()
-    assert not SandboxIdempotencyRecord.objects.filter(key=request.reference).exists()
-    assert adapter.lookup(request).found is False
-
-
-def test_retrying_an_approved_authorization_replays_it(adapter):
-    request = auth()
-    first = adapter.authorize(request)
-    assert adapter.authorize(request) == first
-    assert charges().count() == 1
-
-
-def test_soft_decline_rate_condition_declines_softly(adapter):
-    SandboxCondition.objects.create(provider="checkout", soft_decline_rate=1.0)
-    with pytest.raises(SoftDecline) as excinfo:
-        adapter.authorize(auth())
-    assert excinfo.value.raw_code == "20068"
-
-
-# --- capture, void, refund, in-process ------------------------------------------------------
-def test_capture_full_is_accepted_pending_and_listed_in_actions(adapter):
-    authorization = adapter.authorize(auth(amount=1050))
-    request = mod(authorization, 1050, "capture")
-    result = adapter.capture(request)
-    assert result.pending is True and result.provider_reference.startswith("act_")
-    charge = charges().get()
-    assert (charge.status, charge.amount_captured) == ("captured", 1050)
-    assert adapter.lookup_modification(request) == ModificationResult(
-        provider_reference=result.provider_reference, pending=False)
     with wire() as client:
-        actions = client.get(f"/payments/{authorization.provider_reference}/actions").json()
+        actions = client.get(f"/payments/{captured.provider_reference}/actions").json()
+        payment = {result.provider_reference: client.get(
+            f"/payments/{result.provider_reference}").json()
+            for result in (partial, refunded, some)}
     assert [a["type"] for a in actions] == ["Capture", "Authorization"]
-    assert actions[0]["id"] == result.provider_reference
-    assert actions[0]["reference"] == request.reference
-
-
-def test_capture_partial(adapter):
-    authorization = adapter.authorize(auth(amount=1050))
-    adapter.capture(mod(authorization, 400, "capture"))
-    charge = charges().get()
-    assert (charge.status, charge.amount_captured) == ("captured", 400)
-    with wire() as client:
-        payment = client.get(f"/payments/{authorization.provider_reference}").json()
-    assert payment["status"] == "Partially Captured"
-    assert payment["balances"]["total_captured"] == 400
-    assert payment["balances"]["available_to_refund"] == 400
-
-
-def test_cancel_voids_the_authorization(adapter):
-    request = auth()
-    authorization = adapter.authorize(request)
-    void = mod(authorization, 1050, "cancel")
-    result = adapter.cancel(void)
-    assert result.pending is True
-    assert charges().get().status == "canceled"
-    assert adapter.lookup(request).status == "canceled"
-    assert adapter.lookup_modification(void).provider_reference == result.provider_reference
-
-
-def test_refund_full(adapter):
-    authorization = adapter.authorize(auth(capture=True, amount=1050))
-    result = adapter.refund(mod(authorization, 1050, "refund"))
-    assert result.pending is True
-    assert charges().get().amount_refunded == 1050
-    with wire() as client:
-        assert client.get(f"/payments/{authorization.provider_reference}").json()[
-            "status"] == "Refunded"
-
-
-def test_refund_partial_and_several(adapter):
-    authorization = adapter.authorize(auth(capture=True, amount=1000))
-    first = adapter.refund(mod(authorization, 300, "refund"))
-    second = adapter.refund(mod(authorization, 200, "refund"))
-    assert first.provider_reference != second.provider_reference
-    charge = charges().get()
-    assert charge.amount_refunded == 500
-    assert sorted(op.amount for op in charge.operations.filter(kind="refund")) == [200, 300]
-    with wire() as client:
-        payment = client.get(f"/payments/{authorization.provider_reference}").json()
-    assert payment["status"] == "Partially Refunded"
-    assert payment["balances"]["available_to_refund"] == 500
-    with pytest.raises(ProviderBadRequest):
-        adapter.refund(mod(authorization, 501, "refund"))  # 422 amount_exceeds_balance
-    assert charges().get().amount_refunded == 500
-
-
-def test_retrying_a_capture_replays_the_same_action(adapter):
-    authorization = adapter.authorize(auth())
-    request = mod(authorization, 1050, "capture")
-    assert adapter.capture(request) == adapter.capture(request)
-    assert charges().get().operations.count() == 1
-
-
-def test_actions_not_allowed_are_bad_requests(adapter):
-    authorization = adapter.authorize(auth())
-    adapter.capture(mod(authorization, 1050, "capture"))
-    with pytest.raises(ProviderBadRequest) as excinfo:
-        adapter.capture(mod(authorization, 1050, "capture"))  # 403: already captured
-    assert excinfo.value.raw_code == "403"
-    with pytest.raises(ProviderBadRequest):
-        adapter.cancel(mod(authorization, 1050, "cancel"))  # 403: void after capture
-    uncaptured = adapter.authorize(auth())
-    with pytest.raises(ProviderBadRequest):
-        adapter.refund(mod(uncaptured, 100, "refund"))  # 403: nothing captured
-    with pytest.raises(ProviderBadRequest) as excinfo:
-        adapter.capture(mod(uncaptured, 2000, "capture"))  # 422: beyond the authorization
-    assert excinfo.value.raw_code == "422"
-    with pytest.raises(ProviderBadRequest) as excinfo:
-        adapter.capture(mod("pay_doesnotexist", 100, "capture"))
-    assert excinfo.value.raw_code == "404"
-
-
-# --- lookup and probe, in-process -----------------------------------------------------------
-def test_lookup_found_authorized_and_captured(adapter):
-    manual, automatic = auth(), auth(capture=True, amount=700)
-    manual_result, automatic_result = adapter.authorize(manual), adapter.authorize(automatic)
-    assert adapter.lookup(manual) == LookupResult(
-        found=True, provider_reference=manual_result.provider_reference, status="authorized",
-        amount=1050)
-    assert adapter.lookup(automatic) == LookupResult(
-        found=True, provider_reference=automatic_result.provider_reference, status="captured",
-        amount=700)
-
-
-def test_lookup_not_found(adapter):
-    assert adapter.lookup(auth()) == LookupResult(found=False)
-
-
-def test_lookup_declined_reads_the_decline_code_from_the_actions(adapter):
-    request = auth("4000000000009995")
-    with pytest.raises(HardDecline):
-        adapter.authorize(request)
-    found = adapter.lookup(request)
-    assert (found.found, found.status, found.decline_code) == (True, "declined",
-                                                               "insufficient_funds")
-    assert found.provider_reference == charges().get().provider_reference
-
-
-def test_probe(adapter):
-    assert adapter.probe() is None
+    assert (actions[0]["id"], actions[0]["reference"]) == (capture.provider_reference,
+                                                           request.reference)
+    partial_payment = payment[partial.provider_reference]
+    assert partial_payment["status"] == "Partially Captured"
+    assert (partial_payment["balances"]["total_captured"],
+            partial_payment["balances"]["available_to_refund"]) == (400, 400)
+    assert payment[refunded.provider_reference]["status"] == "Refunded"
+    assert payment[some.provider_reference]["status"] == "Partially Refunded"
+    assert payment[some.provider_reference]["balances"]["available_to_refund"] == 500
 
 
 # --- the adapter's own requests and its reading of answers the sandbox never gives ----------
@@ -550,33 +357,6 @@ def test_missing_secret_key_is_refused_before_sending():
     assert recorder.requests == []
 
 
-def test_adapter_closes_the_clients_it_creates_and_not_given_ones(monkeypatch):
-    created = []
-
-    def tracking_client_for(cfg):
-        client = client_for(cfg)
-        created.append(client)
-        return client
-
-    monkeypatch.setattr("providers.http.client_for", tracking_client_for)
-    CheckoutAdapter(config()).authorize(auth())
-    assert len(created) == 1 and created[0].is_closed
-    given = client_for(config())
-    CheckoutAdapter(config(), client=given).authorize(auth())
-    assert not given.is_closed
-    given.close()
-
-
-def test_card_data_never_reaches_the_logs(adapter, caplog):
-    caplog.set_level(logging.DEBUG)
-    adapter.authorize(auth("4242424242424242"))
-    with pytest.raises(HardDecline):
-        adapter.authorize(auth("4000000000009995"))
-    assert caplog.records  # the calls are logged...
-    assert "4242424242424242" not in caplog.text  # ...without bodies
-    assert "4000000000009995" not in caplog.text
-
-
 # --- the sandbox on the wire ----------------------------------------------------------------
 @pytest.mark.parametrize("authorization", [None, "Basic c2tfc2JveDo=", "Bearer ", "sk_sbox_x"])
 def test_sandbox_requires_a_bearer_key(authorization):
@@ -716,13 +496,6 @@ def test_outage_answers_503_to_everything(adapter):
         "authorized"
 
 
-def test_latency_condition_delays_every_request(adapter):
-    SandboxCondition.objects.create(provider="checkout", latency_ms=150)
-    started = time.monotonic()
-    adapter.probe()
-    assert time.monotonic() - started >= 0.15
-
-
 def test_get_payment_with_balances_and_unknown_ids():
     with wire() as client:
         created = client.post("/payments", json=payment_body(amount=1000)).json()
@@ -818,92 +591,3 @@ def test_financial_actions_filters_partial_capture_zero_decimal_and_pagination(a
     assert page_one["data"][1]["action_id"] == refund_one.provider_reference
     assert [i["action_type"] for i in page_two["data"]] == ["Capture"]
     assert "next" not in page_two["_links"]
-
-
-# --- over real HTTP -------------------------------------------------------------------------
-@pytest.fixture
-def live_url():
-    server = make_server(app, port=0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}{BASE_PATHS['checkout']}"
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
-
-
-@pytest.mark.django_db(transaction=True)
-def test_real_http_authorize_capture_refund_and_decline(live_url):
-    adapter = CheckoutAdapter(config(live_url))
-    authorization = adapter.authorize(auth(amount=1500))
-    assert adapter.capture(mod(authorization, 1500, "capture")).pending is True
-    assert adapter.refund(mod(authorization, 500, "refund")).pending is True
-    charge = charges().get()
-    assert (charge.status, charge.amount_captured, charge.amount_refunded) == ("captured", 1500,
-                                                                               500)
-    with pytest.raises(HardDecline) as excinfo:
-        adapter.authorize(auth("4000000000000002"))
-    assert (excinfo.value.decline_code, excinfo.value.raw_code) == ("generic_decline", "20005")
-    adapter.probe()
-
-
-@pytest.mark.django_db(transaction=True)
-def test_real_http_503_card_is_unknown(live_url):
-    with pytest.raises(OutcomeUnknown):
-        CheckoutAdapter(config(live_url)).authorize(auth("4000000000000507"))
-    assert not charges().exists()
-
-
-@pytest.mark.django_db(transaction=True)
-def test_real_http_dropped_connection_then_retry_returns_the_same_charge(live_url, settings):
-    # the network path has recovered by the time of the retry (see SANDBOX_DROP_WINDOW_SECONDS)
-    settings.SANDBOX_DROP_WINDOW_SECONDS = 0
-    adapter = CheckoutAdapter(config(live_url))
-    request = auth("4000000000000408")
-    with pytest.raises(OutcomeUnknown) as excinfo:
-        adapter.authorize(request)
-    assert excinfo.value.raw_code == "RemoteProtocolError"  # a real dropped connection
-    charge = charges().get()
-    assert adapter.authorize(request).provider_reference == charge.provider_reference
-    assert adapter.lookup(request).provider_reference == charge.provider_reference
-    assert charges().count() == 1
-
-
-@pytest.mark.django_db(transaction=True)
-def test_real_http_timeout_before_commit(live_url, settings):
-    settings.SANDBOX_HANG_SECONDS = 0.6
-    adapter = CheckoutAdapter(config(live_url, read_timeout=0.3))
-    request = auth("4000000000000606")
-    with pytest.raises(OutcomeUnknown) as excinfo:
-        adapter.authorize(request)
-    assert excinfo.value.raw_code == "ReadTimeout"
-    assert not charges().exists()
-    assert CheckoutAdapter(config(live_url)).lookup(request).found is False
-    time.sleep(0.4)  # let the silent server thread close its connection before teardown
-
-
-@pytest.mark.django_db(transaction=True)
-def test_real_http_concurrent_duplicate_gets_409_and_one_charge(live_url, monkeypatch):
-    entered, release = threading.Event(), threading.Event()
-    real_authorize = ledger.authorize
-
-    def slow_authorize(*args, **kwargs):
-        entered.set()
-        release.wait(5)
-        return real_authorize(*args, **kwargs)
-
-    monkeypatch.setattr(ledger, "authorize", slow_authorize)
-    adapter = CheckoutAdapter(config(live_url))
-    request = auth()
-    results: list = []
-    first = threading.Thread(target=lambda: results.append(adapter.authorize(request)))
-    first.start()
-    assert entered.wait(5)
-    with pytest.raises(OutcomeUnknown) as excinfo:  # the duplicate while the first runs
-        adapter.authorize(request)
-    assert excinfo.value.raw_code == "409"
-    release.set()
-    first.join(5)
-    assert results and charges().get().provider_reference == results[0].provider_reference
-    assert adapter.authorize(request) == results[0]  # afterwards: the stored 201 replayed
-    assert charges().count() == 1
