@@ -226,6 +226,9 @@ class Modification(PrefixedIdModel):
     status = models.CharField(max_length=16, choices=ModificationStatus.choices)
     provider_reference = models.CharField(max_length=128, blank=True)
     error_code = models.CharField(max_length=64, blank=True)
+    # When status sync asks the provider about it next (pending or unknown); None once
+    # settled or given up to an operator
+    next_sync_at = models.DateTimeField(null=True, blank=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -251,6 +254,8 @@ class Refund(PrefixedIdModel):
     metadata = models.JSONField(default=dict, blank=True)
     provider_reference = models.CharField(max_length=128, blank=True)
     failure_code = models.CharField(max_length=64, blank=True)
+    # as Modification.next_sync_at
+    next_sync_at = models.DateTimeField(null=True, blank=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

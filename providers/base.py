@@ -198,6 +198,14 @@ class ProviderBadRequest(ProviderError):
     code = "provider_bad_request"
 
 
+class OperationRefused(ProviderBadRequest):
+    """A capture, void or refund the provider says did not happen and will not: it refused
+    it, or the payment is past it. The only answer from which a lookup concludes "not done";
+    any other error of a lookup (a 4xx about our credentials, say) proves nothing."""
+
+    code = "operation_refused"
+
+
 class Adapter(Protocol):
     """Every provider adapter implements these operations."""
 
@@ -221,7 +229,7 @@ class Adapter(Protocol):
         """What became of the capture, void or refund with our reference
         (`request.reference`; `request.operation` says which): a result (pending if the
         provider has accepted it and confirms later), None if the provider has no such
-        operation, ProviderBadRequest if it refused it, OutcomeUnknown if it cannot tell."""
+        operation, OperationRefused if it refused it, OutcomeUnknown if it cannot tell."""
         ...
 
     # How long after a request a "not found" from `lookup` or `lookup_modification` proves

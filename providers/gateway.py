@@ -28,8 +28,8 @@ from providers.resilience import limits, retry
 from providers.resilience.breaker import breaker_for
 
 logger = logging.getLogger(__name__)
-OPERATIONS = frozenset({"authorize", "capture", "cancel", "refund", "lookup", "release",
-                        "reverse"})
+OPERATIONS = frozenset({"authorize", "capture", "cancel", "refund", "lookup",
+                        "lookup_modification", "release", "reverse"})
 
 
 def supports(account: ProviderAccount, operation: str) -> bool:

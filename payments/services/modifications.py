@@ -9,7 +9,11 @@ modifications asynchronously (Adyen, Checkout.com) leave it `pending` and the pa
 
 from __future__ import annotations
 
+import datetime as dt
+
+from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from payments import state_machine as sm
 from payments.errors import InvalidRequest, ProviderFailed, StateConflict
@@ -44,6 +48,12 @@ _KINDS = {
                "The provider could not void the authorization; the payment is still "
                "authorized."),
 }
+
+
+def first_sync_time() -> dt.datetime:
+    """When status sync first asks about a capture, void or refund just sent (if nothing
+    settled it by then: an answer lost, a process that died, a confirmation still due)."""
+    return timezone.now() + dt.timedelta(seconds=settings.MODIFICATION_SYNC_AFTER_SECONDS)
 
 
 def check_amount(attempt: PaymentAttempt, amount: int, currency: str, *, param: str) -> None:
@@ -101,7 +111,8 @@ def _start(payment: Payment, kind: str, amount: int, *, actor: str,
     attempt = _successful_attempt(payment)
     check_amount(attempt, amount, payment.currency, param="amount_to_capture")
     modification = Modification.objects.create(
-        payment=payment, attempt=attempt, kind=kind, amount=amount, status=M.PENDING)
+        payment=payment, attempt=attempt, kind=kind, amount=amount, status=M.PENDING,
+        next_sync_at=first_sync_time())
     idempotency.record_object(payment)
     sm.transition_payment(payment, S.PROCESSING, event=MODIFICATION_EVENTS[kind]["started"],
                           actor=actor,
@@ -159,15 +170,19 @@ def raise_for_failed_modification(payment: Payment, kind: str) -> Payment:
     return payment
 
 
-def modification_accept(*, modification: Modification, actor: str) -> Payment:
+def modification_accept(*, modification: Modification, actor: str,
+                        provider_reference: str = "") -> Payment:
     """A capture or void whose outcome was unknown turns out to be with the provider, which
     confirms it later: it is pending again, and the payment processing."""
     with transaction.atomic():
         payment = sm.lock_payment(modification.payment_id)
         locked = Modification.objects.select_for_update().get(pk=modification.pk)
-        if locked.status != M.UNKNOWN:
+        reference = {"provider_reference": provider_reference} if provider_reference else {}
+        if locked.status != M.UNKNOWN:  # pending already: learn the provider's id, if new
+            if locked.status == M.PENDING and reference and not locked.provider_reference:
+                sm.transition_modification(locked, None, updates=reference)
             return payment
-        sm.transition_modification(locked, M.PENDING)
+        sm.transition_modification(locked, M.PENDING, updates=reference)
         return sm.transition_payment(
             payment, S.PROCESSING, event=MODIFICATION_EVENTS[locked.kind]["accepted"],
             actor=actor,

@@ -15,7 +15,7 @@ from payments.errors import InvalidRequest, ProviderFailed, StateConflict
 from payments.events import EventType
 from payments.models import AttemptStatus, Payment, PaymentStatus, Refund, RefundStatus
 from payments.services import idempotency
-from payments.services.modifications import check_amount
+from payments.services.modifications import check_amount, first_sync_time
 from payments.services.provider_calls import CallKind, call_provider, for_modification
 from providers import base
 
@@ -50,6 +50,7 @@ def refund_create(*, payment: Payment, amount: int | None = None, reason: str = 
         refund = Refund.objects.create(
             merchant_id=locked.merchant_id, livemode=locked.livemode, payment=locked,
             amount=amount, currency=locked.currency, status=RefundStatus.PENDING,
+            next_sync_at=first_sync_time(),
             reason=reason, metadata=metadata or {},
         )
         idempotency.record_object(refund)
@@ -96,15 +97,20 @@ def raise_for_failed_refund(refund: Refund) -> Refund:
     return refund
 
 
-def refund_accept(*, refund: Refund, actor: str) -> Refund:
+def refund_accept(*, refund: Refund, actor: str, provider_reference: str = "") -> Refund:
     """A refund whose outcome was unknown turns out to be with the provider, which confirms
     it later: pending again."""
     with transaction.atomic():
         sm.lock_payment(refund.payment_id)
         current = Refund.objects.select_for_update().get(pk=refund.pk)
-        if current.status != RefundStatus.UNRESOLVED:
+        reference = {"provider_reference": provider_reference} if provider_reference else {}
+        if current.status != RefundStatus.UNRESOLVED:  # pending already: learn its id
+            if current.status == RefundStatus.PENDING and reference and \
+                    not current.provider_reference:
+                Refund.objects.filter(pk=current.pk).update(**reference)
             return current
-        return sm.transition_refund(current, RefundStatus.PENDING, actor=actor)
+        return sm.transition_refund(current, RefundStatus.PENDING, actor=actor,
+                                    updates=reference)
 
 
 def refund_settle(*, refund: Refund, succeeded: bool, actor: str,

@@ -174,54 +174,61 @@ def resume(payment_id: str, *, actor: str = ACTOR) -> Payment:
 # --- captures, voids and refunds whose outcome the provider has not confirmed ---------------
 def sync_modifications(*, limit: int = 100, now: dt.datetime | None = None) -> int:
     """Ask the providers about captures, voids and refunds still pending (accepted, not yet
-    confirmed) or unknown (no answer): every adapter can tell (`lookup_modification`).
+    confirmed) or unknown (no answer): every adapter can tell (`lookup_modification`,
+    through the gateway: limits, breaker, safe retries).
 
-    They are asked once MODIFICATION_SYNC_AFTER_SECONDS old, then with exponential back-off
-    (at most every STATUS_SYNC_REPEAT_SECONDS). One still unsettled
-    STATUS_SYNC_GIVE_UP_SECONDS after it was sent is no longer asked about: the payment is
-    flagged for an operator (once per operation). Returns how many were settled."""
+    Each is due at its `next_sync_at`: MODIFICATION_SYNC_AFTER_SECONDS after it was sent, then
+    with exponential back-off (at most every STATUS_SYNC_REPEAT_SECONDS); claiming one moves
+    its `next_sync_at` on, so a worker that dies mid-pass leaves it due again later. One still
+    unsettled STATUS_SYNC_GIVE_UP_SECONDS after it was sent is no longer asked about: the
+    payment is flagged for an operator (once per operation). Returns how many were settled."""
     now = now or timezone.now()
-    cutoff = now - dt.timedelta(seconds=settings.MODIFICATION_SYNC_AFTER_SECONDS)
     with transaction.atomic():
-        mods = [m for m in Modification.objects.select_for_update(skip_locked=True).filter(
-            status__in=[ModificationStatus.PENDING, ModificationStatus.UNKNOWN],
-            updated_at__lt=cutoff).select_related("attempt__provider_account", "payment")
-            [:limit] if _due(m, now)]
-        refunds = [r for r in Refund.objects.select_for_update(skip_locked=True).filter(
-            status__in=[RefundStatus.PENDING, RefundStatus.UNRESOLVED],
-            updated_at__lt=cutoff).select_related("payment")[:limit] if _due(r, now)]
-        Modification.objects.filter(pk__in=[m.pk for m in mods]).update(updated_at=now)
-        Refund.objects.filter(pk__in=[r.pk for r in refunds]).update(updated_at=now)
+        mods = list(Modification.objects.select_for_update(skip_locked=True, of=("self",))
+                    .filter(status__in=[ModificationStatus.PENDING, ModificationStatus.UNKNOWN],
+                            next_sync_at__lte=now)
+                    .select_related("attempt__provider_account", "payment")
+                    .order_by("next_sync_at")[:limit])
+        refunds = list(Refund.objects.select_for_update(skip_locked=True, of=("self",))
+                       .filter(status__in=[RefundStatus.PENDING, RefundStatus.UNRESOLVED],
+                               next_sync_at__lte=now)
+                       .select_related("payment").order_by("next_sync_at")[:limit])
+        for row in (*mods, *refunds):
+            type(row).objects.filter(pk=row.pk).update(next_sync_at=_next_ask(row, now))
     settled = 0
-    for mod in mods:
-        # pending without the provider's id: the process that was sending it died before
-        # the provider acknowledged it, which is as unknown as a lost answer
-        settled += _sync_operation(mod, mod.attempt, mod.kind, now=now, unknown=(
-            mod.status == ModificationStatus.UNKNOWN or not mod.provider_reference))
-    for refund in refunds:
-        attempt = refund.payment.attempts.filter(status=AttemptStatus.CAPTURED).first()
-        if attempt is None:  # pragma: no cover - a refund exists only on a captured payment
-            continue
-        settled += _sync_operation(refund, attempt, "refund", now=now, unknown=(
-            refund.status == RefundStatus.UNRESOLVED or not refund.provider_reference))
+    for row in (*mods, *refunds):
+        try:
+            settled += _sync_operation(row, now=now)
+        except Exception:  # one bad row must not stop the others; it is due again later
+            logger.exception("syncing %s failed", row.pk)
     return settled
 
 
-def _due(row, now: dt.datetime) -> bool:
-    """Exponential back-off: asked again after as long as it was old when last asked (its
-    last change), at least MODIFICATION_SYNC_AFTER_SECONDS, at most
-    STATUS_SYNC_REPEAT_SECONDS."""
-    age_then = (row.updated_at - row.created_at).total_seconds()
-    interval = min(max(settings.MODIFICATION_SYNC_AFTER_SECONDS, age_then),
+def _next_ask(row: Modification | Refund, now: dt.datetime) -> dt.datetime:
+    """Exponential back-off: asked again after as long as it is old, at least
+    MODIFICATION_SYNC_AFTER_SECONDS, at most STATUS_SYNC_REPEAT_SECONDS."""
+    age = (now - row.created_at).total_seconds()
+    interval = min(max(settings.MODIFICATION_SYNC_AFTER_SECONDS, age),
                    settings.STATUS_SYNC_REPEAT_SECONDS)
-    return (now - row.updated_at).total_seconds() >= interval
+    return now + dt.timedelta(seconds=interval)
 
 
-def _sync_operation(row, attempt: PaymentAttempt, kind: str, *, unknown: bool,
-                    now: dt.datetime) -> int:
+def _sync_operation(row: Modification | Refund, *, now: dt.datetime) -> int:
     """Ask about one capture, void (`row` a Modification) or refund and apply the answer;
     1 if it settled."""
-    is_refund = kind == "refund"
+    is_refund = isinstance(row, Refund)
+    kind = "refund" if is_refund else row.kind
+    if is_refund:
+        attempt = row.payment.attempts.filter(status=AttemptStatus.CAPTURED).first()
+        if attempt is None:  # pragma: no cover - a refund exists only on a captured payment
+            return 0
+        unknown = row.status == RefundStatus.UNRESOLVED
+    else:
+        attempt = row.attempt
+        unknown = row.status == ModificationStatus.UNKNOWN
+    # pending without the provider's id: the process that was sending it died before the
+    # provider acknowledged it, which is as unknown as a lost answer
+    unknown = unknown or not row.provider_reference
     age = (now - row.created_at).total_seconds()
     if age >= settings.STATUS_SYNC_GIVE_UP_SECONDS:
         with transaction.atomic():
@@ -229,44 +236,50 @@ def _sync_operation(row, attempt: PaymentAttempt, kind: str, *, unknown: bool,
                                  data={"operation": row.id, "kind": kind,
                                        "status": row.status},
                                  once_by=("operation",))
+            type(row).objects.filter(pk=row.pk).update(next_sync_at=None)  # no more asking
         return 0
-    answer = _ask(attempt, row, kind, unknown=unknown, age=age)
+    answer, provider_reference = _ask(attempt, row, kind, unknown=unknown, age=age)
     if answer == ACCEPTED:
-        if unknown:
-            (refund_accept(refund=row, actor=ACTOR) if is_refund
-             else modification_accept(modification=row, actor=ACTOR))
+        if is_refund:
+            refund_accept(refund=row, actor=ACTOR, provider_reference=provider_reference)
+        else:
+            modification_accept(modification=row, actor=ACTOR,
+                                provider_reference=provider_reference)
         return 0
     if answer is None:
         return 0
     if is_refund:
         refund_settle(refund=row, succeeded=answer, actor=ACTOR,
+                      provider_reference=provider_reference,
                       failure_code="" if answer else "refund_failed")
     else:
-        modification_settle(modification=row, succeeded=answer, actor=ACTOR)
+        modification_settle(modification=row, succeeded=answer, actor=ACTOR,
+                            provider_reference=provider_reference)
     return 1
 
 
 ACCEPTED = "accepted"  # the provider has the operation and will confirm it later
 
 
-def _ask(attempt: PaymentAttempt, row, kind: str, *, unknown: bool,
-         age: float) -> bool | str | None:
-    """True: done; False: provably not done; ACCEPTED: the provider has it, not final yet;
-    None: cannot tell yet."""
-    try:
-        adapter = adapter_for(attempt.provider_account)
-        result = adapter.lookup_modification(base.ModificationRequest(
-            reference=row.id, provider_reference=attempt.provider_reference,
-            amount=row.amount, currency=attempt.payment.currency, operation=kind))
-    except base.ProviderBadRequest:
-        return False  # the provider refused the capture, void or refund
-    except Exception:  # noqa: BLE001 - unreachable or unsure: ask again later
-        logger.info("could not confirm %s %s yet", kind, row.id)
-        return None
-    if result is None:
+def _ask(attempt: PaymentAttempt, row: Modification | Refund, kind: str, *, unknown: bool,
+         age: float) -> tuple[bool | str | None, str]:
+    """(True: done; False: provably not done; ACCEPTED: the provider has it, not final yet;
+    None: cannot tell yet), and the provider's id for the operation when it told it."""
+    outcome = call_provider(attempt.provider_account, "lookup_modification",
+                            base.ModificationRequest(
+                                reference=row.id, provider_reference=attempt.provider_reference,
+                                amount=row.amount, currency=attempt.payment.currency,
+                                operation=kind))
+    if isinstance(outcome.error, base.OperationRefused):
+        return False, ""  # the provider says it did not happen, and will not
+    if outcome.kind != CallKind.APPROVED:  # unreachable, unsure, or our own request refused
+        logger.info("could not confirm %s %s yet: %s", kind, row.id,
+                    outcome.error.code if outcome.error else "")
+        return None, ""
+    if outcome.result is None:
         # not listed: a request whose answer was lost never arrived, once the provider's
         # consistency window has passed; one it accepted may still be on its way
-        if unknown and age >= adapter.not_found_proof_seconds:
-            return False
-        return None
-    return ACCEPTED if result.pending else True
+        window = adapter_for(attempt.provider_account).not_found_proof_seconds
+        return (False if unknown and age >= window else None), ""
+    result = outcome.modification
+    return (ACCEPTED if result.pending else True), result.provider_reference

@@ -200,9 +200,11 @@ class AdyenAdapter:
             raise OutcomeUnknown(f"Cannot look up an Adyen {request.operation!r}.")
         try:
             return self._modify(action, request, with_amount=action != "cancels")
-        except (OutcomeUnknown, ProviderBadRequest):
-            raise  # a 4xx is Adyen's answer to that request, replayed or new: not done
-        except ProviderError as exc:  # unreachable, rate limited: we learnt nothing
+        except OutcomeUnknown:
+            raise
+        except ProviderError as exc:
+            # unreachable, rate limited, or a 4xx (our credentials, the account): the replay
+            # itself failed, which says nothing about the original request
             raise OutcomeUnknown(f"Adyen could not replay the {request.operation}: "
                                  f"{exc.message}", raw_code=exc.raw_code) from exc
 

@@ -71,6 +71,7 @@ from providers.base import (
     LookupResult,
     ModificationRequest,
     ModificationResult,
+    OperationRefused,
     OutcomeUnknown,
     ProviderBadRequest,
     ProviderError,
@@ -289,7 +290,7 @@ class CheckoutAdapter:
                     "Authorization":
                 approved = action.get("approved")
                 if approved is False:
-                    raise ProviderBadRequest(
+                    raise OperationRefused(
                         f"Checkout.com declined the {action.get('type', 'action')} "
                         f"({action.get('response_code', '')}).",
                         code="provider_declined_action", raw_code=action.get("response_code", ""))

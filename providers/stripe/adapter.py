@@ -73,6 +73,7 @@ from providers.base import (
     LookupResult,
     ModificationRequest,
     ModificationResult,
+    OperationRefused,
     OutcomeUnknown,
     ProviderBadRequest,
 )
@@ -236,7 +237,7 @@ class StripeAdapter:
         PaymentIntent (`GET /v1/payment_intents/{id}`); a refund is found among the
         PaymentIntent's refunds (`GET /v1/refunds?payment_intent=`) by our reference in its
         metadata. Both reads are by id or list, not Search. None: Stripe has no such
-        operation; ProviderBadRequest: it did not happen and cannot any more."""
+        operation; OperationRefused: it did not happen and cannot any more."""
         intent_id = _checked_id(request.provider_reference)
         with self._http() as client:
             if request.operation == "refund":
@@ -252,9 +253,9 @@ class StripeAdapter:
         if status in waiting:
             return None  # the PaymentIntent is as it was before our request
         if status in never:
-            raise ProviderBadRequest(f"The PaymentIntent is {status}: the {request.operation} "
-                                     "did not happen.", code=f"{request.operation}_failed",
-                                     raw_code=status)
+            raise OperationRefused(f"The PaymentIntent is {status}: the {request.operation} "
+                                   "did not happen.", code=f"{request.operation}_failed",
+                                   raw_code=status)
         raise OutcomeUnknown(f"Stripe PaymentIntent is {status}; cannot tell whether the "
                              f"{request.operation or 'operation'} happened.", raw_code=status)
 
@@ -285,8 +286,8 @@ class StripeAdapter:
             return None
         status = _field(refund, "status")
         if status in ("failed", "canceled"):
-            raise ProviderBadRequest(f"Stripe refused the refund ({status}).",
-                                     code="refund_failed", raw_code=status)
+            raise OperationRefused(f"Stripe refused the refund ({status}).",
+                                   code="refund_failed", raw_code=status)
         if status not in _REFUND_PENDING:
             raise OutcomeUnknown(f"Stripe's refund is {status!r}.", raw_code=str(status))
         return ModificationResult(provider_reference=_field(refund, "id"),

@@ -11,7 +11,8 @@ from django.utils import timezone
 from payments.models import Modification, Payment, Refund
 from payments.services import status_sync
 from providers import accounts
-from providers.base import OutcomeUnknown, ProviderUnavailable
+from providers.adyen.adapter import AdyenAdapter
+from providers.base import OutcomeUnknown, ProviderBadRequest, ProviderUnavailable
 from providers.models import SandboxCharge
 from tests.conftest import make_card, pay
 
@@ -49,9 +50,12 @@ def later(minutes: float = 0, *, days: float = 0) -> dt.datetime:
 
 
 def sent_ago(row, hours: float):
+    """As if `row` had been sent `hours` earlier (and every ask of it had been too)."""
+    row.refresh_from_db()
+    shift = dt.timedelta(hours=hours)
     type(row).objects.filter(pk=row.pk).update(
-        created_at=row.created_at - dt.timedelta(hours=hours),
-        updated_at=row.updated_at - dt.timedelta(hours=hours))
+        created_at=row.created_at - shift, updated_at=row.updated_at - shift,
+        next_sync_at=row.next_sync_at - shift if row.next_sync_at else None)
 
 
 def authorized(api, account: str) -> str:
@@ -221,3 +225,70 @@ def test_a_capture_whose_process_died_before_the_provider_answered_is_settled(ap
     assert status_sync.sync_modifications() == 1  # never reached Stripe: not captured
     assert Payment.objects.get(pk=pay_id).status == "requires_capture"
     assert api.post(f"/v1/payments/{pay_id}/capture").json()["status"] == "succeeded"
+
+
+def test_a_lookup_refused_for_our_own_reasons_proves_nothing(api, monkeypatch):
+    """A 4xx about the lookup itself (credentials rotated, account misconfigured) says
+    nothing about the refund: it stays unresolved, its amount reserved, and is settled once
+    the provider can be asked again. Failing it would let the merchant refund twice."""
+    pay_id = captured(api, "stripe-sandbox")
+    provider_with(monkeypatch, refund=done_then_dropped)
+    refund = api.post("/v1/refunds", {"payment": pay_id, "amount": 300}).json()
+
+    def unauthorized(real, request):
+        raise ProviderBadRequest("Stripe answered HTTP 401: Invalid API Key provided.",
+                                 raw_code="401")
+
+    provider_with(monkeypatch, lookup_modification=unauthorized)
+    sent_ago(Refund.objects.get(pk=refund["id"]), hours=2)  # past every window
+    assert status_sync.sync_modifications() == 0
+    assert Refund.objects.get(pk=refund["id"]).status == "unresolved"
+    assert api.post("/v1/refunds", {"payment": pay_id, "amount": 800}).status_code == 400
+    monkeypatch.undo()
+    Refund.objects.filter(pk=refund["id"]).update(next_sync_at=timezone.now())
+    assert status_sync.sync_modifications() == 1
+    settled = Refund.objects.get(pk=refund["id"])
+    assert settled.status == "succeeded"
+    assert settled.provider_reference.startswith("re_")  # the provider's id, as it told it
+
+
+def test_an_adyen_replay_refused_for_our_own_reasons_leaves_a_pending_refund_pending(
+        api, monkeypatch):
+    pay_id = captured(api, "adyen-sandbox")
+    refund = api.post("/v1/refunds", {"payment": pay_id, "amount": 300}).json()
+    assert refund["status"] == "pending"
+
+    def replay_refused(self, action, request, *, with_amount):
+        raise ProviderBadRequest("Adyen 401 000: HTTP Status Response - Unauthorized",
+                                 raw_code="000")
+
+    monkeypatch.setattr(AdyenAdapter, "_modify", replay_refused)
+    status_sync.sync_modifications(now=later(2))
+    assert Refund.objects.get(pk=refund["id"]).status == "pending"
+
+
+def test_operations_given_up_never_crowd_out_the_due_ones(api, monkeypatch):
+    """Rows flagged for an operator leave the queue; a pass takes the most overdue first."""
+    provider_with(monkeypatch, refund=done_then_dropped,
+                  lookup_modification=lambda real, request: never_arrived(real, request))
+    old = [api.post("/v1/refunds", {"payment": captured(api, "stripe-sandbox"),
+                                    "amount": 100}).json()["id"] for _ in range(2)]
+    for refund_id in old:
+        sent_ago(Refund.objects.get(pk=refund_id), hours=24 * 4)
+    status_sync.sync_modifications(limit=2)  # both given up: flagged, out of the queue
+    assert set(Refund.objects.filter(pk__in=old).values_list("next_sync_at", flat=True)) == {
+        None}
+    fresh = api.post("/v1/refunds", {"payment": captured(api, "stripe-sandbox"),
+                                     "amount": 100}).json()["id"]
+    monkeypatch.undo()
+    Refund.objects.filter(pk=fresh).update(next_sync_at=timezone.now())
+    assert status_sync.sync_modifications(limit=2) == 1
+    assert Refund.objects.get(pk=fresh).status == "succeeded"
+
+
+def test_status_sync_must_give_up_before_adyen_forgets_an_idempotency_key(settings):
+    from payments.apps import check_status_sync_window
+
+    assert check_status_sync_window() == []
+    settings.STATUS_SYNC_GIVE_UP_SECONDS = 8 * 24 * 3600
+    assert [error.id for error in check_status_sync_window()] == ["payments.E001"]
