@@ -109,6 +109,9 @@ CELERY_TASK_EAGER_PROPAGATES = True
 MAX_PAYMENT_AMOUNT = env.int("MAX_PAYMENT_AMOUNT", default=99_999_999)
 # Requests per merchant per minute, unless the merchant has its own limit.
 MERCHANT_RATE_LIMIT_PER_MINUTE = env.int("MERCHANT_RATE_LIMIT_PER_MINUTE", default=6000)
+# How long the CVC given when a card is vaulted is kept, encrypted, waiting for the card's
+# first authorization; erased then, or after this long (the hourly cleanup).
+CVC_RETENTION_HOURS = env.int("CVC_RETENTION_HOURS", default=24)
 # How long an Idempotency-Key and its stored response are kept.
 IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
 # A key still in flight this long belongs to a request whose process died: a retry recovers

@@ -6,7 +6,9 @@ from workers.celery import app
 @app.task(name="switchyard.cleanup.purge_idempotency_keys")
 def purge_idempotency_keys() -> int:
     from payments.services.idempotency import purge_expired
+    from payments.services.payment_methods import payment_methods_erase_stale_cvcs
 
+    payment_methods_erase_stale_cvcs()  # the same hourly cleanup of what must not be kept
     return purge_expired()
 
 

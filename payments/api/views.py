@@ -126,7 +126,11 @@ class MerchantView(APIView):
                 response = handler(request, *args, **kwargs)
         except Exception as exc:
             response = exception_handler(exc, {"view": self, "request": request})
-            if changed_nothing(exc):
+            # An error that changed nothing releases the key. So does an unexpected one (a
+            # 500) where the view records its object: `release` keeps the key, with this
+            # answer, if the request got as far as writing its object.
+            if changed_nothing(exc) or (self.recover is not None
+                                        and not isinstance(exc, PaymentsError)):
                 idempotency.release(claim.row, status=response.status_code, body=response.data)
                 return response
         idempotency.complete(claim.row, status=response.status_code, body=response.data)
@@ -259,7 +263,7 @@ class PaymentListView(MerchantView):
             metadata=data["metadata"],
             provider=data.get("provider"),
             confirm=data["confirm"],
-            cvc=_cvc(data, pm),
+            cvc=_cvc(data, pm, confirm=data["confirm"]),
         )
         return _payment_response(payment)
 
@@ -350,10 +354,15 @@ class PaymentConfirmView(MerchantView):
         return _recovered_payment_response(self.get_or_404(Payment, object_id, "payment"))
 
 
-def _cvc(data: dict, pm) -> str | None:
-    """The `cvc` sent with a payment, checked against its card's brand."""
+def _cvc(data: dict, pm, *, confirm: bool = True) -> str | None:
+    """The `cvc` sent with a payment, checked against its card's brand; only with the
+    authorization it is for (it is never kept for a later one)."""
     if data.get("cvc") is None:
         return None
+    if not confirm:
+        raise InvalidRequest("cvc is only accepted with confirm: true (it is used for that "
+                             "authorization and never kept); send it to /confirm instead.",
+                             code="parameter_invalid", param="cvc")
     if pm is None:
         raise InvalidRequest("cvc needs a payment_method.", code="parameter_missing",
                              param="payment_method")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django.db import transaction
 
 from payments import vault
@@ -90,6 +92,18 @@ def card_for_authorization(pm: PaymentMethod, *, cvc: str | None = None) -> Card
             except Exception:  # noqa: BLE001 - a CVC that cannot be read is no CVC
                 cvc = None
     return card_for_provider(pm, cvc=cvc)
+
+
+def payment_methods_erase_stale_cvcs(*, now=None) -> int:
+    """Erase the CVCs of cards vaulted more than CVC_RETENTION_HOURS ago and never
+    authorized: a CVC is kept only for the card's first authorization, and not for a card
+    that may never have one. Returns how many."""
+    from django.conf import settings
+    from django.utils import timezone
+
+    cutoff = (now or timezone.now()) - dt.timedelta(hours=settings.CVC_RETENTION_HOURS)
+    return PaymentMethod.objects.filter(encrypted_cvc__isnull=False,
+                                        created_at__lt=cutoff).update(encrypted_cvc=None)
 
 
 def payment_methods_reencrypt(*, batch_size: int = 500) -> int:

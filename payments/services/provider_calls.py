@@ -133,6 +133,7 @@ CODE_MESSAGES = {
     "outcome_unknown": "The provider did not answer; the operation may have gone through. "
                        "Switchyard is finding out from the provider.",
     "refund_failed": "The provider refused the refund.",
+    "operation_refused": "The provider refused the operation.",
 }
 
 
@@ -140,6 +141,8 @@ def merchant_message(error: base.ProviderError) -> str:
     """A provider-neutral message for a provider error."""
     if error.code in OWN_MESSAGES:
         return error.message
+    if error.code == "refund_failed":  # its decline code is the refund's failure reason
+        return CODE_MESSAGES["refund_failed"]
     if error.decline_code:
         return DECLINE_MESSAGES.get(error.decline_code, "The card was declined.")
     if isinstance(error, (base.HardDecline, base.SoftDecline)):

@@ -4,8 +4,10 @@ database, Redis or the logs afterwards (issue #8, item 8)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
+import uuid
 
 import httpx
 import pytest
@@ -13,7 +15,9 @@ import redis
 from django.conf import settings
 from django.db import connection
 
+from payments import vault as card_vault
 from payments.models import PaymentMethod
+from payments.services import idempotency
 from tests.conftest import Api
 
 NUMBER = "4000056655665556"  # a Luhn-valid Visa number no sandbox treats specially
@@ -50,7 +54,7 @@ def vault(api: Api, cvc: str | None = CVC) -> str:
     if cvc:
         card["cvc"] = cvc
     resp = api.post("/v1/payment_methods", {"type": "card", "card": card},
-                    idempotency_key=f"vault-{cvc}-{id(api)}")
+                    idempotency_key=f"vault-{uuid.uuid4().hex}")
     assert resp.status_code == 200, resp.json()
     return resp.json()["id"]
 
@@ -159,3 +163,58 @@ def test_no_card_number_or_cvc_at_rest_after_a_run(api, caplog, capfd):
                         ("the logs", caplog.text + out + err)):
         assert NUMBER not in text, f"the card number is in {where}"
         assert not CVC_NEAR_NAME.search(text), f"the CVC is in {where}"
+
+
+def test_the_idempotency_fingerprint_says_nothing_about_the_cvc(merchant):
+    """Whoever holds FINGERPRINT_KEY and a key's stored fingerprint cannot try the 1,000
+    CVCs against it: the CVC counts only by its presence."""
+    body = {"type": "card", "card": {"number": NUMBER, "exp_month": 12, "exp_year": 2034}}
+    prints = {idempotency.request_fingerprint(
+        "POST", "/v1/payment_methods", {**body, "card": {**body["card"], "cvc": f"{c:03d}"}},
+        merchant_id=merchant.id) for c in range(1000)}
+    assert len(prints) == 1
+    assert prints != {idempotency.request_fingerprint("POST", "/v1/payment_methods", body,
+                                                      merchant_id=merchant.id)}
+
+
+def test_the_idempotency_fingerprint_holds_the_number_only_as_the_vault_does(merchant):
+    """The number counts by the card fingerprint the payment method row stores anyway (the
+    same card written with spaces is the same request; another card is not), so a key's
+    fingerprint gives no more to a brute force than that row does."""
+    def fingerprint(number: str) -> str:
+        return idempotency.request_fingerprint(
+            "POST", "/v1/payment_methods",
+            {"type": "card", "card": {"number": number, "exp_month": 12, "exp_year": 2034}},
+            merchant_id=merchant.id)
+
+    spaced = " ".join(NUMBER[i:i + 4] for i in range(0, 16, 4))
+    assert fingerprint(NUMBER) == fingerprint(spaced)
+    assert fingerprint(NUMBER) != fingerprint("4242424242424242")
+    # what is hashed for the number is the vault's fingerprint, not the digits
+    canonical = idempotency._without_card_data(
+        {"card": {"number": NUMBER}}, merchant.id)
+    card = card_vault.fingerprint(NUMBER, merchant_id=merchant.id)
+    assert canonical == {"card": {"number": f"<card {card}>"}}
+
+
+@pytest.mark.django_db
+def test_a_cvc_is_not_kept_for_a_card_that_is_never_authorized(api, settings):
+    from django.utils import timezone
+
+    from payments.services.payment_methods import payment_methods_erase_stale_cvcs
+
+    fresh, stale = vault(api), vault(api)
+    PaymentMethod.objects.filter(pk=stale).update(
+        created_at=timezone.now() - dt.timedelta(hours=settings.CVC_RETENTION_HOURS + 1))
+    assert payment_methods_erase_stale_cvcs() == 1
+    assert PaymentMethod.objects.get(pk=stale).encrypted_cvc is None
+    assert PaymentMethod.objects.get(pk=fresh).encrypted_cvc is not None
+
+
+@pytest.mark.django_db
+def test_a_cvc_without_confirm_is_refused(api):
+    pm = vault(api, cvc=None)
+    resp = api.post("/v1/payments", {"amount": 500, "currency": "EUR", "payment_method": pm,
+                                     "cvc": CVC})
+    assert resp.status_code == 400
+    assert resp.json()["error"]["param"] == "cvc"

@@ -517,3 +517,26 @@ def test_a_confirm_that_cannot_route_leaves_nothing_behind(api, merchant, body):
     again = api.post("/v1/payments", {**body, "confirm": True}, idempotency_key="no-route")
     assert again.status_code == 200, again.json()
     assert Payment.objects.count() == 1
+
+
+def test_a_500_before_anything_was_written_releases_the_key(api, monkeypatch):
+    """An unexpected error before the payment exists (here: the vault cannot decrypt the
+    card) changed nothing: the same key retried once it is fixed creates the payment, rather
+    than replaying the 500 for a day."""
+    from payments.services import payments as payments_service
+
+    pm = make_card(api)
+    body = {"amount": 1050, "currency": "USD", "payment_method": pm, "confirm": True}
+
+    def broken_vault(*args, **kwargs):
+        raise RuntimeError("vault unavailable")
+
+    monkeypatch.setattr(payments_service, "card_for_provider", broken_vault)
+    first = api.post("/v1/payments", body, idempotency_key="order-500")
+    assert first.status_code == 500
+    assert not Payment.objects.exists()
+    monkeypatch.undo()
+    again = api.post("/v1/payments", body, idempotency_key="order-500")
+    assert again.status_code == 200, again.json()
+    assert "Idempotent-Replayed" not in again.headers
+    assert again.json()["status"] == "succeeded"
