@@ -1,5 +1,7 @@
 """Provider accounts as adapters see them (plain dataclasses, no ORM past this point)."""
 
+from typing import Any
+
 from providers.base import AccountConfig, Adapter
 from providers.models import ProviderAccount
 from providers.registry import get_adapter
@@ -57,7 +59,7 @@ def validate_account(account: ProviderAccount, credentials: dict[str, str]) -> N
             raise AccountError(f"fee for {code} must be {{'percent': '2.9', 'fixed': 30}}.")
 
 
-def fee_schedule_entry(percent: str, fixed: int) -> dict:
+def fee_schedule_entry(percent: str, fixed: int) -> dict[str, Any]:
     """A fee schedule entry, checked: percent a decimal string in [0, 100), fixed ≥ 0."""
     from decimal import Decimal, InvalidOperation
 

@@ -16,12 +16,16 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from providers.base import AccountConfig, OutcomeUnknown, ProviderUnavailable
 from providers.sandbox.apps import BASE_PATHS, app_for
 from providers.sandbox.ledger import DropConnection, Hang
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
 
 logger = logging.getLogger("providers.http")
 
@@ -32,7 +36,7 @@ class SandboxTransport(httpx.BaseTransport):
     """httpx.WSGITransport to an in-process sandbox, with its faults turned into the errors a
     real network gives: a dropped connection, a read timeout."""
 
-    def __init__(self, app):
+    def __init__(self, app: WSGIApplication) -> None:
         self._inner = httpx.WSGITransport(app=app)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -70,7 +74,7 @@ def session(config: AccountConfig, client: httpx.Client | None = None) -> Iterat
 
 
 def send(client: httpx.Client, method: str, path: str, *, provider: str,
-         **kwargs) -> httpx.Response:
+         **kwargs: Any) -> httpx.Response:
     """Send one request; classify transport failures; log without bodies."""
     request_id = "req_" + uuid.uuid4().hex[:20]
     headers = {"X-Request-Id": request_id, **kwargs.pop("headers", {})}
@@ -89,7 +93,8 @@ def send(client: httpx.Client, method: str, path: str, *, provider: str,
     return response
 
 
-def _log(provider, method, path, request_id, started, *, status=None, error=None):
+def _log(provider: str, method: str, path: str, request_id: str, started: float, *,
+         status: int | None = None, error: str | None = None) -> None:
     logger.info("provider call provider=%s method=%s path=%s request_id=%s status=%s "
                 "error=%s duration_ms=%d", provider, method, path, request_id, status, error,
                 (time.monotonic() - started) * 1000)
