@@ -51,7 +51,7 @@ Result: TypeAlias = AuthorizeResult | ModificationResult | LookupResult | None
 OPERATIONS: frozenset[str] = frozenset(get_args(Operation))  # nested Literals are flattened
 
 
-def supports(account: ProviderAccount, operation: str) -> bool:
+def supports(account: ProviderAccount, operation: Operation) -> bool:
     """Whether the account's adapter offers an optional operation (e.g. `release`)."""
     try:
         return callable(getattr(adapter_for(account), operation, None))
