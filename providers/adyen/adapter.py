@@ -320,7 +320,8 @@ class AdyenAdapter:
     def _session(self) -> AbstractContextManager[httpx.Client]:
         return session(self.config, self._client)
 
-    def _call(self, method: str, path: str, *, json: dict[str, Any], key: str | None = None) -> dict[str, Any]:
+    def _call(self, method: str, path: str, *, json: dict[str, Any],
+              key: str | None = None) -> dict[str, Any]:
         """Send one JSON request; return the 2xx body or raise the classified error."""
         headers = {"X-API-Key": self._api_key, "Accept": "application/json"}
         if key is not None:

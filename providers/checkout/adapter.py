@@ -396,7 +396,8 @@ class CheckoutAdapter:
             headers["Cko-Idempotency-Key"] = idempotency_key
         return headers
 
-    def _post(self, client: httpx.Client, path: str, body: dict[str, Any], key: str) -> httpx.Response:
+    def _post(self, client: httpx.Client, path: str, body: dict[str, Any],
+              key: str) -> httpx.Response:
         return send(client, "POST", path, provider=PROVIDER,
                     headers=self._headers(fit(key, MAX_IDEMPOTENCY_KEY)), json=body)
 

@@ -123,8 +123,9 @@ class RedisLimiter:
                 now_ms: int | None) -> str:
         """'' when granted, else the refusal code."""
         keys = [store.account_key(account_id, "rate"), store.account_key(account_id, "leases")]
-        args: list[str | int | float] = [limits.rate_per_second, WINDOW_MS, limits.concurrency, limits.lease_ms, token,
-                "" if now_ms is None else now_ms]
+        args: list[str | int | float] = [
+            limits.rate_per_second, WINDOW_MS, limits.concurrency, limits.lease_ms, token,
+            "" if now_ms is None else now_ms]
         try:
             refusal = self._acquire(keys=keys, args=args)
         except redis.RedisError:

@@ -231,7 +231,8 @@ class RoutingConfig:
     accounts: tuple[ProviderAccount, ...]  # every account of the mode, by priority
     by_name: Mapping[str, ProviderAccount]
     index: RuleIndex | None = field(default=None, repr=False, compare=False)
-    _fees: dict[tuple[str, str], tuple[Decimal, int] | None] = field(default_factory=dict, repr=False, compare=False)
+    _fees: dict[tuple[str, str], tuple[Decimal, int] | None] = field(
+        default_factory=dict, repr=False, compare=False)
 
     def first_match(self, ctx: RoutingContext) -> CompiledRule | None:
         if self.index is None:

@@ -207,7 +207,8 @@ def routing_rule_create(*, merchant_id: str, livemode: bool, strategy: str, acco
                       creating=True)
 
 
-def routing_rule_update(*, rule: RoutingRule, strategy: str = _UNSET, accounts: list[Any] = _UNSET,
+def routing_rule_update(*, rule: RoutingRule, strategy: str = _UNSET,
+                        accounts: list[Any] = _UNSET,
                         conditions: dict[str, Any] = _UNSET, priority: int = _UNSET,
                         enabled: bool = _UNSET, description: str = _UNSET) -> RoutingRule:
     """Change the given fields (conditions are replaced as a whole); the result is checked

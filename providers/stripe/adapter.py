@@ -265,7 +265,8 @@ class StripeAdapter:
         with self._http() as client:
             self._get(client, "/v1/balance", None)
 
-    def _find_refund(self, client: httpx.Client, intent_id: str, reference: str) -> dict[str, Any] | None:
+    def _find_refund(self, client: httpx.Client, intent_id: str,
+                     reference: str) -> dict[str, Any] | None:
         after = None
         for _ in range(REFUND_PAGES):
             page = self._get(client, "/v1/refunds", {
@@ -322,7 +323,8 @@ class StripeAdapter:
                         content=urlencode(form_encode(params)).encode())
         return _body(response)
 
-    def _get(self, client: httpx.Client, path: str, query: Mapping[str, Any] | None) -> dict[str, Any]:
+    def _get(self, client: httpx.Client, path: str,
+             query: Mapping[str, Any] | None) -> dict[str, Any]:
         response = send(client, "GET", path, provider=PROVIDER, headers=self._headers(),
                         params=dict(query or {}))
         return _body(response)
