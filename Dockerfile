@@ -17,7 +17,7 @@ FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PATH="/opt/venv/bin:$PATH" \
-    DJANGO_SETTINGS_MODULE=settings.base
+    DJANGO_SETTINGS_MODULE=settings.production
 
 RUN groupadd --system switchyard \
     && useradd --system --gid switchyard --home-dir /app --no-create-home switchyard

@@ -1,7 +1,8 @@
 # Switchyard developer tasks (GNU make).
 #
 #   make run       local server on 127.0.0.1:$${PORT:-8000} (SQLite, no services needed)
-#   make test      ruff + mypy + pytest against local Postgres and Redis (started if needed)
+#   make test      ruff + mypy + import contracts + pytest against local Postgres and Redis
+#                  (started if needed)
 #   make worker    Celery worker (needs REDIS_URL), make beat for the scheduler
 #
 # Extra pytest arguments: make test PYTEST_ARGS="-k refunds -x"
@@ -28,7 +29,7 @@ CELERY_QUEUES = payments,webhooks,default
 help:
 	@echo "Targets: venv run test lint services worker beat clean"
 	@echo "  make run                 PORT=8000 by default; SQLite unless DATABASE_URL is set"
-	@echo "  make test PYTEST_ARGS=... ruff check + mypy + pytest (settings.test; Postgres + Redis)"
+	@echo "  make test PYTEST_ARGS=... ruff, mypy, import contracts, pytest (settings.test; Postgres + Redis)"
 
 # --- Virtualenv --------------------------------------------------------------------------
 venv: $(STAMP)
@@ -77,15 +78,19 @@ services:
 	@echo "Postgres and Redis are up."
 
 # --- Checks ------------------------------------------------------------------------------
+# The import contracts (pyproject.toml, [tool.importlinter]): dependency direction, the
+# sandboxes imported by nothing outside their app and the tests.
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache --no-logo
 
 # settings.test is forced so a DJANGO_SETTINGS_MODULE exported in the shell cannot point the
 # suite at another database; PYTEST_ARGS="--ds=..." still overrides it.
 test: venv services
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache --no-logo
 	DJANGO_SETTINGS_MODULE=settings.test $(BIN)/pytest $(PYTEST_ARGS)
 
 # --- Celery ------------------------------------------------------------------------------

@@ -54,8 +54,9 @@ def main() -> None:
     from providers import gateway
     from providers.accounts import adapter_for
     from providers.base import AuthorizeRequest, Card
-    from providers.models import ProviderAccount, SandboxCondition
+    from providers.models import ProviderAccount
     from providers.resilience.breaker import breaker_for
+    from providers.sandboxes.models import SandboxCondition
 
     for noisy in ("httpx", "providers.http"):  # one INFO line per request otherwise
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -63,7 +64,7 @@ def main() -> None:
     SandboxCondition.objects.update_or_create(
         provider="stripe", defaults={"latency_ms": args.latency_ms, "outage": False,
                                      "soft_decline_rate": 0.0})
-    merchant, _, _ = merchant_create(name=f"bench-breaker-{uuid.uuid4().hex[:8]}")
+    merchant, _, _ = merchant_create(name=f"bench-breaker-{uuid.uuid4().hex[:8]}", sandbox_accounts=True)
     account = ProviderAccount.objects.get(merchant=merchant, livemode=False, provider="stripe")
 
     card = Card(number="4242424242424242", exp_month=12, exp_year=2034, brand="visa")

@@ -1,9 +1,14 @@
-"""Provider accounts as adapters see them (plain dataclasses, no ORM past this point)."""
+"""Provider accounts as adapters see them (plain dataclasses, no ORM past this point), and how
+an account is checked and saved."""
 
 from typing import Any
 
+from django.db import transaction
+from django.db.models import Model
+
+from providers import transports
 from providers.base import AccountConfig, Adapter
-from providers.models import ProviderAccount
+from providers.models import SANDBOX_URL, ProviderAccount
 from providers.registry import get_adapter
 
 
@@ -40,6 +45,9 @@ def validate_account(account: ProviderAccount, credentials: dict[str, str]) -> N
     if account.provider not in REQUIRED_CREDENTIALS:
         raise AccountError(f"Unknown provider {account.provider!r}.")
     url = account.base_url
+    if transports.is_local(url) and transports.local_transport(url) is None:
+        raise AccountError(f"Nothing serves {transports.scheme_of(url)}:// here (the sandboxes "
+                           "are installed only when SANDBOXES_ENABLED is true).")
     if account.is_sandbox:
         if account.livemode:
             raise AccountError("A live account cannot point at a sandbox.")
@@ -72,3 +80,38 @@ def fee_schedule_entry(percent: str, fixed: int) -> dict[str, Any]:
     if fixed < 0:
         raise AccountError("fixed fee must not be negative.")
     return {"percent": str(value), "fixed": fixed}
+
+
+def account_save(*, account: ProviderAccount, credentials: dict[str, str]) -> None:
+    """Check and save an account with its credentials. An account served in-process (a
+    `sandbox://` base URL) gets its transport's placeholder credentials when given none, and
+    the provider-side wiring a real account gets in the provider's dashboard (its sandbox's
+    webhooks to us)."""
+    local = transports.local_transport(account.base_url)
+    if local is not None and not credentials:
+        credentials = local.placeholder_credentials(account.provider)
+    validate_account(account, credentials)
+    with transaction.atomic():
+        account.set_credentials(credentials)
+        account.save()
+        if local is not None:
+            local.connect_account(account)
+
+
+# The test-mode accounts a merchant gets when asked for sandbox accounts (`create_merchant
+# --sandbox`, `seed_demo`), in their default order.
+SANDBOX_ACCOUNTS = (("stripe-sandbox", "stripe"), ("adyen-sandbox", "adyen"),
+                    ("checkout-sandbox", "checkout"))
+
+
+def sandbox_accounts_create(*, merchant: Model) -> list[ProviderAccount]:
+    """One test-mode account per provider type on the in-process sandboxes, for `merchant`.
+    AccountError when the sandboxes are not installed."""
+    accounts = []
+    for priority, (name, provider) in enumerate(SANDBOX_ACCOUNTS):
+        account = ProviderAccount(merchant_id=merchant.pk, name=name, provider=provider,
+                                  livemode=False, base_url=SANDBOX_URL,
+                                  priority=(priority + 1) * 10)
+        account_save(account=account, credentials={})
+        accounts.append(account)
+    return accounts

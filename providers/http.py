@@ -20,41 +20,25 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from providers import transports
 from providers.base import AccountConfig, OutcomeUnknown, ProviderUnavailable
-from providers.sandbox.apps import BASE_PATHS, app_for
-from providers.sandbox.ledger import DropConnection, Hang
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import WSGIApplication
+    pass
 
 logger = logging.getLogger("providers.http")
-
-SANDBOX_HOST = "http://sandbox.invalid"
-
-
-class SandboxTransport(httpx.BaseTransport):
-    """httpx.WSGITransport to an in-process sandbox, with its faults turned into the errors a
-    real network gives: a dropped connection, a read timeout."""
-
-    def __init__(self, app: WSGIApplication) -> None:
-        self._inner = httpx.WSGITransport(app=app)
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        try:
-            return self._inner.handle_request(request)
-        except DropConnection:
-            raise httpx.RemoteProtocolError(
-                "Server disconnected without sending a response.", request=request) from None
-        except Hang:
-            raise httpx.ReadTimeout("The read operation timed out", request=request) from None
 
 
 def client_for(config: AccountConfig) -> httpx.Client:
     timeout = httpx.Timeout(config.read_timeout, connect=config.connect_timeout)
-    if config.base_url.startswith("sandbox://"):
-        return httpx.Client(base_url=SANDBOX_HOST + BASE_PATHS[config.provider],
-                            transport=SandboxTransport(app_for(config.provider)),
-                            timeout=timeout)
+    if transports.is_local(config.base_url):
+        local = transports.local_transport(config.base_url)
+        if local is None:  # e.g. a sandbox:// account where the sandboxes are not installed
+            raise ProviderUnavailable(
+                f"Nothing serves {transports.scheme_of(config.base_url)}:// here.",
+                raw_code="no_transport", sent=False)
+        base_url, transport = local.client(config)
+        return httpx.Client(base_url=base_url, transport=transport, timeout=timeout)
     # retries=0: whether a retry is safe is decided above this layer, never by the transport
     return httpx.Client(base_url=config.base_url, timeout=timeout,
                         transport=httpx.HTTPTransport(retries=0))

@@ -1,5 +1,6 @@
 """Which adapter serves a provider account: one per provider type, for its sandbox
-(`sandbox://local`, in-process) and its real API alike — the base URL decides where it goes.
+(`sandbox://local`, in-process through providers/transports.py) and its real API alike — the
+base URL decides where it goes.
 And how each provider type counts amounts on its wire (`providers.amounts`)."""
 
 from collections.abc import Callable

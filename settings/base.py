@@ -3,7 +3,8 @@
 The embedded default (what `make run` uses) needs no services: SQLite, local-memory cache,
 Celery eager, sandboxes in-process. Setting DATABASE_URL / REDIS_URL switches to Postgres /
 Redis. Secrets (SECRET_KEY, VAULT_KEYS, FINGERPRINT_KEY) have no defaults: `make run` writes
-random ones into a git-ignored `.env` file, production injects real ones.
+random ones into a git-ignored `.env` file, production injects real ones. Production runs
+settings/production.py (this file without the sandboxes); the tests run settings/test.py.
 """
 
 from pathlib import Path
@@ -41,6 +42,15 @@ INSTALLED_APPS = [
     "workers",
     "ops",
 ]
+
+# The provider sandboxes (simulators of Stripe, Adyen and Checkout.com with test cards and
+# faults) are their own app, installed only when this is true: on for the embedded default
+# (`make run`) and the tests, off in production (settings/production.py, the Docker image).
+# Off, the database has no sandbox tables, beat no sandbox job, and no sandbox module is
+# imported; an account whose base URL is sandbox:// cannot be used.
+SANDBOXES_ENABLED = env.bool("SANDBOXES_ENABLED", default=True)
+if SANDBOXES_ENABLED:
+    INSTALLED_APPS.append("providers.sandboxes")
 
 MIDDLEWARE = [
     # First: a NUL or lone surrogate in the path, query or cookies is refused before anything
@@ -157,7 +167,7 @@ ROUTING_MIN_SAMPLES = env.int("ROUTING_MIN_SAMPLES", default=20)
 ROUTING_NEUTRAL_SUCCESS_RATE = env.float("ROUTING_NEUTRAL_SUCCESS_RATE", default=0.9)
 ROUTING_MAX_RULES = env.int("ROUTING_MAX_RULES", default=500)
 
-# --- Sandbox providers -------------------------------------------------------------------
+# --- Sandbox providers (used only when SANDBOXES_ENABLED) ---------------------------------
 # How long a sandbox served over HTTP stays silent for "times out before commit" (card
 # 4000000000000606) before closing the connection; clients time out first.
 SANDBOX_HANG_SECONDS = env.float("SANDBOX_HANG_SECONDS", default=15.0)

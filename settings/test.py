@@ -15,6 +15,7 @@ os.environ.setdefault("FINGERPRINT_KEY", "test-only-fingerprint-key")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/switchyard")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
 os.environ.setdefault("CELERY_TASK_ALWAYS_EAGER", "true")
+os.environ.setdefault("SANDBOXES_ENABLED", "true")  # the suite runs on the sandboxes
 
 from settings.base import *  # noqa: E402,F403
 

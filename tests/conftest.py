@@ -48,7 +48,7 @@ def _clean_cache():
 @pytest.fixture
 def merchant_keys(db):
     """(merchant, test key, live key) for a merchant made as `create_merchant` makes it."""
-    return merchant_create(name=f"Shop {uuid.uuid4().hex[:8]}")
+    return merchant_create(name=f"Shop {uuid.uuid4().hex[:8]}", sandbox_accounts=True)
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def live_api(merchant_keys) -> Api:
 @pytest.fixture
 def other_api(db) -> Api:
     """Another merchant's test-mode client, for isolation checks."""
-    _, test_key, _ = merchant_create(name=f"Other {uuid.uuid4().hex[:8]}")
+    _, test_key, _ = merchant_create(name=f"Other {uuid.uuid4().hex[:8]}", sandbox_accounts=True)
     return Api(test_key)
 
 

@@ -7,6 +7,7 @@ import logging
 import os
 
 from celery import Celery, signals
+from django.conf import settings
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings.base")
@@ -40,11 +41,6 @@ app.conf.update(
             "schedule": 10.0,
             "options": {"expires": 9.0},
         },
-        "deliver-sandbox-webhooks": {
-            "task": "switchyard.providers.deliver_sandbox_webhooks",
-            "schedule": 5.0,
-            "options": {"expires": 4.5},
-        },
         "probe-provider-accounts": {
             "task": "switchyard.providers.probe_accounts",
             "schedule": 60.0,
@@ -53,7 +49,17 @@ app.conf.update(
         },
     },
 )
+if settings.SANDBOXES_ENABLED:
+    # The sandboxes' webhooks (their task lives in the sandboxes app, found by the
+    # autodiscovery below only where that app is installed): a production beat has no
+    # sandbox job.
+    app.conf.beat_schedule["deliver-sandbox-webhooks"] = {
+        "task": "switchyard.providers.deliver_sandbox_webhooks",
+        "schedule": 5.0,
+        "options": {"expires": 4.5},
+    }
 app.autodiscover_tasks(["workers"], related_name="tasks")
+app.autodiscover_tasks()  # every installed app's tasks module (the sandboxes' when installed)
 
 
 @signals.setup_logging.connect

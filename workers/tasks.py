@@ -26,11 +26,3 @@ def sync_unknown_outcomes() -> int:
     from payments.services.status_sync import sync_due
 
     return sync_due()
-
-
-@app.task(name="switchyard.providers.deliver_sandbox_webhooks", ignore_result=True)
-def deliver_sandbox_webhooks() -> int:
-    """Send the in-process sandboxes' due webhooks (their timer thread's safety net)."""
-    from providers.sandbox.webhooks import deliver_due
-
-    return deliver_due()

@@ -9,12 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from payments.models import APIKey, Merchant
-from providers.models import SANDBOX_URL, ProviderAccount
-from providers.sandbox import webhooks as sandbox_webhooks
-from providers.sandbox.apps import SANDBOX_CREDENTIALS
-
-SANDBOX_ACCOUNTS = (("stripe-sandbox", "stripe"), ("adyen-sandbox", "adyen"),
-                    ("checkout-sandbox", "checkout"))
+from providers.accounts import sandbox_accounts_create
 
 
 def hash_key(raw_key: str) -> str:
@@ -49,22 +44,13 @@ def api_key_authenticate(raw_key: str) -> APIKey | None:
 
 
 @transaction.atomic
-def merchant_create(*, name: str) -> tuple[Merchant, str, str]:
-    """A merchant with a test-mode sandbox account per provider; returns (merchant, test key,
-    live key)."""
+def merchant_create(*, name: str, sandbox_accounts: bool = False) -> tuple[Merchant, str, str]:
+    """A merchant with a test and a live key; returns (merchant, test key, live key). With
+    `sandbox_accounts`, also a test-mode account per provider on the in-process sandboxes
+    (providers.accounts.AccountError where they are not installed)."""
     merchant = Merchant.objects.create(name=name)
-    for priority, (account_name, provider) in enumerate(SANDBOX_ACCOUNTS):
-        account = ProviderAccount(
-            merchant=merchant,
-            name=account_name,
-            provider=provider,
-            livemode=False,
-            base_url=SANDBOX_URL,
-            priority=(priority + 1) * 10,
-        )
-        account.set_credentials(SANDBOX_CREDENTIALS[provider])
-        account.save()
-        sandbox_webhooks.connect_account(account)
+    if sandbox_accounts:
+        sandbox_accounts_create(merchant=merchant)
     _, test_key = api_key_create(merchant=merchant, livemode=False)
     _, live_key = api_key_create(merchant=merchant, livemode=True)
     return merchant, test_key, live_key

@@ -1,1 +1,2 @@
-"""Adyen: the Checkout API v71 adapter (`adapter.AdyenAdapter`) and its sandbox (`sandbox.app`)."""
+"""Adyen: the Checkout API v71 adapter (`adapter.AdyenAdapter`); its sandbox is
+providers/sandboxes/adyen.py."""

@@ -1,1 +1,2 @@
-"""Stripe: the PaymentIntents adapter (adapter.py) and its wire-format sandbox (sandbox.py)."""
+"""Stripe: the PaymentIntents adapter (adapter.py); its wire-format sandbox is
+providers/sandboxes/stripe.py."""

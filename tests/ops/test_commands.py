@@ -40,6 +40,28 @@ def test_create_merchant_prints_each_key_once_and_stores_only_hashes():
 
 
 @pytest.mark.django_db
+def test_create_merchant_sandbox_accounts_only_when_asked(settings, monkeypatch):
+    """--sandbox defaults to SANDBOXES_ENABLED (docs/api.md: on a dev or test install the
+    merchant gets the three sandbox accounts); --no-sandbox and production give none; asking
+    where the sandboxes are not installed is refused."""
+    run("create_merchant", "Bare", "--no-sandbox")
+    assert not ProviderAccount.objects.filter(merchant__name="Bare").exists()
+    run("create_merchant", "Asked", "--sandbox")
+    assert ProviderAccount.objects.filter(merchant__name="Asked").count() == 3
+
+    settings.SANDBOXES_ENABLED = False  # as in production
+    output = run("create_merchant", "Production")
+    assert not ProviderAccount.objects.filter(merchant__name="Production").exists()
+    assert "provider_account add" in output
+    monkeypatch.setattr("providers.transports._REGISTRY", {})  # the app not installed
+    with pytest.raises(CommandError, match="SANDBOXES_ENABLED"):
+        run("create_merchant", "Refused", "--sandbox")
+    assert not Merchant.objects.filter(name="Refused").exists()
+    with pytest.raises(CommandError, match="SANDBOXES_ENABLED"):
+        run("seed_demo")
+
+
+@pytest.mark.django_db
 def test_create_merchant_refuses_duplicates_and_blank_names():
     run("create_merchant", "Acme")
     with pytest.raises(CommandError):

@@ -5,7 +5,8 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from providers.models import ProviderAccount, SandboxCondition
+from providers.models import ProviderAccount
+from providers.sandboxes.models import SandboxCondition
 
 
 def run(*args) -> str:

@@ -13,9 +13,9 @@ from django.core.management import call_command
 from django.db import connection
 
 from providers.base import AccountConfig, AuthorizeRequest, Card, ProviderUnavailable
-from providers.models import SandboxCharge
 from providers.registry import get_adapter
-from providers.sandbox.apps import SANDBOX_CREDENTIALS
+from providers.sandboxes.catalog import SANDBOX_CREDENTIALS
+from providers.sandboxes.models import SandboxCharge
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,9 +81,9 @@ def test_a_sandbox_over_http_sends_webhooks_to_switchyard_over_http(live_server)
     from payments.services.payment_methods import payment_method_create
     from payments.services.payments import payment_create
     from providers.models import ProviderAccount
-    from providers.sandbox import webhooks
+    from providers.sandboxes import webhooks
 
-    merchant, _, _ = merchant_create(name="Over HTTP")
+    merchant, _, _ = merchant_create(name="Over HTTP", sandbox_accounts=True)
     with run_sandbox("adyen") as url:
         account = ProviderAccount(merchant=merchant, name="adyen-http", provider="adyen",
                                   base_url=url)

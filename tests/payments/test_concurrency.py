@@ -17,7 +17,7 @@ from django.db import connection
 
 from payments import state_machine as sm
 from payments.models import Payment, PaymentAttempt, Refund
-from providers.models import SandboxCharge, SandboxOperation
+from providers.sandboxes.models import SandboxCharge, SandboxOperation
 from tests.conftest import Api, make_card
 from tests.threads import TIMEOUT, in_threads
 
@@ -419,7 +419,7 @@ def _sandbox_adapter(provider: str):
     from providers.base import AccountConfig
     from providers.models import SANDBOX_URL
     from providers.registry import get_adapter
-    from providers.sandbox.apps import SANDBOX_CREDENTIALS
+    from providers.sandboxes.catalog import SANDBOX_CREDENTIALS
 
     return get_adapter(AccountConfig(name=f"{provider}-race", provider=provider,
                                      livemode=False, base_url=SANDBOX_URL,

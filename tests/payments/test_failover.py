@@ -8,7 +8,7 @@ from django.core.management import call_command
 
 from payments.models import Payment, PaymentAttempt
 from payments.services import status_sync
-from providers.models import SandboxCharge
+from providers.sandboxes.models import SandboxCharge
 from tests.conftest import make_card
 
 pytestmark = pytest.mark.django_db

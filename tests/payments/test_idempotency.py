@@ -13,7 +13,7 @@ from django.utils import timezone
 from payments.models import IdempotencyKey, Payment, PaymentAttempt
 from payments.services import idempotency
 from payments.services.idempotency import request_fingerprint
-from providers.models import SandboxCharge
+from providers.sandboxes.models import SandboxCharge
 from tests.conftest import make_card
 
 TTL = dt.timedelta(hours=settings.IDEMPOTENCY_KEY_TTL_HOURS)

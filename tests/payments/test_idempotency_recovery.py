@@ -34,7 +34,8 @@ from payments.services import idempotency, status_sync
 from payments.services.idempotency import request_fingerprint
 from payments.services.payments import payment_create
 from providers import gateway
-from providers.models import RoutingRule, SandboxCharge
+from providers.models import RoutingRule
+from providers.sandboxes.models import SandboxCharge
 from tests.conftest import Api, make_card
 from tests.threads import in_threads
 

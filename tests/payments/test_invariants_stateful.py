@@ -68,8 +68,8 @@ from payments.services.payments import payment_confirm, payment_create
 from payments.services.provider_calls import call_provider
 from payments.services.refunds import refund_create, refund_settle
 from payments.state_machine import TERMINAL_PAYMENT_STATUSES, replay_events
-from providers.models import SandboxCharge, SandboxCondition, SandboxOperation
-from providers.sandbox import webhooks as sandbox_webhooks
+from providers.sandboxes import webhooks as sandbox_webhooks
+from providers.sandboxes.models import SandboxCharge, SandboxCondition, SandboxOperation
 
 S = PaymentStatus
 A = AttemptStatus
@@ -119,7 +119,7 @@ class PaymentLifecycle(RuleBasedStateMachine):
         super().__init__()
         cache.clear()  # breakers, limits
         SandboxCondition.objects.all().delete()
-        self.merchant, _, _ = merchant_create(name=f"Hypo {uuid.uuid4().hex[:12]}")
+        self.merchant, _, _ = merchant_create(name=f"Hypo {uuid.uuid4().hex[:12]}", sandbox_accounts=True)
         self.last_status: dict[str, str] = {}
         # `process_dies` arms a crash for the next provider call made by a service
         self.dies: str | None = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from payments.models import IdempotencyKey, Payment, PaymentAttempt, PaymentMethod, Refund
-from providers.models import SandboxCharge
+from providers.sandboxes.models import SandboxCharge
 from tests.conftest import make_card
 
 ERROR_KEYS = {"type", "code", "message", "param"}

@@ -13,7 +13,8 @@ import pytest
 from payments.models import Payment, PaymentAttempt
 from providers.accounts import adapter_for
 from providers.base import AuthorizeRequest, Card
-from providers.models import ProviderAccount, SandboxCharge
+from providers.models import ProviderAccount
+from providers.sandboxes.models import SandboxCharge
 from tests.conftest import make_card, pay
 
 APPROVED = ["4242424242424242", "5555555555554444", "378282246310005"]

@@ -5,7 +5,8 @@ elsewhere or answered with a clear 400 — never a 500, a confusing decline or a
 import pytest
 
 from payments.models import Payment
-from providers.models import ProviderAccount, SandboxCharge
+from providers.models import ProviderAccount
+from providers.sandboxes.models import SandboxCharge
 from tests.conftest import make_card
 
 pytestmark = pytest.mark.django_db

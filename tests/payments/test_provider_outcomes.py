@@ -4,8 +4,9 @@ import pytest
 
 from payments.models import Payment
 from providers import accounts
-from providers.models import ProviderAccount, SandboxCharge
-from providers.sandbox import ledger
+from providers.models import ProviderAccount
+from providers.sandboxes import ledger
+from providers.sandboxes.models import SandboxCharge
 from tests.conftest import make_card
 
 

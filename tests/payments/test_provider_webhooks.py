@@ -22,13 +22,9 @@ from payments.models import (
 )
 from payments.services import attempts, provider_events, status_sync
 from providers.adyen.webhooks import sign
-from providers.models import (
-    ProviderAccount,
-    SandboxCharge,
-    SandboxCondition,
-    SandboxNotification,
-)
-from providers.sandbox import webhooks as sandbox_webhooks
+from providers.models import ProviderAccount
+from providers.sandboxes import webhooks as sandbox_webhooks
+from providers.sandboxes.models import SandboxCharge, SandboxCondition, SandboxNotification
 from tests.conftest import make_card
 from tests.threads import race
 
@@ -129,7 +125,7 @@ def test_after_a_release_failover_goes_on_within_the_budget(api, merchant):
 def hidden_charge(attempt: PaymentAttempt, *, status: str) -> SandboxCharge:
     """What Adyen recorded under the attempt's reference although no replay of ours saw it,
     with its AUTHORISATION webhook queued (delivered with the others, in order)."""
-    from providers.adyen.sandbox import _notify
+    from providers.sandboxes.adyen import _notify
 
     charge = SandboxCharge.objects.create(
         provider="adyen", provider_reference=f"HIDDEN{attempt.id[-10:].upper()}",

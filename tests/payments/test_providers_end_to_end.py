@@ -3,7 +3,7 @@
 
 import pytest
 
-from providers.models import SandboxCharge
+from providers.sandboxes.models import SandboxCharge
 from tests.conftest import make_card
 
 pytestmark = pytest.mark.django_db

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from payments.models import Payment, Refund
-from providers.models import SandboxCharge
+from providers.sandboxes.models import SandboxCharge
 from tests.conftest import make_card, pay
 
 

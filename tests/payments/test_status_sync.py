@@ -16,8 +16,9 @@ from payments.services import attempts, authorization, status_sync
 from payments.services.attempts import next_sync_time
 from providers.accounts import account_config
 from providers.base import AuthorizeRequest, Card, LookupResult
-from providers.models import ProviderAccount, SandboxCharge
+from providers.models import ProviderAccount
 from providers.registry import get_adapter
+from providers.sandboxes.models import SandboxCharge
 from tests.conftest import make_card
 
 
@@ -398,7 +399,7 @@ def test_every_unknown_outcome_card_is_resolved_by_the_periodic_job(api, account
     """Nothing but time passing: the sandboxes deliver their webhooks and the periodic job
     runs whenever something is due. Every unknown outcome ends known, with at most one
     charge, whatever the provider (Adyen: by webhook and technical cancel)."""
-    from providers.sandbox import webhooks as sandbox_webhooks
+    from providers.sandboxes import webhooks as sandbox_webhooks
 
     attempt = unknown_attempt(pay(api, number, provider=account))
     later(settings)

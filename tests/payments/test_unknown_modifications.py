@@ -13,7 +13,7 @@ from payments.services import status_sync
 from providers import accounts
 from providers.adyen.adapter import AdyenAdapter
 from providers.base import OutcomeUnknown, ProviderBadRequest, ProviderUnavailable
-from providers.models import SandboxCharge
+from providers.sandboxes.models import SandboxCharge
 from tests.conftest import make_card, pay
 
 pytestmark = pytest.mark.django_db

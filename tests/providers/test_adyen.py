@@ -19,7 +19,6 @@ import httpx
 import pytest
 from django.db import connection
 
-from providers.adyen import sandbox
 from providers.adyen.adapter import (
     AdyenAdapter,
     SettlementLine,
@@ -37,17 +36,18 @@ from providers.base import (
     ProviderUnavailable,
     SoftDecline,
 )
-from providers.http import SANDBOX_HOST, SandboxTransport
 from providers.ids import new_id
-from providers.models import (
+from providers.sandboxes import adyen as sandbox
+from providers.sandboxes import ledger
+from providers.sandboxes.catalog import BASE_PATHS, SANDBOX_CREDENTIALS
+from providers.sandboxes.models import (
     SandboxCharge,
     SandboxCondition,
     SandboxIdempotencyRecord,
     SandboxOperation,
 )
-from providers.sandbox import ledger
-from providers.sandbox.apps import BASE_PATHS, SANDBOX_CREDENTIALS
-from providers.sandbox.server import make_server
+from providers.sandboxes.server import make_server
+from providers.sandboxes.transport import SANDBOX_HOST, SandboxTransport
 
 pytestmark = pytest.mark.django_db
 
@@ -96,8 +96,8 @@ def charges() -> list[SandboxCharge]:
 def webhooks():
     """The sandbox's webhook endpoint for our merchant account; returns a function giving the
     queued items of one event code."""
-    from providers.models import SandboxNotification
-    from providers.sandbox import webhooks as sandbox_webhooks
+    from providers.sandboxes import webhooks as sandbox_webhooks
+    from providers.sandboxes.models import SandboxNotification
 
     sandbox_webhooks.register("adyen", CREDENTIALS["merchant_account"], "/provider_webhooks/x",
                               "ab" * 32)

@@ -21,10 +21,10 @@ from providers.base import (
     ModificationRequest,
     OutcomeUnknown,
 )
-from providers.http import SANDBOX_HOST, SandboxTransport
-from providers.models import SandboxCharge, SandboxNotification
-from providers.sandbox import webhooks as sandbox_webhooks
-from providers.sandbox.apps import BASE_PATHS, SANDBOX_CREDENTIALS, app_for
+from providers.sandboxes import webhooks as sandbox_webhooks
+from providers.sandboxes.catalog import BASE_PATHS, SANDBOX_CREDENTIALS, app_for
+from providers.sandboxes.models import SandboxCharge, SandboxNotification
+from providers.sandboxes.transport import SANDBOX_HOST, SandboxTransport
 
 KEY = "0123456789abcdef" * 4  # a made-up test key
 ITEM = {"eventCode": "AUTHORISATION", "success": "true", "pspReference": "7914073381342284",
@@ -211,7 +211,7 @@ def test_reverse_cancels_or_refunds_whichever_applies(adapter, endpoint, capture
 
 @pytest.mark.django_db(transaction=True)
 def test_in_process_deliveries_use_a_host_the_app_allows(settings, endpoint):
-    from providers.sandbox.webhooks import _post
+    from providers.sandboxes.webhooks import _post
 
     settings.ALLOWED_HOSTS = [".switchyard.example"]
     # our receiver answers (404: no such account), not Django's DisallowedHost 400

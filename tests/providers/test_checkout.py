@@ -28,12 +28,12 @@ from providers.base import (
     SoftDecline,
 )
 from providers.checkout.adapter import CheckoutAdapter
-from providers.checkout.sandbox import app
 from providers.http import client_for
-from providers.models import SandboxCharge, SandboxCondition, SandboxIdempotencyRecord
-from providers.sandbox import ledger
-from providers.sandbox.apps import BASE_PATHS, SANDBOX_CREDENTIALS
-from providers.sandbox.server import make_server
+from providers.sandboxes import ledger
+from providers.sandboxes.catalog import BASE_PATHS, SANDBOX_CREDENTIALS
+from providers.sandboxes.checkout import app
+from providers.sandboxes.models import SandboxCharge, SandboxCondition, SandboxIdempotencyRecord
+from providers.sandboxes.server import make_server
 
 pytestmark = pytest.mark.django_db
 

@@ -240,7 +240,7 @@ def test_real_adapter_retries_a_refused_connection(provider, caplog):
     import logging
     import socket
 
-    from providers.sandbox.apps import SANDBOX_CREDENTIALS
+    from providers.sandboxes.catalog import SANDBOX_CREDENTIALS
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -8,8 +8,9 @@ import pytest
 
 from providers import health
 from providers.base import OutcomeUnknown, ProviderBadRequest, ProviderUnavailable
-from providers.models import ProviderAccount, SandboxCondition
+from providers.models import ProviderAccount
 from providers.resilience.breaker import breaker_for
+from providers.sandboxes.models import SandboxCondition
 from tests.conftest import admin_change_url
 from tests.factories import ProviderAccountFactory
 from workers.celery import app

@@ -10,15 +10,16 @@ import httpx
 import pytest
 
 from payments.services.attempts import reversal_reference, reversed_attempt_id
-from providers.adyen import sandbox as adyen_sandbox
 from providers.adyen.adapter import AdyenAdapter
 from providers.base import AccountConfig, AuthorizeRequest, Card, ModificationRequest
 from providers.checkout.adapter import CheckoutAdapter
-from providers.http import SANDBOX_HOST, SandboxTransport, client_for
-from providers.models import SandboxCharge, SandboxIdempotencyRecord, SandboxOperation
+from providers.http import client_for
 from providers.references import fit
-from providers.sandbox.apps import SANDBOX_CREDENTIALS
-from providers.stripe import sandbox as stripe_sandbox
+from providers.sandboxes import adyen as adyen_sandbox
+from providers.sandboxes import stripe as stripe_sandbox
+from providers.sandboxes.catalog import SANDBOX_CREDENTIALS
+from providers.sandboxes.models import SandboxCharge, SandboxIdempotencyRecord, SandboxOperation
+from providers.sandboxes.transport import SANDBOX_HOST, SandboxTransport
 from providers.stripe.adapter import StripeAdapter
 
 pytestmark = pytest.mark.django_db

@@ -1,12 +1,13 @@
-"""The sandbox toolkit shared by every provider sandbox (providers/sandbox/)."""
+"""The sandbox toolkit shared by every provider sandbox (providers/sandboxes/)."""
 
 import pytest
 
 from providers.base import AccountConfig, AuthorizeRequest, Card, OutcomeUnknown
-from providers.models import SANDBOX_URL, SandboxCharge
+from providers.models import SANDBOX_URL
 from providers.registry import get_adapter
-from providers.sandbox.apps import SANDBOX_CREDENTIALS
-from providers.sandbox.wsgi import Request
+from providers.sandboxes.catalog import SANDBOX_CREDENTIALS
+from providers.sandboxes.models import SandboxCharge
+from providers.sandboxes.wsgi import Request
 
 pytestmark = pytest.mark.django_db
 

@@ -23,18 +23,18 @@ from providers.base import (
     ProviderUnavailable,
     SoftDecline,
 )
-from providers.http import SANDBOX_HOST, SandboxTransport
-from providers.models import (
+from providers.sandboxes import ledger
+from providers.sandboxes.catalog import BASE_PATHS, SANDBOX_CREDENTIALS
+from providers.sandboxes.models import (
     SandboxCharge,
     SandboxCondition,
     SandboxIdempotencyRecord,
     SandboxOperation,
 )
-from providers.sandbox import ledger
-from providers.sandbox.apps import BASE_PATHS, SANDBOX_CREDENTIALS
-from providers.sandbox.server import make_server
+from providers.sandboxes.server import make_server
+from providers.sandboxes.stripe import app
+from providers.sandboxes.transport import SANDBOX_HOST, SandboxTransport
 from providers.stripe.adapter import API_VERSION, StripeAdapter, form_encode
-from providers.stripe.sandbox import app
 
 KEY = SANDBOX_CREDENTIALS["stripe"]["secret_key"]
 CONFIG = AccountConfig(name="stripe-test", provider="stripe", livemode=False,

@@ -13,17 +13,18 @@ from datetime import UTC
 import httpx
 import pytest
 
-from providers.adyen import sandbox as adyen_sandbox
 from providers.adyen import webhooks as adyen_webhooks
 from providers.adyen.adapter import AdyenAdapter
 from providers.amounts import AmountNotRepresentable
 from providers.base import AccountConfig, AuthorizeRequest, Card, ModificationRequest
 from providers.checkout import webhooks as checkout_webhooks
 from providers.checkout.adapter import CheckoutAdapter
-from providers.http import SANDBOX_HOST, SandboxTransport, client_for
-from providers.models import SandboxCharge, SandboxIdempotencyRecord
-from providers.sandbox.apps import SANDBOX_CREDENTIALS
-from providers.stripe import sandbox as stripe_sandbox
+from providers.http import client_for
+from providers.sandboxes import adyen as adyen_sandbox
+from providers.sandboxes import stripe as stripe_sandbox
+from providers.sandboxes.catalog import SANDBOX_CREDENTIALS
+from providers.sandboxes.models import SandboxCharge, SandboxIdempotencyRecord
+from providers.sandboxes.transport import SANDBOX_HOST, SandboxTransport
 from providers.stripe.adapter import StripeAdapter
 
 pytestmark = pytest.mark.django_db

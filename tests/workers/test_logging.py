@@ -25,7 +25,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from providers.models import SandboxNotification, SandboxWebhookEndpoint
+from providers.sandboxes.models import SandboxNotification, SandboxWebhookEndpoint
 
 CARD = "4242424242424242"
 ROOT = Path(__file__).resolve().parents[2]

@@ -23,9 +23,9 @@ def test_purge_task_deletes_only_expired_finished_keys(merchant, settings):
 @pytest.mark.django_db(transaction=True)
 def test_the_beat_task_delivers_the_sandboxes_due_webhooks(api):
     from payments.models import ProviderWebhookEvent
+    from providers.sandboxes.tasks import deliver_sandbox_webhooks
     from tests.conftest import make_card
     from workers.celery import app
-    from workers.tasks import deliver_sandbox_webhooks
 
     api.post("/v1/payments", {"amount": 500, "currency": "EUR", "confirm": True,
                               "provider": "adyen-sandbox",

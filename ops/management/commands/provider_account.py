@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
 
 from payments.errors import InvalidRequest
 from payments.models import Merchant
 from payments.money import parse_currency
-from providers.accounts import AccountError, fee_schedule_entry, validate_account
+from providers.accounts import AccountError, account_save, fee_schedule_entry
 from providers.models import PROVIDERS, SANDBOX_URL, ProviderAccount
-from providers.sandbox import webhooks as sandbox_webhooks
-from providers.sandbox.apps import SANDBOX_CREDENTIALS
 
 SETTINGS = (  # option → (model field, type)
     ("connect_timeout", float), ("read_timeout", float), ("breaker_fail_max", int),
@@ -160,10 +157,5 @@ class Command(BaseCommand):
 
     @staticmethod
     def _save(account: ProviderAccount, credentials: dict[str, str]) -> None:
-        if account.is_sandbox and not credentials:
-            credentials = SANDBOX_CREDENTIALS[account.provider]
-        validate_account(account, credentials)
-        with transaction.atomic():
-            account.set_credentials(credentials)
-            account.save()
-            sandbox_webhooks.connect_account(account)  # in-process sandbox: webhooks to us
+        # an in-process sandbox account gets placeholder credentials and webhooks to us
+        account_save(account=account, credentials=credentials)

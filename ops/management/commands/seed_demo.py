@@ -1,4 +1,5 @@
-from django.core.management.base import BaseCommand
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
 
 from payments.models import Merchant
 from payments.services.merchants import api_key_create, merchant_create
@@ -7,8 +8,9 @@ DEMO_NAME = "Demo Shop"
 
 
 class Command(BaseCommand):
-    help = ("Create (or reuse) the demo merchant and print a fresh test secret key with a "
-            "ready-to-paste curl command. Safe to run again.")
+    help = ("Create (or reuse) the demo merchant, with a sandbox account per provider, and "
+            "print a fresh test secret key with a ready-to-paste curl command. Safe to run "
+            "again. Needs the sandboxes (SANDBOXES_ENABLED).")
 
     def add_arguments(self, parser):
         parser.add_argument("--port", default=None, help="Port for the printed curl command")
@@ -16,10 +18,14 @@ class Command(BaseCommand):
     def handle(self, *args, port=None, **options):
         import os
 
+        if not settings.SANDBOXES_ENABLED:
+            raise CommandError("The demo runs on the provider sandboxes: set "
+                               "SANDBOXES_ENABLED=true (never in production).")
         port = port or os.environ.get("PORT", "8000")
         merchant = Merchant.objects.filter(name=DEMO_NAME).first()
         if merchant is None:
-            merchant, test_key, _live_key = merchant_create(name=DEMO_NAME)
+            merchant, test_key, _live_key = merchant_create(name=DEMO_NAME,
+                                                            sandbox_accounts=True)
         else:  # keys are stored hashed, so an old one cannot be shown again: issue a new one
             _, test_key = api_key_create(merchant=merchant, livemode=False)
         base = f"http://127.0.0.1:{port}"

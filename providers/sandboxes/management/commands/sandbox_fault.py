@@ -4,7 +4,8 @@ process (they live in the database)."""
 
 from django.core.management.base import BaseCommand, CommandError
 
-from providers.models import PROVIDERS, SandboxCondition
+from providers.models import PROVIDERS
+from providers.sandboxes.models import SandboxCondition
 
 
 class Command(BaseCommand):

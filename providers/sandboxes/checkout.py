@@ -30,7 +30,7 @@ Speaks what `CheckoutAdapter` uses, in Checkout.com's wire format:
   line; debits negative), latest first. Declined, voided and uncaptured payments do not appear.
 - Webhooks (docs/providers.md 3.8): `payment_approved` / `payment_declined` for every processed
   payment (…0408's too), `payment_captured` for one captured with its authorization, and
-  `payment_captured` / `payment_voided` / `payment_refunded` for every action, sent to the endpoints of the payment's processing channel (`providers.sandbox.
+  `payment_captured` / `payment_voided` / `payment_refunded` for every action, sent to the endpoints of the payment's processing channel (`providers.sandboxes.
   webhooks`), signed with `Cko-Signature` over the exact bytes sent.
 - Idempotency (`Cko-Idempotency-Key`, docs/providers.md 3.5): only 2xx results are stored and
   replayed (same status, same body); a 4xx/5xx is not stored, so a retry with the same key is
@@ -59,10 +59,10 @@ import iso4217
 
 from providers.checkout.currencies import WIRE
 from providers.checkout.webhooks import sign
-from providers.models import SandboxCharge
-from providers.sandbox import ledger
-from providers.sandbox import webhooks as sandbox_webhooks
-from providers.sandbox.wsgi import IdempotencyPolicy, Request, Response, idempotent, make_app
+from providers.sandboxes import ledger
+from providers.sandboxes import webhooks as sandbox_webhooks
+from providers.sandboxes.models import SandboxCharge
+from providers.sandboxes.wsgi import IdempotencyPolicy, Request, Response, idempotent, make_app
 
 PROVIDER = "checkout"
 DEFAULT_HOST = "https://api.sandbox.checkout.com"

@@ -28,7 +28,7 @@ from django.core.wsgi import get_wsgi_application
 from django.db import transaction
 from django.utils import timezone
 
-from providers.models import SandboxNotification, SandboxWebhookEndpoint
+from providers.sandboxes.models import SandboxNotification, SandboxWebhookEndpoint
 
 logger = logging.getLogger(__name__)
 # seconds before retry N (then the last one, repeated), as Adyen does: three quick retries,
@@ -155,7 +155,7 @@ def connect_account(account, *, base_url: str = "") -> str:
     for its merchant account pointing at `<base_url>/provider_webhooks/<account id>` (no
     base_url: Switchyard in-process, for `sandbox://` accounts). Returns the endpoint URL, or
     "" for accounts whose sandbox sends no webhooks (Stripe's does not yet)."""
-    from providers.sandbox.apps import SANDBOX_CREDENTIALS
+    from providers.sandboxes.catalog import SANDBOX_CREDENTIALS
 
     if account.provider not in SETUP or not (account.is_sandbox or base_url):
         return ""

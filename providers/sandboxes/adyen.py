@@ -36,7 +36,7 @@ What it reproduces, for everything `providers.adyen.adapter` sends:
   too: the connection drops, the webhook still comes; none for …0606 and …0507, which are
   never processed), CAPTURE, CANCELLATION, REFUND and TECHNICAL_CANCEL, one item per
   delivery, each signed with the HMAC key of the endpoint it goes to
-  (`providers.sandbox.webhooks`: queued with the ledger change, delivered later, retried
+  (`providers.sandboxes.webhooks`: queued with the ledger change, delivered later, retried
   until acknowledged).
 - Idempotency (docs/providers.md 2.5): the `Idempotency-Key` header (max 64 characters) makes a
   POST run once; later requests with the key get the stored response (echoing the
@@ -73,11 +73,11 @@ from decimal import Decimal
 
 from providers.adyen.currencies import WIRE
 from providers.adyen.webhooks import sign
-from providers.models import SandboxCharge, SandboxOperation
-from providers.sandbox import ledger
-from providers.sandbox import webhooks as sandbox_webhooks
-from providers.sandbox.apps import BASE_PATHS
-from providers.sandbox.wsgi import IdempotencyPolicy, Request, Response, idempotent, make_app
+from providers.sandboxes import ledger
+from providers.sandboxes import webhooks as sandbox_webhooks
+from providers.sandboxes.catalog import BASE_PATHS
+from providers.sandboxes.models import SandboxCharge, SandboxOperation
+from providers.sandboxes.wsgi import IdempotencyPolicy, Request, Response, idempotent, make_app
 
 PROVIDER = "adyen"
 PREFIX = BASE_PATHS[PROVIDER]  # "/v71"

@@ -1,5 +1,5 @@
 """The engine every sandbox provider shares: test-card behaviour, fault conditions and the
-ledger (`SandboxCharge`, `SandboxOperation`). Each sandbox (providers/<name>/sandbox.py)
+ledger (`SandboxCharge`, `SandboxOperation`). Each sandbox (providers/sandboxes/<name>.py)
 translates its provider's wire format to these calls and renders the results back.
 """
 
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
-from providers.models import SandboxCharge, SandboxCondition, SandboxOperation
-from providers.sandbox.cards import behaviour_for
+from providers.sandboxes.cards import behaviour_for
+from providers.sandboxes.models import SandboxCharge, SandboxCondition, SandboxOperation
 
 
 class ServiceUnavailable(Exception):

@@ -6,8 +6,9 @@ deletes an account's. In-process (`sandbox://`) accounts are connected when crea
 
 from django.core.management.base import BaseCommand, CommandError
 
-from providers.models import ProviderAccount, SandboxWebhookEndpoint
-from providers.sandbox import webhooks
+from providers.models import ProviderAccount
+from providers.sandboxes import webhooks
+from providers.sandboxes.models import SandboxWebhookEndpoint
 
 
 class Command(BaseCommand):

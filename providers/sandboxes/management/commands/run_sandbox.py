@@ -5,8 +5,8 @@ over real HTTP. Point a provider account at it with
 from django.core.management.base import BaseCommand
 
 from providers.models import PROVIDERS
-from providers.sandbox.apps import BASE_PATHS, app_for
-from providers.sandbox.server import make_server
+from providers.sandboxes.catalog import BASE_PATHS, app_for
+from providers.sandboxes.server import make_server
 
 
 class Command(BaseCommand):

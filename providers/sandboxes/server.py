@@ -16,7 +16,7 @@ from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 from django.conf import settings
 from django.db import close_old_connections, connections
 
-from providers.sandbox.ledger import DropConnection, Hang
+from providers.sandboxes.ledger import DropConnection, Hang
 
 
 class _Handler(ServerHandler):

@@ -1,8 +1,8 @@
 """A very small WSGI toolkit for the sandbox providers: requests, responses, routing,
 provider-style idempotency and the fault exceptions that become dropped connections.
 
-The same app runs in-process (httpx.WSGITransport, see providers/http.py) and over real HTTP
-(`manage.py run_sandbox`, see providers/sandbox/server.py).
+The same app runs in-process (httpx.WSGITransport, see providers/sandboxes/transport.py) and over real HTTP
+(`manage.py run_sandbox`, see providers/sandboxes/server.py).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from providers.models import SandboxIdempotencyRecord
-from providers.sandbox.ledger import DropConnection, Hang
+from providers.sandboxes.ledger import DropConnection, Hang
+from providers.sandboxes.models import SandboxIdempotencyRecord
 
 
 @dataclass

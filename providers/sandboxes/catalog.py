@@ -7,8 +7,9 @@ BASE_PATHS = {"stripe": "", "adyen": "/v71", "checkout": ""}
 
 
 def app_for(provider: str):
-    """The WSGI app simulating `provider` (providers/<provider>/sandbox.py: `app`)."""
-    return import_module(f"providers.{provider}.sandbox").app
+    """The WSGI app simulating `provider` (providers/sandboxes/<provider>.py: `app`)."""
+    return import_module(f"providers.sandboxes.{provider}").app
+
 
 # What a test-mode sandbox account is created with: placeholders the sandboxes check for
 # presence only (a real account gets real ones with `manage.py provider_account add`).

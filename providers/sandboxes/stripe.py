@@ -73,10 +73,10 @@ from django.utils import timezone
 
 from providers import crypto
 from providers.base import ProviderError
-from providers.models import SandboxCharge, SandboxIdempotencyRecord, SandboxOperation
-from providers.sandbox import ledger
-from providers.sandbox.cards import TEST_CARDS
-from providers.sandbox.wsgi import IdempotencyPolicy, Request, Response, idempotent, make_app
+from providers.sandboxes import ledger
+from providers.sandboxes.cards import TEST_CARDS
+from providers.sandboxes.models import SandboxCharge, SandboxIdempotencyRecord, SandboxOperation
+from providers.sandboxes.wsgi import IdempotencyPolicy, Request, Response, idempotent, make_app
 from providers.stripe.currencies import WIRE
 
 PROVIDER = "stripe"

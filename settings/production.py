@@ -1,0 +1,12 @@
+"""Production settings: settings/base.py without the provider sandboxes.
+
+The Docker image runs these (DJANGO_SETTINGS_MODULE=settings.production). Everything else is
+read from the environment as in base.py; SANDBOXES_ENABLED=true still turns the sandboxes on
+(a demo stack, `SANDBOXES_ENABLED=true docker compose up`), never by default.
+"""
+
+import os
+
+os.environ.setdefault("SANDBOXES_ENABLED", "false")
+
+from settings.base import *  # noqa: E402,F403
