@@ -1,8 +1,8 @@
 # Switchyard developer tasks (GNU make).
 #
 #   make run       local server on 127.0.0.1:$${PORT:-8000} (SQLite, no services needed)
-#   make test      ruff + import contracts + pytest against local Postgres and Redis (started
-#                  if needed)
+#   make test      ruff + mypy + import contracts + pytest against local Postgres and Redis
+#                  (started if needed)
 #   make worker    Celery worker (needs REDIS_URL), make beat for the scheduler
 #
 # Extra pytest arguments: make test PYTEST_ARGS="-k refunds -x"
@@ -29,7 +29,7 @@ CELERY_QUEUES = payments,webhooks,default
 help:
 	@echo "Targets: venv run test lint services worker beat clean"
 	@echo "  make run                 PORT=8000 by default; SQLite unless DATABASE_URL is set"
-	@echo "  make test PYTEST_ARGS=... ruff, import contracts, pytest (settings.test; Postgres + Redis)"
+	@echo "  make test PYTEST_ARGS=... ruff, mypy, import contracts, pytest (settings.test; Postgres + Redis)"
 
 # --- Virtualenv --------------------------------------------------------------------------
 venv: $(STAMP)
@@ -82,12 +82,14 @@ services:
 # sandboxes imported by nothing outside their app and the tests.
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache --no-logo
 
 # settings.test is forced so a DJANGO_SETTINGS_MODULE exported in the shell cannot point the
 # suite at another database; PYTEST_ARGS="--ds=..." still overrides it.
 test: venv services
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache --no-logo
 	DJANGO_SETTINGS_MODULE=settings.test $(BIN)/pytest $(PYTEST_ARGS)
 
@@ -101,7 +103,7 @@ beat: venv env
 # --- Housekeeping ------------------------------------------------------------------------
 # Keeps .env: its VAULT_KEYS are the only way to decrypt vaulted data elsewhere.
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis staticfiles
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis staticfiles
 	rm -f switchyard.sqlite3 switchyard.sqlite3-journal switchyard.sqlite3-wal switchyard.sqlite3-shm
 	rm -f celerybeat-schedule celerybeat-schedule.* celerybeat.pid
 	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +

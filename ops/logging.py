@@ -65,5 +65,5 @@ def install_record_scrubber() -> None:
         scrub_record(record)
         return record
 
-    scrubbed_record.scrubs_card_numbers = True
+    scrubbed_record.scrubs_card_numbers = True  # type: ignore[attr-defined]  # our marker
     logging.setLogRecordFactory(scrubbed_record)

@@ -82,6 +82,12 @@ def card_brand(number: str) -> tuple[str, set[int], int] | None:
     return None
 
 
+def _integer(value: object, param: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRequest(f"{param} must be an integer.", code="invalid_expiry", param=param)
+    return value
+
+
 def validate_card(number: object, exp_month: object, exp_year: object, cvc: object,
                   *, today: dt.date | None = None) -> tuple[str, str]:
     """Check a card; return (digits, brand). Error messages never echo the number."""
@@ -105,10 +111,8 @@ def validate_card(number: object, exp_month: object, exp_year: object, cvc: obje
         raise InvalidRequest(f"A {brand} card number cannot have {len(digits)} digits.",
                              code="invalid_number", param="card.number")
 
-    for value, param in ((exp_month, "card.exp_month"), (exp_year, "card.exp_year")):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise InvalidRequest(f"{param} must be an integer.", code="invalid_expiry",
-                                 param=param)
+    exp_month = _integer(exp_month, "card.exp_month")
+    exp_year = _integer(exp_year, "card.exp_year")
     if not 1 <= exp_month <= 12:
         raise InvalidRequest("card.exp_month must be between 1 and 12.",
                              code="invalid_expiry_month", param="card.exp_month")

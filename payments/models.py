@@ -4,6 +4,8 @@ and every query in the API is scoped by both.
 Where a payment changes state: `payments/state_machine.py`, and only there.
 """
 
+from typing import Any
+
 from django.db import models
 
 from providers.ids import new_id
@@ -22,7 +24,7 @@ class PrefixedIdModel(models.Model):
     def __str__(self) -> str:
         return self.id
 
-    def save(self, *args, **kwargs):
+    def save(self, *args: Any, **kwargs: Any) -> None:
         if not self.id:
             self.id = new_id(self.id_prefix)
         super().save(*args, **kwargs)

@@ -19,7 +19,7 @@ def _iso_currencies() -> dict[str, int]:
     funds = {
         entry.findtext("Ccy")
         for entry in iso4217.raw_xml.iter("CcyNtry")
-        if entry.find("CcyNm") is not None and entry.find("CcyNm").get("IsFund") == "true"
+        if (name := entry.find("CcyNm")) is not None and name.get("IsFund") == "true"
     }
     return {
         currency.code: currency.exponent

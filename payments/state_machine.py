@@ -10,7 +10,7 @@ or refund.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import transaction
 
@@ -86,7 +86,7 @@ MODIFICATION_TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 # Which payment statuses merchants hear about by webhook.
-_WEBHOOK_EVENTS = {
+_WEBHOOK_EVENTS: dict[str, str] = {
     S.REQUIRES_CAPTURE: "payment.requires_capture",
     S.SUCCEEDED: "payment.succeeded",
     S.FAILED: "payment.failed",
@@ -210,15 +210,18 @@ def transition_modification(modification: Modification, to_status: str | None, *
                        updates)
 
 
-def _transition(model, table: dict[str, frozenset[str]], row, to_status: str | None,
-                updates: dict[str, Any] | None):
+_Row = TypeVar("_Row", PaymentAttempt, Modification)
+
+
+def _transition(model: type[_Row], table: dict[str, frozenset[str]], row: _Row,
+                to_status: str | None, updates: dict[str, Any] | None) -> _Row:
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("a transition must run inside transaction.atomic()")
     locked = model.objects.select_for_update().get(pk=row.pk)
     if to_status is not None and to_status not in table[locked.status]:
         raise StateConflict(f"This {model._meta.verbose_name} is {locked.status}; it cannot "
                             f"become {to_status}.")
-    fields = dict(updates or {})
+    fields: dict[str, Any] = dict(updates or {})
     if to_status is not None:
         fields["status"] = to_status
     for name, value in fields.items():
@@ -242,7 +245,7 @@ def _payment_summary(payment: Payment) -> dict[str, Any]:
     }
 
 
-def _outbox(obj, event_type: str, summary: dict[str, Any]) -> None:
+def _outbox(obj: Payment | Refund, event_type: str, summary: dict[str, Any]) -> None:
     event_id = new_id("evt")
     WebhookOutbox.objects.create(
         event_id=event_id,

@@ -1,6 +1,8 @@
 """Provider accounts as adapters see them (plain dataclasses, no ORM past this point), and how
 an account is checked and saved."""
 
+from typing import Any
+
 from django.db import transaction
 from django.db.models import Model
 
@@ -65,7 +67,7 @@ def validate_account(account: ProviderAccount, credentials: dict[str, str]) -> N
             raise AccountError(f"fee for {code} must be {{'percent': '2.9', 'fixed': 30}}.")
 
 
-def fee_schedule_entry(percent: str, fixed: int) -> dict:
+def fee_schedule_entry(percent: str, fixed: int) -> dict[str, Any]:
     """A fee schedule entry, checked: percent a decimal string in [0, 100), fixed ≥ 0."""
     from decimal import Decimal, InvalidOperation
 
@@ -107,7 +109,7 @@ def sandbox_accounts_create(*, merchant: Model) -> list[ProviderAccount]:
     AccountError when the sandboxes are not installed."""
     accounts = []
     for priority, (name, provider) in enumerate(SANDBOX_ACCOUNTS):
-        account = ProviderAccount(merchant=merchant, name=name, provider=provider,
+        account = ProviderAccount(merchant_id=merchant.pk, name=name, provider=provider,
                                   livemode=False, base_url=SANDBOX_URL,
                                   priority=(priority + 1) * 10)
         account_save(account=account, credentials={})

@@ -1,4 +1,5 @@
 import json
+from typing import Any
 
 from django import forms
 from django.contrib import admin
@@ -25,8 +26,9 @@ class ProviderAccountForm(forms.ModelForm):
                   "currencies", "fees", "connect_timeout", "read_timeout", "breaker_fail_max",
                   "breaker_reset_timeout", "rate_limit_per_second", "concurrency_limit")
 
-    def clean(self):
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
         raw = cleaned.get("new_credentials", "").strip()
         if raw:
             try:
@@ -51,8 +53,8 @@ class ProviderAccountForm(forms.ModelForm):
             raise forms.ValidationError(str(exc)) from None
         return cleaned
 
-    def save(self, commit=True):
-        account = super().save(commit=False)
+    def save(self, commit: bool = True) -> ProviderAccount:
+        account: ProviderAccount = super().save(commit=False)
         if self.cleaned_data.get("new_credentials", "").strip() or not account.pk:
             account.set_credentials(self._credentials)
         if commit:
@@ -93,8 +95,9 @@ class RoutingRuleForm(forms.ModelForm):
         fields = ("merchant", "livemode", "priority", "enabled", "description", "conditions",
                   "strategy", "accounts")
 
-    def clean(self):
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
         merchant = cleaned.get("merchant")
         if merchant is None or self.errors:
             return cleaned
@@ -136,8 +139,9 @@ class RetryRuleForm(forms.ModelForm):
         model = RetryRule
         fields = ("merchant", "livemode", "decline_code", "retry")
 
-    def clean(self):
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
         code, retry = cleaned.get("decline_code"), cleaned.get("retry")
         if code is None:
             return cleaned

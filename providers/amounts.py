@@ -30,6 +30,10 @@ import iso4217
 from providers.base import ProviderBadRequest
 
 
+def _pow10(exponent: int) -> int:
+    """10 ** exponent for exponent >= 0: an int (`**` cannot promise the type checker one)."""
+    return int(10 ** exponent)
+
 class AmountNotRepresentable(ProviderBadRequest):
     """The provider cannot charge this amount in this currency (refused before sending)."""
 
@@ -91,9 +95,9 @@ class WireCurrencies:
         iso, unit = iso_exponent(code), self.unit(code)
         shift = unit.exponent - iso
         if shift >= 0:
-            wire = amount * 10 ** shift
+            wire = amount * _pow10(shift)
         else:
-            factor = 10 ** -shift
+            factor = _pow10(-shift)
             if amount % factor:
                 unit_text = (f"whole {code}" if unit.exponent == 0
                              else f"units of {_major(factor, code)} {code}")
@@ -119,8 +123,8 @@ class WireCurrencies:
         code = currency.upper()
         shift = self.unit(code).exponent - iso_exponent(code)
         if shift <= 0:
-            return amount * 10 ** -shift
-        factor = 10 ** shift
+            return amount * _pow10(-shift)
+        factor = _pow10(shift)
         if amount % factor:
             raise AmountNotRepresentable(
                 f"{self.provider} reported {amount} in its {code} units: not a whole number "

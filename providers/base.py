@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ class InvalidWebhook(Exception):
         self.status = status
 
 
-def webhook_json(body: bytes):
+def webhook_json(body: bytes) -> Any:
     """A webhook delivery's JSON body; InvalidWebhook (400) for one that is not JSON."""
     try:
         return json.loads(body or b"")

@@ -1,6 +1,9 @@
 """The one way payments call a provider account: limits, breaker, retries, adapter.
 
-    call(account, "authorize", request)
+    call(account, "authorize", request)  # -> AuthorizeResult
+
+Typed per operation: each operation name (a `Literal`) fixes the request it takes and the
+result it returns, as the adapter contract (providers/base.py) defines them.
 
 applies, outermost first:
 1. the account's concurrency cap and rate limit: refused at once, never queued
@@ -19,20 +22,36 @@ above is a ProviderUnavailable, raised before anything was sent.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal, TypeAlias, get_args, overload
 
 from providers.accounts import adapter_for
-from providers.base import ProviderBadRequest, ProviderError
+from providers.base import (
+    AuthorizeRequest,
+    AuthorizeResult,
+    LookupResult,
+    ModificationRequest,
+    ModificationResult,
+    ProviderBadRequest,
+    ProviderError,
+)
 from providers.models import ProviderAccount
 from providers.resilience import limits, retry
 from providers.resilience.breaker import breaker_for
 
 logger = logging.getLogger(__name__)
-OPERATIONS = frozenset({"authorize", "capture", "cancel", "refund", "lookup",
-                        "lookup_modification", "release", "reverse"})
+
+# capture, cancel (void), refund; reverse (optional: cancel or refund, whichever applies)
+ModifyOperation: TypeAlias = Literal["capture", "cancel", "refund", "reverse"]
+Operation: TypeAlias = Literal["authorize", "lookup", "release", "lookup_modification",
+                               ModifyOperation]
+# What an operation may take and return, whichever it is.
+Request: TypeAlias = AuthorizeRequest | ModificationRequest
+Result: TypeAlias = AuthorizeResult | ModificationResult | LookupResult | None
+OPERATIONS: frozenset[str] = frozenset(get_args(Operation))  # nested Literals are flattened
 
 
-def supports(account: ProviderAccount, operation: str) -> bool:
+def supports(account: ProviderAccount, operation: Operation) -> bool:
     """Whether the account's adapter offers an optional operation (e.g. `release`)."""
     try:
         return callable(getattr(adapter_for(account), operation, None))
@@ -40,14 +59,30 @@ def supports(account: ProviderAccount, operation: str) -> bool:
         return False
 
 
-def call(account: ProviderAccount, operation: str, request: Any) -> Any:
+@overload
+def call(account: ProviderAccount, operation: Literal["authorize"],
+         request: AuthorizeRequest) -> AuthorizeResult: ...
+@overload
+def call(account: ProviderAccount, operation: Literal["lookup"],
+         request: AuthorizeRequest) -> LookupResult: ...
+@overload
+def call(account: ProviderAccount, operation: Literal["release"],  # optional (Adyen)
+         request: AuthorizeRequest) -> ModificationResult: ...
+@overload
+def call(account: ProviderAccount, operation: ModifyOperation,
+         request: ModificationRequest) -> ModificationResult: ...
+@overload
+def call(account: ProviderAccount, operation: Literal["lookup_modification"],
+         request: ModificationRequest) -> ModificationResult | None: ...
+def call(account: ProviderAccount, operation: Operation, request: Request) -> Result:
     if operation not in OPERATIONS:
         raise ValueError(f"Unknown provider operation {operation!r}.")
     # Resolving the adapter is configuration, not traffic: an account that cannot be used
     # (no adapter, credentials that no vault key decrypts) is refused before anything is
     # sent, before it takes a limit slot or counts against its breaker.
     try:
-        method = getattr(adapter_for(account), operation)
+        # the overloads above tie each operation to its request and result type
+        method: Callable[[Any], Result] = getattr(adapter_for(account), operation)
     except ProviderError:
         raise
     except Exception as exc:

@@ -16,11 +16,15 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from providers import transports
 from providers.base import AccountConfig, OutcomeUnknown, ProviderUnavailable
+
+if TYPE_CHECKING:
+    pass
 
 logger = logging.getLogger("providers.http")
 
@@ -54,7 +58,7 @@ def session(config: AccountConfig, client: httpx.Client | None = None) -> Iterat
 
 
 def send(client: httpx.Client, method: str, path: str, *, provider: str,
-         **kwargs) -> httpx.Response:
+         **kwargs: Any) -> httpx.Response:
     """Send one request; classify transport failures; log without bodies."""
     request_id = "req_" + uuid.uuid4().hex[:20]
     headers = {"X-Request-Id": request_id, **kwargs.pop("headers", {})}
@@ -73,7 +77,8 @@ def send(client: httpx.Client, method: str, path: str, *, provider: str,
     return response
 
 
-def _log(provider, method, path, request_id, started, *, status=None, error=None):
+def _log(provider: str, method: str, path: str, request_id: str, started: float, *,
+         status: int | None = None, error: str | None = None) -> None:
     logger.info("provider call provider=%s method=%s path=%s request_id=%s status=%s "
                 "error=%s duration_ms=%d", provider, method, path, request_id, status, error,
                 (time.monotonic() - started) * 1000)

@@ -4,6 +4,7 @@ in their own app, providers/sandboxes)."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from django.db import models
 
@@ -80,7 +81,7 @@ class ProviderAccount(models.Model):
         mode = "live" if self.livemode else "test"
         return f"{self.name} ({self.provider}, {mode})"
 
-    def save(self, *args, **kwargs):
+    def save(self, *args: Any, **kwargs: Any) -> None:
         if not self.id:
             self.id = new_id("acct")
         super().save(*args, **kwargs)
@@ -98,8 +99,9 @@ class ProviderAccount(models.Model):
     def get_credentials(self) -> dict[str, str]:
         if not self.credentials_encrypted:
             return {}
-        return json.loads(crypto.decrypt(self.credentials_key_version,
-                                         self.credentials_encrypted, associated=self.id))
+        credentials: dict[str, str] = json.loads(crypto.decrypt(
+            self.credentials_key_version, self.credentials_encrypted, associated=self.id))
+        return credentials
 
     def supports_currency(self, currency: str) -> bool:
         return not self.currencies or currency in self.currencies
@@ -150,7 +152,7 @@ class RoutingRule(models.Model):
     def __str__(self) -> str:
         return f"{self.id} (priority {self.priority}, {self.strategy})"
 
-    def save(self, *args, **kwargs):
+    def save(self, *args: Any, **kwargs: Any) -> None:
         if not self.id:
             self.id = new_id("rr")
         super().save(*args, **kwargs)
@@ -179,7 +181,7 @@ class RetryRule(models.Model):
     def __str__(self) -> str:
         return f"{self.decline_code}: {'retry' if self.retry else 'do not retry'}"
 
-    def save(self, *args, **kwargs):
+    def save(self, *args: Any, **kwargs: Any) -> None:
         if not self.id:
             self.id = new_id("rtr")
         super().save(*args, **kwargs)

@@ -3,6 +3,8 @@
 base URL decides where it goes.
 And how each provider type counts amounts on its wire (`providers.amounts`)."""
 
+from collections.abc import Callable
+
 from providers.adyen import currencies as adyen_currencies
 from providers.adyen.adapter import AdyenAdapter
 from providers.amounts import WireCurrencies
@@ -12,7 +14,9 @@ from providers.checkout.adapter import CheckoutAdapter
 from providers.stripe import currencies as stripe_currencies
 from providers.stripe.adapter import StripeAdapter
 
-ADAPTERS = {"stripe": StripeAdapter, "adyen": AdyenAdapter, "checkout": CheckoutAdapter}
+# every adapter class must satisfy the contract (providers.base.Adapter)
+ADAPTERS: dict[str, Callable[[AccountConfig], Adapter]] = {
+    "stripe": StripeAdapter, "adyen": AdyenAdapter, "checkout": CheckoutAdapter}
 WIRE_CURRENCIES: dict[str, WireCurrencies] = {
     "stripe": stripe_currencies.WIRE, "adyen": adyen_currencies.WIRE,
     "checkout": checkout_currencies.WIRE}

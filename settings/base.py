@@ -90,6 +90,14 @@ DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'switchyard.sqlite3'}"),
 }
 DATABASES["default"]["ATOMIC_REQUESTS"] = False  # services open their own transactions
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The embedded default writes from several threads at once (requests, the status-sync
+    # nudge, the sandboxes' webhook timer). A deferred SQLite transaction that reads, then
+    # writes while another holds the write lock fails at once with "database is locked" (no
+    # busy wait can resolve two read locks both upgrading); one that takes the write lock when
+    # it begins waits for it instead, up to `timeout` seconds.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"transaction_mode": "IMMEDIATE", "timeout": 20})
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")

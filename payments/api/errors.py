@@ -60,7 +60,7 @@ def _payment_json(payment):
     return PaymentOutput(payment).data
 
 
-def exception_handler(exc, context) -> Response | None:
+def exception_handler(exc, context) -> Response:
     """DRF's EXCEPTION_HANDLER: every error becomes the docs/api.md shape."""
     headers = {}
     if isinstance(exc, CardDeclined):
@@ -112,8 +112,9 @@ def exception_handler(exc, context) -> Response | None:
         return Response(error_body("invalid_request_error", "not_acceptable",
                                    "Responses are JSON only."), status=406)
     if isinstance(exc, drf.Throttled):
-        if exc.wait is not None:
-            headers["Retry-After"] = str(max(1, int(exc.wait + 0.999)))
+        wait = exc.wait  # type: ignore[attr-defined]  # set by Throttled.__init__; not in the stubs
+        if wait is not None:
+            headers["Retry-After"] = str(max(1, int(wait + 0.999)))
         return Response(error_body("rate_limit_error", "rate_limit",
                                    "Too many requests; retry after the Retry-After delay."),
                         status=429, headers=headers)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from django.conf import settings
 from drf_spectacular.extensions import (
@@ -205,7 +206,7 @@ PAYMENT_METHOD_EXAMPLE = {
                         "address": {"country": "GB"}},
     "created": 1767225600, "livemode": False,
 }
-PAYMENT_EXAMPLE = {
+PAYMENT_EXAMPLE: dict[str, Any] = {
     "id": "pay_2B9xR1d7Hq0aZt6W", "object": "payment", "amount": 1050, "currency": "USD",
     "status": "requires_capture", "capture_method": "manual", "amount_capturable": 1050,
     "amount_captured": 0, "amount_refunded": 0, "payment_method": "pm_2B9xQn4s8F1kLm3P",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from typing import cast
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter
@@ -25,7 +27,7 @@ from payments.api.schema import (
 )
 from payments.cards import validate_cvc
 from payments.errors import InvalidRequest, PaymentsError, ResourceMissing
-from payments.models import Payment, PaymentMethod, PaymentStatus, Refund, RefundStatus
+from payments.models import APIKey, Payment, PaymentMethod, PaymentStatus, Refund, RefundStatus
 from payments.services import idempotency
 from payments.services.modifications import (
     payment_cancel,
@@ -73,7 +75,8 @@ class MerchantView(APIView):
 
     @property
     def livemode(self) -> bool:
-        return self.request.auth.livemode
+        # APIKeyAuthentication authenticates with an APIKey
+        return cast(APIKey, self.request.auth).livemode
 
     def parse(self, serializer_class, data=None) -> dict:
         serializer = serializer_class(data=self.request.data if data is None else data)
@@ -99,7 +102,7 @@ class MerchantView(APIView):
     # `idempotency.record_object`) defines `recover(object_id) -> Response`: the answer, from
     # that object as it is now, to a request of its that died. Without it, the key of a
     # request that died stays in flight (409).
-    recover = None
+    recover: Callable[[str], Response] | None = None
 
     def idempotent(self, handler, request, *args, **kwargs) -> Response:
         """Run a POST handler under the request's Idempotency-Key, if it sent one (docs/api.md,
@@ -137,6 +140,7 @@ class MerchantView(APIView):
         return response
 
     def _recovered_answer(self, object_id: str) -> tuple[int, object]:
+        assert self.recover is not None  # offered to idempotency.claim only then
         try:
             response = self.recover(object_id)
         except PaymentsError as exc:  # the answer is an error: a decline, a failed capture

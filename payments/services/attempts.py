@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -61,7 +62,8 @@ _ENDED_EVENTS = {A.DECLINED: EventType.DECLINED, A.FAILED: EventType.FAILED}
 
 
 # --- the immediate answer ---------------------------------------------------------------
-def record_answer(payment: Payment, attempt: PaymentAttempt, outcome: CallOutcome, *,
+def record_answer(payment: Payment, attempt: PaymentAttempt,
+                  outcome: CallOutcome[base.AuthorizeResult], *,
                   actor: str) -> Payment:
     """Record one attempt's immediate answer and move the payment accordingly (`processing`
     means: go on with the next candidate)."""
@@ -99,7 +101,7 @@ def record_answer(payment: Payment, attempt: PaymentAttempt, outcome: CallOutcom
 
 
 def mark_approved(payment: Payment, attempt: PaymentAttempt, provider_reference: str, *,
-                  captured: bool, actor: str, data: dict) -> Payment:
+                  captured: bool, actor: str, data: dict[str, Any]) -> Payment:
     """The provider authorized (or captured) this attempt: so is the payment. Inside the
     caller's transaction."""
     sm.lock_payment(payment.pk)
@@ -135,7 +137,7 @@ def next_account(payment: Payment) -> ProviderAccount | None:
     return next((enabled[name] for name in names if name in enabled), None)
 
 
-def may_fail_over(payment: Payment, outcome: CallOutcome) -> bool:
+def may_fail_over(payment: Payment, outcome: CallOutcome[gateway.Result]) -> bool:
     """Does the payment go on to its next candidate after this outcome? Never after an
     unknown one; soft declines and provably-not-processed errors by default, merchants may
     override per decline code (`/v1/retry_rules`, providers.routing.retry); and only while a
@@ -143,7 +145,7 @@ def may_fail_over(payment: Payment, outcome: CallOutcome) -> bool:
     if outcome.kind in (CallKind.APPROVED, CallKind.UNKNOWN):
         return False
     return retry_rules.is_retriable(payment.merchant_id, payment.livemode,
-                                    retry_rules.outcome_of(outcome.error)) \
+                                    retry_rules.outcome_of(outcome.failure)) \
         and next_account(payment) is not None
 
 
@@ -192,7 +194,7 @@ def settle(attempt: PaymentAttempt, found: base.LookupResult, *, actor: str = AC
             if not may_fail_over(payment, outcome):
                 return sm.transition_payment(
                     payment, S.FAILED, event=EventType.FAILED, actor=actor, data=data,
-                    updates={"last_error": error_body(outcome.error)}), False
+                    updates={"last_error": error_body(outcome.failure)}), False
             sm.transition_payment(payment, S.PROCESSING, event=EventType.FAILOVER,
                                   actor=actor, data=data)
     if charged:
@@ -201,7 +203,8 @@ def settle(attempt: PaymentAttempt, found: base.LookupResult, *, actor: str = AC
     return payment, True
 
 
-def not_charged_outcome(found: base.LookupResult, *, released: bool = False) -> CallOutcome:
+def not_charged_outcome(found: base.LookupResult, *,
+                        released: bool = False) -> CallOutcome[base.AuthorizeResult]:
     """The call outcome a later "no charge" amounts to, for the failover decision."""
     if found.status == "declined":
         normalized = outcomes.classify_decline("stripe", found.decline_code) \
@@ -298,7 +301,7 @@ def compensate(attempt: PaymentAttempt, found: base.LookupResult, *,
     retried by whoever found it and flags the payment for an operator meanwhile. Returns
     None when the provider refused it for good (a 4xx: nothing to retry; the operator
     decides), else the payment."""
-    operation = "cancel" if found.status == "authorized" else "refund"
+    operation: gateway.ModifyOperation = "cancel" if found.status == "authorized" else "refund"
     if gateway.supports(attempt.provider_account, "reverse"):
         operation = "reverse"  # cancel or refund, as applies when the provider gets to it
     payment = attempt.payment

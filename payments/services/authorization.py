@@ -36,7 +36,8 @@ from providers.routing import stats
 S = PaymentStatus
 
 
-def _record_stats(account: ProviderAccount, outcome: CallOutcome) -> None:
+def _record_stats(account: ProviderAccount,
+                  outcome: CallOutcome[base.AuthorizeResult]) -> None:
     """Feed the account's rolling success rate (routing), unless our own breaker or limits
     refused the call: that says nothing about the provider."""
     error = outcome.error if outcome.kind != CallKind.APPROVED else None
@@ -45,10 +46,10 @@ def _record_stats(account: ProviderAccount, outcome: CallOutcome) -> None:
 
 
 def authorize(payment: Payment, card: base.Card, *,
-              actor: str) -> tuple[Payment, CallOutcome | None]:
+              actor: str) -> tuple[Payment, CallOutcome[base.AuthorizeResult] | None]:
     """Try the payment's candidate accounts until one answers for good. The payment must be
     `processing`; returns it in its new status with the last provider outcome."""
-    last: CallOutcome | None = None
+    last: CallOutcome[base.AuthorizeResult] | None = None
     while True:
         with transaction.atomic():
             locked = sm.lock_payment(payment.pk)
@@ -101,7 +102,8 @@ def authorize_request(payment: Payment, attempt: PaymentAttempt,
     )
 
 
-def _give_up(payment: Payment, last: CallOutcome | None, *, actor: str) -> Payment:
+def _give_up(payment: Payment, last: CallOutcome[base.AuthorizeResult] | None, *,
+             actor: str) -> Payment:
     error = error_body(last.error) if last and last.error else {
         "code": "no_provider_available", "decline_code": None,
         "message": "No provider account could take this payment."}

@@ -33,7 +33,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from payments import vault
@@ -82,7 +83,7 @@ def _without_card_data(value: object, merchant_id: str, *, in_card: bool = False
         return [_without_card_data(item, merchant_id) for item in value]
     if not isinstance(value, dict):
         return value
-    out: dict = {}
+    out: dict[str, object] = {}
     for key, item in value.items():
         if key == "cvc":
             out[key] = "<present>" if item not in (None, "") else item
@@ -109,6 +110,7 @@ def claim(*, merchant: Merchant, livemode: bool, key: str, fingerprint: str,
     and `recover(object_id)` answers from that object if the request dies. Without it (an
     endpoint that records nothing) a key whose request died stays in flight (409).
     """
+    row: IdempotencyKey | None
     for _ in range(3):
         try:
             with transaction.atomic():
@@ -165,9 +167,10 @@ def _recover(row: IdempotencyKey, recover: Recover) -> Claim | None:
     taken by `record_object` in the transaction that writes the dead request's object, so
     the object is either recorded (and answered from) or was never written."""
     with transaction.atomic():
-        row = IdempotencyKey.objects.select_for_update().filter(pk=row.pk).first()
-        if row is None:
+        locked = IdempotencyKey.objects.select_for_update().filter(pk=row.pk).first()
+        if locked is None:
             return None
+        row = locked
         if not row.in_flight:  # another retry recovered it (or the request did finish)
             return Claim(row=row, replay=True)
         if not _abandoned(row):  # another retry took it over just now
@@ -206,7 +209,7 @@ def running(row: IdempotencyKey) -> Iterator[None]:
         _running.reset(token)
 
 
-def record_object(obj) -> None:
+def record_object(obj: models.Model) -> None:
     """Record on the running request's Idempotency-Key (if it has one) the object it creates
     or starts changing. Call it in the transaction that writes the object, before any
     provider call: if the request dies, a retry answers from this object; with nothing
@@ -224,7 +227,7 @@ def record_object(obj) -> None:
             "it stopped without changing anything.", param="Idempotency-Key")
 
 
-def _own(row: IdempotencyKey):
+def _own(row: IdempotencyKey) -> QuerySet[IdempotencyKey]:
     """The key's row while it is still this claim's: in flight, not taken over."""
     return IdempotencyKey.objects.filter(pk=row.pk, created_at=row.created_at,
                                          completed_at__isnull=True)

@@ -10,6 +10,7 @@ modifications asynchronously (Adyen, Checkout.com) leave it `pending` and the pa
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -33,7 +34,7 @@ from payments.services.provider_calls import (
     error_body,
     for_modification,
 )
-from providers import base
+from providers import base, gateway
 from providers.registry import amount_problem
 
 S = PaymentStatus
@@ -106,8 +107,12 @@ def payment_cancel(*, payment: Payment, reason: str = "", actor: str = "api") ->
     return _send(locked, modification, actor=actor)
 
 
+# a modification's kind → the provider operation that performs it
+_OPERATIONS: dict[str, gateway.ModifyOperation] = {"capture": "capture", "cancel": "cancel"}
+
+
 def _start(payment: Payment, kind: str, amount: int, *, actor: str,
-           updates: dict | None = None) -> Modification:
+           updates: dict[str, Any] | None = None) -> Modification:
     attempt = _successful_attempt(payment)
     check_amount(attempt, amount, payment.currency, param="amount_to_capture")
     modification = Modification.objects.create(
@@ -124,7 +129,7 @@ def _start(payment: Payment, kind: str, amount: int, *, actor: str,
 def _send(payment: Payment, modification: Modification, *, actor: str) -> Payment:
     attempt = modification.attempt
     outcome = for_modification(call_provider(
-        attempt.provider_account, modification.kind, base.ModificationRequest(
+        attempt.provider_account, _OPERATIONS[modification.kind], base.ModificationRequest(
             reference=modification.id, provider_reference=attempt.provider_reference,
             amount=modification.amount, currency=payment.currency,
             operation=modification.kind)))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from celery import current_app
+from celery import Celery, current_app
 from django.conf import settings
 from django.db import connection
 
@@ -23,7 +23,8 @@ SYNC_TASK = "switchyard.payments.sync_unknown_outcomes"
 def nudge(delay_seconds: float) -> None:
     if not settings.STATUS_SYNC_NUDGE:
         return
-    app = current_app._get_current_object()
+    # current_app is a proxy at runtime (celery-types type it as the app itself)
+    app: Celery = current_app._get_current_object()  # type: ignore[attr-defined]
     if app.main != settings.TASK_APP_NAME:
         # the project's app is loaded by the workers app's ready(); Celery's unconfigured
         # default app would publish to amqp://localhost, where no worker of ours listens
@@ -42,7 +43,7 @@ def nudge(delay_seconds: float) -> None:
                        exc_info=True)
 
 
-def _run_here(app) -> None:
+def _run_here(app: Celery) -> None:
     try:
         app.tasks[SYNC_TASK].apply()
     except Exception:  # noqa: BLE001 - a timer thread has no one to raise to

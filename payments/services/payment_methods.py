@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from django.db import transaction
 
 from payments import vault
 from payments.cards import validate_card
 from payments.errors import ResourceMissing
-from payments.models import Merchant, PaymentMethod
+from payments.models import Merchant, Payment, PaymentMethod
 from payments.services import idempotency
 from providers.base import Card
 from providers.ids import new_id
@@ -24,11 +25,12 @@ def payment_method_create(
     exp_month: object,
     exp_year: object,
     cvc: object = None,
-    billing_details: dict | None = None,
+    billing_details: dict[str, Any] | None = None,
 ) -> PaymentMethod:
     """Vault a card. The CVC, if given, is kept encrypted only until the card's first
     authorization starts (`card_for_authorization`), then erased."""
     digits, brand = validate_card(number, exp_month, exp_year, cvc)
+    assert isinstance(exp_month, int) and isinstance(exp_year, int)  # checked just above
     pm_id = new_id("pm")
     key_version, blob = vault.encrypt(digits, associated=pm_id)
     encrypted_cvc = None
@@ -75,6 +77,14 @@ def card_for_provider(pm: PaymentMethod, *, cvc: str | None = None) -> Card:
                 cvc=cvc)
 
 
+def card_for_payment(payment: Payment) -> Card:
+    """The card of a confirmed payment, for a later call about its authorization (a lookup
+    replays it, a stalled loop resumes it). A payment is confirmed with its card."""
+    if payment.payment_method is None:
+        raise ValueError(f"payment {payment.pk} has no payment method: it was never confirmed")
+    return card_for_provider(payment.payment_method)
+
+
 def card_for_authorization(pm: PaymentMethod, *, cvc: str | None = None) -> Card:
     """The card for an authorization that is starting, with its CVC: the one the merchant
     sent with this request (memory only), else the one kept since the card was vaulted,
@@ -94,7 +104,7 @@ def card_for_authorization(pm: PaymentMethod, *, cvc: str | None = None) -> Card
     return card_for_provider(pm, cvc=cvc)
 
 
-def payment_methods_erase_stale_cvcs(*, now=None) -> int:
+def payment_methods_erase_stale_cvcs(*, now: dt.datetime | None = None) -> int:
     """Erase the CVCs of cards vaulted more than CVC_RETENTION_HOURS ago and never
     authorized: a CVC is kept only for the card's first authorization, and not for a card
     that may never have one. Returns how many."""

@@ -12,6 +12,7 @@ The pattern for every provider call, so that a crash or a race never charges twi
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from django.db import transaction
 
@@ -21,8 +22,8 @@ from payments.events import EventType
 from payments.models import AttemptStatus, Merchant, Payment, PaymentMethod, PaymentStatus
 from payments.services import authorization, idempotency
 from payments.services.payment_methods import card_for_authorization, card_for_provider
-from payments.services.provider_calls import merchant_message
-from providers.base import Card
+from payments.services.provider_calls import CallKind, CallOutcome, merchant_message
+from providers.base import AuthorizeResult, Card
 from providers.models import ProviderAccount
 from providers.registry import amount_problem
 from providers.routing import engine as routing
@@ -43,7 +44,7 @@ def payment_create(
     capture_method: str = "automatic",
     description: str = "",
     reference: str = "",
-    metadata: dict | None = None,
+    metadata: dict[str, Any] | None = None,
     provider: str | None = None,
     confirm: bool = False,
     cvc: str | None = None,
@@ -62,8 +63,11 @@ def payment_create(
     if confirm and payment_method is None:
         raise InvalidRequest("payment_method is required to confirm.", code="parameter_missing",
                              param="payment_method")
+    to_confirm = payment_method if confirm else None
     # Decrypt before anything moves: a vault failure must leave nothing behind.
-    card = card_for_provider(payment_method) if confirm else None
+    if to_confirm is not None:
+        card_for_provider(to_confirm)
+    card: Card | None = None
     with transaction.atomic():
         # Creating and starting the confirmation is one transaction: a confirmation that
         # cannot start (no account to route to) rolls the payment back, so the 400 changes
@@ -82,9 +86,9 @@ def payment_create(
             pinned=account is not None,
         )
         idempotency.record_object(payment)
-        if confirm:
-            card = _start_confirmation(payment, payment_method, actor="api", cvc=cvc)
-    if confirm:
+        if to_confirm is not None:
+            card = _start_confirmation(payment, to_confirm, actor="api", cvc=cvc)
+    if card is not None:
         return _authorize(payment, card, actor="api")
     return payment
 
@@ -95,10 +99,12 @@ def payment_create(
 _TRANSIENT_SKIPS = {"breaker_open", "rate_limited", "concurrency_limited"}
 
 
-def _route(payment: Payment, pm: PaymentMethod | None) -> tuple[ProviderAccount, dict]:
+def _route(payment: Payment, pm: PaymentMethod | None
+           ) -> tuple[ProviderAccount, dict[str, Any]]:
     """Pick the candidate accounts for this payment and say why (the routing record)."""
     if payment.pinned:
         account = payment.provider_account
+        assert account is not None, payment.pk  # a pinned payment is created with its account
         if not account.enabled:
             raise InvalidRequest(f"Provider account {account.name!r} is disabled.",
                                  code="provider_disabled", param="provider")
@@ -139,7 +145,7 @@ def _route(payment: Payment, pm: PaymentMethod | None) -> tuple[ProviderAccount,
     return decision.candidates[0], {**decision.record, "selected": names[0], "order": names}
 
 
-def _unrepresentable_message(payment: Payment, record: dict) -> str:
+def _unrepresentable_message(payment: Payment, record: dict[str, Any]) -> str:
     accounts = {account.name: account for account in ProviderAccount.objects.filter(
         merchant_id=payment.merchant_id, livemode=payment.livemode)}
     problems = []
@@ -185,19 +191,21 @@ def _start_confirmation(payment: Payment, pm: PaymentMethod, *, actor: str,
     return card_for_authorization(pm, cvc=cvc)
 
 
-def _authorize(payment: Payment, card, *, actor: str) -> Payment:
+def _authorize(payment: Payment, card: Card, *, actor: str) -> Payment:
     payment, outcome = authorization.authorize(payment, card, actor=actor)
     return raise_for_failure(payment, outcome)
 
 
-def raise_for_failure(payment: Payment, outcome) -> Payment:
+def raise_for_failure(payment: Payment,
+                      outcome: CallOutcome[AuthorizeResult] | None) -> Payment:
     """The API's answer for a payment that just failed: 402 for a decline, 503 when no
     provider could process it (nothing charged); the payment itself otherwise."""
     if payment.status != S.FAILED or outcome is None:
         return payment
-    if outcome.kind == "declined":
-        raise CardDeclined(merchant_message(outcome.error), code=outcome.error.code,
-                           decline_code=outcome.error.decline_code, payment=payment)
+    if outcome.kind == CallKind.DECLINED:
+        error = outcome.failure
+        raise CardDeclined(merchant_message(error), code=error.code,
+                           decline_code=error.decline_code, payment=payment)
     raise ProviderFailed("No provider could process the payment; nothing was charged.",
                          payment=payment)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Generic, Literal, TypeVar, overload
 
 from providers import base, gateway
 from providers.models import ProviderAccount
@@ -19,27 +20,37 @@ class CallKind(StrEnum):
     UNKNOWN = "unknown"  # the provider may have done it
 
 
+# The adapter's result for one operation (providers.gateway.Result): AuthorizeResult for
+# authorize, LookupResult for lookup, ModificationResult for the others, ModificationResult
+# or None for lookup_modification (None: the provider has no such operation).
+R = TypeVar("R", bound=gateway.Result, covariant=True)
+
+
 @dataclass(frozen=True)
-class CallOutcome:
+class CallOutcome(Generic[R]):
     """What a provider call came to, in the terms the state machine needs: the adapter's
-    result when approved, else the adapter's error."""
+    result when approved (typed per operation: `CallOutcome[base.AuthorizeResult]` for an
+    authorization), else the adapter's error."""
 
     kind: CallKind
-    result: Result | None = None
+    result: R | None = None
     error: base.ProviderError | None = None
 
+    # The accessors below read an approved outcome's result; each is only offered (to the
+    # type checker) on the outcomes of the operations that return it.
     @property
-    def authorization(self) -> base.AuthorizeResult:
+    def authorization(self: CallOutcome[base.AuthorizeResult]) -> base.AuthorizeResult:
         assert isinstance(self.result, base.AuthorizeResult), self.result
         return self.result
 
     @property
-    def modification(self) -> base.ModificationResult:
+    def modification(self: CallOutcome[base.ModificationResult | None]
+                     ) -> base.ModificationResult:
         assert isinstance(self.result, base.ModificationResult), self.result
         return self.result
 
     @property
-    def lookup(self) -> base.LookupResult:
+    def lookup(self: CallOutcome[base.LookupResult]) -> base.LookupResult:
         assert isinstance(self.result, base.LookupResult), self.result
         return self.result
 
@@ -49,16 +60,33 @@ class CallOutcome:
         return self.error
 
 
-Result = base.AuthorizeResult | base.ModificationResult | base.LookupResult
-Request = base.AuthorizeRequest | base.ModificationRequest
-
-
-def call_provider(account: ProviderAccount, operation: str, request: Request) -> CallOutcome:
-    """Call `operation` (authorize, capture, cancel, refund, lookup, release, reverse) on the
-    account through the provider gateway (limits, circuit breaker, safe retries, adapter) and
-    classify what happened. Never raises: every failure becomes an outcome."""
+@overload
+def call_provider(account: ProviderAccount, operation: Literal["authorize"],
+                  request: base.AuthorizeRequest) -> CallOutcome[base.AuthorizeResult]: ...
+@overload
+def call_provider(account: ProviderAccount, operation: Literal["lookup"],
+                  request: base.AuthorizeRequest) -> CallOutcome[base.LookupResult]: ...
+@overload
+def call_provider(account: ProviderAccount, operation: Literal["release"],
+                  request: base.AuthorizeRequest) -> CallOutcome[base.ModificationResult]: ...
+@overload
+def call_provider(account: ProviderAccount, operation: gateway.ModifyOperation,
+                  request: base.ModificationRequest) -> CallOutcome[base.ModificationResult]: ...
+@overload
+def call_provider(account: ProviderAccount, operation: Literal["lookup_modification"],
+                  request: base.ModificationRequest
+                  ) -> CallOutcome[base.ModificationResult | None]: ...
+def call_provider(account: ProviderAccount, operation: gateway.Operation,
+                  request: gateway.Request) -> CallOutcome[gateway.Result]:
+    """Call `operation` (authorize, capture, cancel, refund, lookup, lookup_modification,
+    release, reverse) on the account through the provider gateway (limits, circuit breaker,
+    safe retries, adapter) and classify what happened. Never raises: every failure becomes an
+    outcome. Typed per operation, like `gateway.call`."""
     try:
-        return CallOutcome(CallKind.APPROVED, result=gateway.call(account, operation, request))
+        # The overloads above pair each operation with its request exactly as gateway.call's
+        # do; this implementation, which serves them all, cannot name the pair.
+        result = gateway.call(account, operation, request)  # type: ignore[arg-type]
+        return CallOutcome(CallKind.APPROVED, result=result)
     except (base.HardDecline, base.SoftDecline) as exc:
         return CallOutcome(CallKind.DECLINED, error=exc)
     except (base.ProviderUnavailable, base.ProviderBadRequest) as exc:
@@ -70,7 +98,7 @@ def call_provider(account: ProviderAccount, operation: str, request: Request) ->
         return CallOutcome(CallKind.UNKNOWN, error=base.OutcomeUnknown(type(exc).__name__))
 
 
-def for_modification(outcome: CallOutcome) -> CallOutcome:
+def for_modification(outcome: CallOutcome[R]) -> CallOutcome[R]:
     """What a capture's, void's or refund's outcome means. It failed only if the provider
     provably did not do it: it refused it (a decline, a 4xx), or the request never reached
     it. Any other error, a provider's "not processed, retry" 503 or 429 included, leaves it
@@ -84,7 +112,7 @@ def for_modification(outcome: CallOutcome) -> CallOutcome:
     return outcome
 
 
-def error_body(error: base.ProviderError) -> dict:
+def error_body(error: base.ProviderError) -> dict[str, str | None]:
     """The merchant's view of a provider error (a payment's `last_error`, an API error):
     our code and decline code, and a message of ours. The provider's own text (its codes,
     its retry advice for its API, which is not ours) stays in the attempt's error_message

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import TypeVar
 
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from payments import metrics
@@ -39,7 +41,7 @@ from payments.services import attempts, authorization, release
 from payments.services.attempts import CLAIM_SECONDS
 from payments.services.modifications import modification_settle
 from payments.services.nudge import nudge
-from payments.services.payment_methods import card_for_provider
+from payments.services.payment_methods import card_for_payment
 from payments.services.refunds import refund_settle
 from providers import base
 from providers.models import ProviderAccount
@@ -145,10 +147,11 @@ def _authorization(event: ProviderWebhookEvent) -> str:
         if attempt.status != AttemptStatus.UNKNOWN:
             break
         authorization.apply_lookup(attempt, release.authorization_result(attempt, event),
-                                 card=card_for_provider(attempt.payment.payment_method),
+                                 card=card_for_payment(attempt.payment),
                                  actor=ACTOR)
         applied = True
-        attempt = _attempt(event, event.reference)
+        attempt = PaymentAttempt.objects.select_related(
+            "payment", "payment__payment_method").get(pk=attempt.pk)
     if attempt.status == AttemptStatus.UNKNOWN:
         raise NotYet
     if event.success:  # ours, or an extra charge under the reference: reversed at once
@@ -255,6 +258,7 @@ def _unmatched(event: ProviderWebhookEvent) -> str:
         if event.success:
             return "already_known"  # the capture of an automatically captured payment
         return release.flag_mismatch(payment, event=event, actor=ACTOR, recorded="captured")
+    rows: QuerySet[Refund] | QuerySet[Modification]
     if event.kind == "refund":
         rows = Refund.objects.filter(payment=payment, provider_reference="")
     else:
@@ -270,7 +274,10 @@ def _unmatched(event: ProviderWebhookEvent) -> str:
                                  recorded=f"no {event.kind} of ours matches")
 
 
-def _find(queryset, event: ProviderWebhookEvent):
+_Operation = TypeVar("_Operation", Modification, Refund)
+
+
+def _find(queryset: QuerySet[_Operation], event: ProviderWebhookEvent) -> _Operation | None:
     found = queryset.filter(pk=event.reference).first() if event.reference else None
     if found is None and event.operation_reference:
         found = queryset.filter(provider_reference=event.operation_reference).first()

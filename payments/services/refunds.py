@@ -7,6 +7,8 @@ two racing refunds can never both fit into the same remaining amount.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import transaction
 from django.db.models import Sum
 
@@ -31,7 +33,7 @@ def refundable_amount(payment: Payment) -> int:
 
 
 def refund_create(*, payment: Payment, amount: int | None = None, reason: str = "",
-                  metadata: dict | None = None, actor: str = "api") -> Refund:
+                  metadata: dict[str, Any] | None = None, actor: str = "api") -> Refund:
     with transaction.atomic():
         locked = sm.lock_payment(payment.pk)
         if locked.status != PaymentStatus.SUCCEEDED:
@@ -79,9 +81,9 @@ def refund_create(*, payment: Payment, amount: int | None = None, reason: str = 
             return refund
         if outcome.kind == CallKind.UNKNOWN:
             return sm.transition_refund(refund, RefundStatus.UNRESOLVED, actor=actor,
-                                        updates={"failure_code": outcome.error.code})
+                                        updates={"failure_code": outcome.failure.code})
         sm.transition_refund(refund, RefundStatus.FAILED, actor=actor,
-                             updates={"failure_code": outcome.error.code})
+                             updates={"failure_code": outcome.failure.code})
     raise ProviderFailed(_NOT_REFUNDED, refund=refund)
 
 

@@ -34,13 +34,14 @@ from __future__ import annotations
 import logging
 
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from payments import state_machine as sm
 from payments.events import EventType
 from payments.models import AttemptStatus, Payment, PaymentAttempt, ProviderWebhookEvent
 from payments.services import attempts, authorization
-from payments.services.payment_methods import card_for_provider
+from payments.services.payment_methods import card_for_payment
 from payments.services.provider_calls import call_provider
 from providers import base
 
@@ -75,7 +76,8 @@ def release_send(attempt: PaymentAttempt, request: base.AuthorizeRequest) -> Non
                     answer.error.code if answer.error else answer.kind)
 
 
-def _events(attempt: PaymentAttempt, kind: str, references: list[str]):
+def _events(attempt: PaymentAttempt, kind: str,
+            references: list[str]) -> QuerySet[ProviderWebhookEvent]:
     return ProviderWebhookEvent.objects.filter(
         account_id=attempt.provider_account_id, kind=kind,
         reference__in=references).order_by("id")
@@ -109,11 +111,12 @@ def release_settle(attempt_id: str, *, actor: str) -> str:
     raise NotYet
 
 
-def _decide(attempt: PaymentAttempt, releases: list, auths: list, *, actor: str) -> str:
+def _decide(attempt: PaymentAttempt, releases: list[ProviderWebhookEvent],
+            auths: list[ProviderWebhookEvent], *, actor: str) -> str:
     if not releases:
         return "awaiting_release"
     cancelled = {e.provider_reference for e in releases if e.success and e.provider_reference}
-    card = card_for_provider(attempt.payment.payment_method)
+    card = card_for_payment(attempt.payment)
 
     def apply(found: base.LookupResult, *, released: bool = False) -> str:
         authorization.apply_lookup(attempt, found, card=card, actor=actor, via_release=True,
@@ -140,9 +143,9 @@ def _decide(attempt: PaymentAttempt, releases: list, auths: list, *, actor: str)
     # The release failed, so it cancelled nothing: an AUTHORISATION decides, as a lookup
     # would; that of the payment it names, when it names one (another psp's refusal, e.g. of
     # a replay processed as new, says nothing about it).
-    named = {e.provider_reference for e in releases if e.provider_reference}
-    if named:
-        auth = next((a for a in auths if a.provider_reference in named), None)
+    named_psps = {e.provider_reference for e in releases if e.provider_reference}
+    if named_psps:
+        auth = next((a for a in auths if a.provider_reference in named_psps), None)
         if auth is None:
             return "awaiting_authorization"  # its AUTHORISATION will come
         return apply(authorization_result(attempt, auth))  # (a refusal: see `held`)
@@ -154,7 +157,8 @@ def _decide(attempt: PaymentAttempt, releases: list, auths: list, *, actor: str)
     return "release_failed"
 
 
-def authorization_result(attempt: PaymentAttempt, auth) -> base.LookupResult:
+def authorization_result(attempt: PaymentAttempt,
+                         auth: ProviderWebhookEvent) -> base.LookupResult:
     """An AUTHORISATION event as the answer of a lookup."""
     if not auth.success:
         return base.LookupResult(found=True, provider_reference=auth.provider_reference,
@@ -166,7 +170,8 @@ def authorization_result(attempt: PaymentAttempt, auth) -> base.LookupResult:
                              amount=auth.amount)
 
 
-def _check_settled(attempt: PaymentAttempt, releases: list, auths: list, *,
+def _check_settled(attempt: PaymentAttempt, releases: list[ProviderWebhookEvent],
+                   auths: list[ProviderWebhookEvent], *,
                    actor: str) -> str:
     """The attempt is settled: do the provider's events agree? A successful authorization
     the release did not cancel, other than the attempt's own charge, is an extra charge:

@@ -44,7 +44,7 @@ from payments.models import (
 from payments.services import attempts, authorization, release
 from payments.services.attempts import ACTOR, CLAIM_SECONDS
 from payments.services.modifications import modification_accept, modification_settle
-from payments.services.payment_methods import card_for_provider
+from payments.services.payment_methods import card_for_payment
 from payments.services.provider_calls import CallKind, call_provider
 from payments.services.provider_events import process_due
 from payments.services.refunds import refund_accept, refund_settle
@@ -81,7 +81,7 @@ def attempt_sync(attempt_id: str, *, actor: str = ACTOR) -> Payment:
         attempt.refresh_from_db()
     if attempt.status != AttemptStatus.UNKNOWN:
         return payment
-    card = card_for_provider(payment.payment_method)
+    card = card_for_payment(payment)
     request = authorization.authorize_request(payment, attempt, card)
     attempt.refresh_from_db(fields=["status", "release_requested_at"])  # as late as we can
     if attempt.status != AttemptStatus.UNKNOWN:
@@ -109,7 +109,8 @@ NOT_FOUND_TOO_EARLY = "not_found_within_consistency_window"
 def _not_found_is_proof(attempt: PaymentAttempt, *, now: dt.datetime | None = None) -> bool:
     """Does "the provider has no charge for this reference" prove that it never charged? Only
     once the provider's read-after-write window has passed since the attempt was sent."""
-    window = getattr(adapter_for(attempt.provider_account), "not_found_proof_seconds", None)
+    window: float | None = getattr(adapter_for(attempt.provider_account),
+                                   "not_found_proof_seconds", None)
     if window is None:  # an adapter that does not say: never proof; an operator decides
         return False
     age = ((now or timezone.now()) - attempt.created_at).total_seconds()
@@ -162,7 +163,7 @@ def claim_stalled(*, limit: int = 100, now: dt.datetime | None = None) -> list[s
 def resume(payment_id: str, *, actor: str = ACTOR) -> Payment:
     """Go on with the authorization loop of a stalled payment (next candidate, or fail)."""
     payment = Payment.objects.select_related("payment_method").get(pk=payment_id)
-    card = card_for_provider(payment.payment_method)
+    card = card_for_payment(payment)
     with transaction.atomic():
         sm.record_event(payment, EventType.RESUMED, actor=actor, data={})
     payment, _ = authorization.authorize(payment, card, actor=actor)
@@ -193,10 +194,11 @@ def sync_modifications(*, limit: int = 100, now: dt.datetime | None = None) -> i
                        .filter(status__in=[RefundStatus.PENDING, RefundStatus.UNRESOLVED],
                                next_sync_at__lte=now)
                        .select_related("payment").order_by("next_sync_at")[:limit])
-        for row in (*mods, *refunds):
+        rows: list[Modification | Refund] = [*mods, *refunds]
+        for row in rows:
             type(row).objects.filter(pk=row.pk).update(next_sync_at=_next_ask(row, now))
     settled = 0
-    for row in (*mods, *refunds):
+    for row in rows:
         try:
             settled += _sync_operation(row, now=now)
         except Exception:  # one bad row must not stop the others; it is due again later
@@ -216,9 +218,8 @@ def _next_ask(row: Modification | Refund, now: dt.datetime) -> dt.datetime:
 def _sync_operation(row: Modification | Refund, *, now: dt.datetime) -> int:
     """Ask about one capture, void (`row` a Modification) or refund and apply the answer;
     1 if it settled."""
-    is_refund = isinstance(row, Refund)
-    kind = "refund" if is_refund else row.kind
-    if is_refund:
+    kind = "refund" if isinstance(row, Refund) else row.kind
+    if isinstance(row, Refund):
         attempt = row.payment.attempts.filter(status=AttemptStatus.CAPTURED).first()
         if attempt is None:  # pragma: no cover - a refund exists only on a captured payment
             return 0
@@ -240,7 +241,7 @@ def _sync_operation(row: Modification | Refund, *, now: dt.datetime) -> int:
         return 0
     answer, provider_reference = _ask(attempt, row, kind, unknown=unknown, age=age)
     if answer == ACCEPTED:
-        if is_refund:
+        if isinstance(row, Refund):
             refund_accept(refund=row, actor=ACTOR, provider_reference=provider_reference)
         else:
             modification_accept(modification=row, actor=ACTOR,
@@ -248,12 +249,13 @@ def _sync_operation(row: Modification | Refund, *, now: dt.datetime) -> int:
         return 0
     if answer is None:
         return 0
-    if is_refund:
-        refund_settle(refund=row, succeeded=answer, actor=ACTOR,
+    succeeded = answer is True
+    if isinstance(row, Refund):
+        refund_settle(refund=row, succeeded=succeeded, actor=ACTOR,
                       provider_reference=provider_reference,
-                      failure_code="" if answer else "refund_failed")
+                      failure_code="" if succeeded else "refund_failed")
     else:
-        modification_settle(modification=row, succeeded=answer, actor=ACTOR,
+        modification_settle(modification=row, succeeded=succeeded, actor=ACTOR,
                             provider_reference=provider_reference)
     return 1
 

@@ -84,9 +84,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -220,7 +222,8 @@ class AdyenAdapter:
         except ProviderError as exc:  # the replay itself failed: we learnt nothing
             raise OutcomeUnknown(f"Adyen could not replay the payment request: {exc.message}",
                                  raw_code=exc.raw_code) from exc
-        answered = data.get("amount") if isinstance(data.get("amount"), dict) else {}
+        found = data.get("amount")
+        answered: dict[str, Any] = found if isinstance(found, dict) else {}
         amount = request.amount
         if isinstance(answered.get("value"), int) and not isinstance(answered["value"], bool):
             amount = WIRE.from_wire_or_zero(answered["value"],
@@ -273,7 +276,7 @@ class AdyenAdapter:
         return parse_settlement_report(response.text)
 
     # --- wire -------------------------------------------------------------------------
-    def _payment_body(self, request: AuthorizeRequest) -> dict:
+    def _payment_body(self, request: AuthorizeRequest) -> dict[str, Any]:
         card = request.card
         year = card.exp_year + 2000 if card.exp_year < 100 else card.exp_year
         payment_method = {"type": "scheme", "number": card.number,
@@ -282,7 +285,7 @@ class AdyenAdapter:
             payment_method["cvc"] = card.cvc
         if request.holder_name:
             payment_method["holderName"] = request.holder_name
-        body = {
+        body: dict[str, Any] = {
             "merchantAccount": self.merchant_account,
             "reference": wire_reference(request.reference),
             "amount": {"value": WIRE.to_wire(request.amount, request.currency),
@@ -302,7 +305,7 @@ class AdyenAdapter:
 
     def _modify(self, action: str, request: ModificationRequest, *,
                 with_amount: bool) -> ModificationResult:
-        body: dict = {"merchantAccount": self.merchant_account,
+        body: dict[str, Any] = {"merchantAccount": self.merchant_account,
                       "reference": wire_reference(request.reference)}
         if with_amount:
             body["amount"] = {"value": WIRE.to_wire(request.amount, request.currency),
@@ -314,10 +317,11 @@ class AdyenAdapter:
                                  f"{data.get('status')!r}.")
         return ModificationResult(provider_reference=data["pspReference"], pending=True)
 
-    def _session(self):
+    def _session(self) -> AbstractContextManager[httpx.Client]:
         return session(self.config, self._client)
 
-    def _call(self, method: str, path: str, *, json: dict, key: str | None = None) -> dict:
+    def _call(self, method: str, path: str, *, json: dict[str, Any],
+              key: str | None = None) -> dict[str, Any]:
         """Send one JSON request; return the 2xx body or raise the classified error."""
         headers = {"X-API-Key": self._api_key, "Accept": "application/json"}
         if key is not None:
@@ -354,7 +358,7 @@ class AdyenAdapter:
         raise OutcomeUnknown(message, raw_code=code)  # pragma: no cover - raise_for raised
 
     @staticmethod
-    def _classify(data: dict, request: AuthorizeRequest) -> outcomes.Outcome:
+    def _classify(data: dict[str, Any], request: AuthorizeRequest) -> outcomes.Outcome:
         """The normalized outcome of a `/payments` answer."""
         if data.get("merchantReference") not in (None, "", wire_reference(request.reference)):
             raise OutcomeUnknown("Adyen answered for another reference.")
@@ -374,7 +378,7 @@ class AdyenAdapter:
         return outcome
 
     @staticmethod
-    def _raise_refusal(outcome: outcomes.Outcome, data: dict) -> None:
+    def _raise_refusal(outcome: outcomes.Outcome, data: dict[str, Any]) -> None:
         reason = data.get("refusalReason") or data.get("resultCode") or "Refused"
         raw_code = str(data.get("refusalReasonCode") or data.get("resultCode") or "")
         outcomes.raise_for(outcome, f"Adyen: {reason}.", raw_code=raw_code)

@@ -24,6 +24,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+from typing import Any
 
 from providers import outcomes
 from providers.adyen.currencies import WIRE
@@ -48,14 +49,14 @@ KINDS = {
 FAILURE_EVENTS = frozenset({"CAPTURE_FAILED", "REFUND_FAILED"})
 
 
-def signing_string(item: dict) -> str:
+def signing_string(item: dict[str, Any]) -> str:
     amount = item.get("amount") or {}
     values = {**item, "value": amount.get("value", ""), "currency": amount.get("currency", "")}
     return ":".join("" if values.get(name) is None else str(values.get(name))
                     for name in SIGNED_FIELDS)
 
 
-def sign(item: dict, hex_key: str) -> str:
+def sign(item: dict[str, Any], hex_key: str) -> str:
     """The `hmacSignature` of a NotificationRequestItem under `hex_key`."""
     try:
         key = binascii.unhexlify(hex_key)
@@ -65,7 +66,7 @@ def sign(item: dict, hex_key: str) -> str:
     return base64.b64encode(digest).decode()
 
 
-def is_valid(item: dict, hex_keys: list[str]) -> bool:
+def is_valid(item: dict[str, Any], hex_keys: list[str]) -> bool:
     given = str((item.get("additionalData") or {}).get("hmacSignature") or "")
     if not given:
         return False
@@ -97,7 +98,7 @@ def parse(body: bytes, *, hmac_keys: list[str], livemode: bool,
     events = []
     for wrapper in items:
         item = wrapper.get("NotificationRequestItem") if isinstance(wrapper, dict) else None
-        _check_shape(item)
+        item = _check_shape(item)
         if not is_valid(item, keys):
             raise InvalidWebhook("A notification item's HMAC signature does not verify.",
                                  status=401)
@@ -108,8 +109,9 @@ def parse(body: bytes, *, hmac_keys: list[str], livemode: bool,
     return events
 
 
-def _check_shape(item) -> None:
-    """Types first: nothing below may trip over a malformed (unauthenticated) item."""
+def _check_shape(item: object) -> dict[str, Any]:
+    """The item, its types checked first: nothing below may trip over a malformed
+    (unauthenticated) item."""
     if not isinstance(item, dict):
         raise InvalidWebhook("A notification item is not an object.")
     for name in ("eventCode", "pspReference"):
@@ -126,9 +128,10 @@ def _check_shape(item) -> None:
         raise InvalidWebhook("A notification item's amount is not {value, currency}.")
     if item.get("additionalData") is not None and not isinstance(item["additionalData"], dict):
         raise InvalidWebhook("A notification item's additionalData is not an object.")
+    return item
 
 
-def _iso_amount(value, currency: str) -> int:
+def _iso_amount(value: object, currency: str) -> int:
     """An item's amount (Adyen's minor units, e.g. ISK in hundredths) in ISO minor units; 0
     ("not known") when there is none or it cannot be converted (an unknown currency): an odd
     amount must not make Adyen retry the whole delivery for weeks."""
@@ -137,7 +140,7 @@ def _iso_amount(value, currency: str) -> int:
     return WIRE.from_wire_or_zero(value, currency)
 
 
-def _event(item: dict) -> ProviderEvent:
+def _event(item: dict[str, Any]) -> ProviderEvent:
     code = str(item["eventCode"])
     success = str(item.get("success", "")).lower() == "true" and code not in FAILURE_EVENTS
     amount = item.get("amount") or {}

@@ -59,7 +59,8 @@ ProviderUnavailable or ProviderBadRequest (a GET never moves money).
 from __future__ import annotations
 
 import logging
-from typing import NoReturn
+from contextlib import AbstractContextManager
+from typing import Any, NoReturn
 
 import httpx
 
@@ -117,7 +118,7 @@ def wire_reference(reference: str) -> str:
     return fit(reference, MAX_REFERENCE)
 
 
-def _iso_amount(payment: dict, request: AuthorizeRequest) -> int:
+def _iso_amount(payment: dict[str, Any], request: AuthorizeRequest) -> int:
     """A payment's amount in ISO minor units (0 if it has none we can read)."""
     amount = payment.get("amount")
     if isinstance(amount, bool) or not isinstance(amount, int):
@@ -207,7 +208,7 @@ class CheckoutAdapter:
 
     # --- authorization --------------------------------------------------------------------
     def _authorize_result(self, client: httpx.Client, request: AuthorizeRequest,
-                          payment: dict) -> AuthorizeResult:
+                          payment: dict[str, Any]) -> AuthorizeResult:
         status, payment_id = payment.get("status", ""), payment.get("id", "")
         result = outcomes.classify_result(PROVIDER, status)
         if payment.get("approved") is True and result is not None \
@@ -255,7 +256,7 @@ class CheckoutAdapter:
     # --- capture / void / refund ----------------------------------------------------------
     def _modify(self, kind: str, request: ModificationRequest) -> ModificationResult:
         # metadata keeps our whole reference: the one place a shortened one can be traced
-        body: dict = {"reference": wire_reference(request.reference),
+        body: dict[str, Any] = {"reference": wire_reference(request.reference),
                       "metadata": {"switchyard_operation": request.reference}}
         if kind != "cancel":
             body["amount"] = WIRE.to_wire(request.amount, request.currency)
@@ -331,7 +332,7 @@ class CheckoutAdapter:
             raise OutcomeUnknown(f"Checkout.com could not be asked about {reference}: "
                                  f"{exc.message}", raw_code=exc.raw_code) from exc
 
-    def _payments_by_reference(self, client: httpx.Client, reference: str) -> list[dict]:
+    def _payments_by_reference(self, client: httpx.Client, reference: str) -> list[dict[str, Any]]:
         response = send(client, "GET", "/payments", provider=PROVIDER, headers=self._headers(),
                         params={"reference": reference, "limit": 100})
         if response.status_code != 200:
@@ -342,7 +343,7 @@ class CheckoutAdapter:
             raise ProviderUnavailable("Lookup by reference returned no data list.")
         return [item for item in data if isinstance(item, dict)]
 
-    def _actions(self, client: httpx.Client, payment_id: str) -> list[dict]:
+    def _actions(self, client: httpx.Client, payment_id: str) -> list[dict[str, Any]]:
         response = send(client, "GET", f"/payments/{payment_id}/actions", provider=PROVIDER,
                         headers=self._headers())
         if response.status_code != 200:
@@ -371,7 +372,7 @@ class CheckoutAdapter:
         return ""
 
     @staticmethod
-    def _pick(payments: list[dict]) -> dict:
+    def _pick(payments: list[dict[str, Any]]) -> dict[str, Any]:
         """The payment that answers for our reference: the newest one that moved money, else
         the newest. Several payments with one reference mean a request was executed twice
         (Checkout.com re-executes a retry whose first answer was not a 2xx)."""
@@ -382,7 +383,7 @@ class CheckoutAdapter:
         return (approved or payments)[0]
 
     # --- HTTP -----------------------------------------------------------------------------
-    def _session(self):
+    def _session(self) -> AbstractContextManager[httpx.Client]:
         return session(self.config, self._client)
 
     def _headers(self, idempotency_key: str | None = None) -> dict[str, str]:
@@ -395,12 +396,13 @@ class CheckoutAdapter:
             headers["Cko-Idempotency-Key"] = idempotency_key
         return headers
 
-    def _post(self, client: httpx.Client, path: str, body: dict, key: str) -> httpx.Response:
+    def _post(self, client: httpx.Client, path: str, body: dict[str, Any],
+              key: str) -> httpx.Response:
         return send(client, "POST", path, provider=PROVIDER,
                     headers=self._headers(fit(key, MAX_IDEMPOTENCY_KEY)), json=body)
 
     @staticmethod
-    def _body(response: httpx.Response, *, unknown: bool = True) -> dict:
+    def _body(response: httpx.Response, *, unknown: bool = True) -> dict[str, Any]:
         try:
             body = response.json()
         except ValueError:

@@ -54,7 +54,7 @@ def is_valid(body: bytes, signature: str, keys: list[str]) -> bool:
         hmac.compare_digest(sign(body, key).encode(), given) for key in keys if key)
 
 
-def _iso_amount(value, currency: str) -> int:
+def _iso_amount(value: object, currency: str) -> int:
     """`data.amount` (Checkout.com's minor units: CLP in hundredths) in ISO minor units; 0
     ("not known") when there is none or it cannot be converted, rather than refusing (and
     having Checkout.com redeliver) an otherwise good event."""

@@ -152,7 +152,7 @@ class AccountBreaker(pybreaker.CircuitBreaker):
                     return
                 failed = exc is not None and self.is_system_error(exc)
                 for listener in self.listeners:
-                    if failed:
+                    if failed and exc is not None:
                         listener.failure(self, exc)
                     else:
                         listener.success(self)
@@ -274,11 +274,15 @@ def refusing(accounts: Iterable[ProviderAccount]) -> set[str]:
     refused = set()
     for i, account in enumerate(accounts):
         state, opened_at, probe = values[3 * i: 3 * i + 3]
-        state = state.decode() if state else pybreaker.STATE_CLOSED
+        name = (state.decode() if isinstance(state, bytes) else state) or pybreaker.STATE_CLOSED
         opened = datetime.fromtimestamp(int(opened_at), UTC) if opened_at else None
-        if _refuses(state, opened, account.breaker_reset_timeout, lambda p=probe: p is not None):
+        if _refuses(name, opened, account.breaker_reset_timeout, _is_set(probe)):
             refused.add(account.id)
     return refused
+
+
+def _is_set(value: object) -> Callable[[], bool]:
+    return lambda: value is not None
 
 
 def _refuses(state: str, opened_at: datetime | None, reset_timeout: float,

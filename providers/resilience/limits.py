@@ -123,8 +123,9 @@ class RedisLimiter:
                 now_ms: int | None) -> str:
         """'' when granted, else the refusal code."""
         keys = [store.account_key(account_id, "rate"), store.account_key(account_id, "leases")]
-        args = [limits.rate_per_second, WINDOW_MS, limits.concurrency, limits.lease_ms, token,
-                "" if now_ms is None else now_ms]
+        args: list[str | int | float] = [
+            limits.rate_per_second, WINDOW_MS, limits.concurrency, limits.lease_ms, token,
+            "" if now_ms is None else now_ms]
         try:
             refusal = self._acquire(keys=keys, args=args)
         except redis.RedisError:
@@ -135,7 +136,7 @@ class RedisLimiter:
     def peek(self, checks: list[tuple[str, Limits]], now_ms: int | None) -> dict[str, str]:
         """Refusal code per account id that `acquire` would refuse now (one command)."""
         keys: list[str] = []
-        args: list[object] = [WINDOW_MS, "" if now_ms is None else now_ms]
+        args: list[str | int | float] = [WINDOW_MS, "" if now_ms is None else now_ms]
         for account_id, limits in checks:
             keys += [store.account_key(account_id, "rate"), store.account_key(account_id, "leases")]
             args += [limits.rate_per_second, limits.concurrency]
@@ -164,7 +165,7 @@ class RedisLimiter:
 class LocalLimiter:
     """The same rules in process, for the embedded default without Redis."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._grants: dict[str, deque[float]] = defaultdict(deque)
         self._leases: dict[str, dict[str, float]] = defaultdict(dict)

@@ -45,10 +45,11 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from functools import lru_cache
+from typing import Any
 
 from django.conf import settings
 from django.db import connections, router
@@ -79,7 +80,7 @@ _rng = random.Random()
 @dataclass(frozen=True)
 class RoutingDecision:
     candidates: tuple[ProviderAccount, ...]
-    record: dict
+    record: dict[str, Any]
 
 
 # --- rules, compiled --------------------------------------------------------------------------
@@ -98,8 +99,8 @@ class CompiledRule:
     metadata: tuple[tuple[str, str], ...] | None = None
 
     @classmethod
-    def compile(cls, rule_id: str, strategy: str, conditions: dict,
-                accounts: list) -> CompiledRule:
+    def compile(cls, rule_id: str, strategy: str, conditions: dict[str, Any],
+                accounts: list[Any]) -> CompiledRule:
         if strategy == WEIGHTED:
             weights = {entry["account"]: int(entry["weight"]) for entry in accounts}
             names = tuple(weights)
@@ -109,7 +110,8 @@ class CompiledRule:
         else:
             raise ValueError(f"unknown strategy {strategy!r}")
 
-        def optional_set(key: str, transform=str) -> frozenset[str] | None:
+        def optional_set(key: str, transform: Callable[[str], str] = str
+                         ) -> frozenset[str] | None:
             values = conditions.get(key)
             return None if values is None else frozenset(transform(v) for v in values)
 
@@ -185,7 +187,7 @@ class RuleIndex:
                 self._any_pair |= bit
 
     @staticmethod
-    def _add(index: dict, values, bit: int) -> int:
+    def _add(index: dict[str, int], values: Iterable[str] | None, bit: int) -> int:
         """Index the rule's values; returns its bit when it has no such condition."""
         if values is None:
             return bit
@@ -229,7 +231,8 @@ class RoutingConfig:
     accounts: tuple[ProviderAccount, ...]  # every account of the mode, by priority
     by_name: Mapping[str, ProviderAccount]
     index: RuleIndex | None = field(default=None, repr=False, compare=False)
-    _fees: dict = field(default_factory=dict, repr=False, compare=False)
+    _fees: dict[tuple[str, str], tuple[Decimal, int] | None] = field(
+        default_factory=dict, repr=False, compare=False)
 
     def first_match(self, ctx: RoutingContext) -> CompiledRule | None:
         if self.index is None:
@@ -284,7 +287,8 @@ def load_config(merchant_id: str, livemode: bool) -> RoutingConfig:
     if connections[database].vendor == "postgresql":
         accounts = tuple(ProviderAccount.objects.db_manager(database).raw(
             _accounts_sql(), (merchant_id, livemode, merchant_id, livemode)))
-        version = accounts[0].rules_version if accounts else None
+        # rules_version is a column of _accounts_sql(), not a model field
+        version = accounts[0].rules_version if accounts else None  # type: ignore[attr-defined]
     else:
         accounts = tuple(ProviderAccount.objects.using(database).filter(
             merchant_id=merchant_id, livemode=livemode).order_by("priority", "name"))
@@ -401,11 +405,12 @@ def route(context: RoutingContext, *, config: RoutingConfig | None = None,
                 reasons[account.name] = _LIMIT_REASONS.get(limited[account.id], RATE_LIMITED)
         eligible = [a for a in remaining if a.id not in limited]
 
-    record: dict = {"rule": rule.id if rule else None, "strategy": strategy}
+    record: dict[str, Any] = {"rule": rule.id if rule else None, "strategy": strategy}
     if strategy == SUCCESS_RATE:
         ordered, scored, explored = _by_success_rate(eligible, rng)
         record["explored"] = explored
     elif strategy == WEIGHTED:
+        assert rule is not None  # only a rule is weighted (the default order is not)
         ordered, scored = _weighted(eligible, rule.weights, rng)
     elif strategy == LEAST_COST:
         ordered, scored = _least_cost(eligible, context, config)
@@ -423,7 +428,7 @@ def route(context: RoutingContext, *, config: RoutingConfig | None = None,
 
 
 def _weighted(eligible: list[ProviderAccount], weights: Mapping[str, int],
-              rng: random.Random) -> tuple[list[ProviderAccount], list[dict]]:
+              rng: random.Random) -> tuple[list[ProviderAccount], list[dict[str, Any]]]:
     keyed = [(rng.random() ** (1.0 / weights[a.name]), a) for a in eligible]
     keyed.sort(key=lambda pair: pair[0], reverse=True)
     ordered = [a for _, a in keyed]
@@ -431,7 +436,7 @@ def _weighted(eligible: list[ProviderAccount], weights: Mapping[str, int],
 
 
 def _least_cost(eligible: list[ProviderAccount], context: RoutingContext,
-                config: RoutingConfig) -> tuple[list[ProviderAccount], list[dict]]:
+                config: RoutingConfig) -> tuple[list[ProviderAccount], list[dict[str, Any]]]:
     fees = {a.id: expected_fee(a, context.amount, context.currency,
                                entry=config.fee_entry(a, context.currency)) for a in eligible}
     ordered = sorted(eligible, key=lambda a: (fees[a.id] is None, fees[a.id] or 0, a.priority,
@@ -440,7 +445,7 @@ def _least_cost(eligible: list[ProviderAccount], context: RoutingContext,
 
 
 def _by_success_rate(eligible: list[ProviderAccount], rng: random.Random
-                     ) -> tuple[list[ProviderAccount], list[dict], str | None]:
+                     ) -> tuple[list[ProviderAccount], list[dict[str, Any]], str | None]:
     rates = stats.success_rates(eligible) if eligible else {}
     ordered = sorted(eligible, key=lambda a: (-rates[a.id].rate, a.priority, a.name))
     explored = None
@@ -453,7 +458,7 @@ def _by_success_rate(eligible: list[ProviderAccount], rng: random.Random
     return ordered, scored, explored
 
 
-def summarize(record: dict) -> str:
+def summarize(record: dict[str, Any]) -> str:
     """A routing record in one line, for operators (admin, logs):
     "rule rr_… (weighted): stripe-main 70, adyen-main 30; skipped: checkout-main breaker_open"."""
     if not record:

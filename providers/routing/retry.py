@@ -68,8 +68,10 @@ DECLINE_CLASSES: dict[str, str] = _decline_classes()
 
 
 class HasKind(Protocol):
-    kind: str
-    decline_code: str | None
+    @property
+    def kind(self) -> str: ...
+    @property
+    def decline_code(self) -> str | None: ...
 
 
 def default_retry(decline_code: str) -> bool:

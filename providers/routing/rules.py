@@ -9,7 +9,7 @@ loads (it still skips, and logs, a rule that was broken behind its back). Errors
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import iso4217
 from django.conf import settings
@@ -60,14 +60,14 @@ def _unique(values: list[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
-def _amount(value: Any, param: str) -> int:
+def _amount(value: object, param: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_AMOUNT:
         raise RuleError(f"{param} must be a positive integer in the currency's minor unit.",
                         param=param)
     return value
 
 
-def clean_conditions(conditions: Any) -> dict:
+def clean_conditions(conditions: Any) -> dict[str, Any]:
     """The conditions, checked and normalized (upper-case codes, no duplicates, no empties)."""
     if conditions is None:
         return {}
@@ -134,14 +134,14 @@ def clean_conditions(conditions: Any) -> dict:
 
 
 # --- strategy and accounts --------------------------------------------------------------------
-def account_names(strategy: str, accounts: list) -> list[str]:
+def account_names(strategy: str, accounts: list[Any]) -> list[str]:
     """The account names a (valid) rule refers to, in its order."""
     if strategy == "weighted":
         return [entry["account"] for entry in accounts]
     return list(accounts)
 
 
-def clean_accounts(strategy: Any, accounts: Any, *, known_names: Collection[str]) -> list:
+def clean_accounts(strategy: Any, accounts: Any, *, known_names: Collection[str]) -> list[Any]:
     """The rule's accounts for its strategy, checked against the names of the mode's accounts.
 
     ordered, least_cost, success_rate: ["name", …]; weighted: [{"account": name, "weight": n}].
@@ -154,7 +154,7 @@ def clean_accounts(strategy: Any, accounts: Any, *, known_names: Collection[str]
         raise RuleError(f"accounts has at most {MAX_ACCOUNTS_PER_RULE} entries.",
                         param="accounts")
     if strategy == "weighted":
-        cleaned: list = []
+        cleaned: list[Any] = []
         for entry in accounts:
             if (not isinstance(entry, dict) or set(entry) != {"account", "weight"}
                     or not isinstance(entry["account"], str)):
@@ -181,7 +181,7 @@ def clean_accounts(strategy: Any, accounts: Any, *, known_names: Collection[str]
     return cleaned
 
 
-def clean_priority(value: Any) -> int:
+def clean_priority(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_PRIORITY:
         raise RuleError(f"priority must be an integer from 0 to {MAX_PRIORITY}.",
                         param="priority")
@@ -195,10 +195,11 @@ def mode_account_names(merchant_id: str, livemode: bool) -> set[str]:
 
 # --- writes -----------------------------------------------------------------------------------
 _UNSET: Any = object()
+T = TypeVar("T")
 
 
-def routing_rule_create(*, merchant_id: str, livemode: bool, strategy: str, accounts: list,
-                        conditions: dict | None = None, priority: int = 100,
+def routing_rule_create(*, merchant_id: str, livemode: bool, strategy: str, accounts: list[Any],
+                        conditions: dict[str, Any] | None = None, priority: int = 100,
                         enabled: bool = True, description: str = "") -> RoutingRule:
     rule = RoutingRule(merchant_id=merchant_id, livemode=livemode)
     return _save_rule(rule, strategy=strategy, accounts=accounts, conditions=conditions or {},
@@ -206,12 +207,13 @@ def routing_rule_create(*, merchant_id: str, livemode: bool, strategy: str, acco
                       creating=True)
 
 
-def routing_rule_update(*, rule: RoutingRule, strategy: str = _UNSET, accounts: list = _UNSET,
-                        conditions: dict = _UNSET, priority: int = _UNSET,
+def routing_rule_update(*, rule: RoutingRule, strategy: str = _UNSET,
+                        accounts: list[Any] = _UNSET,
+                        conditions: dict[str, Any] = _UNSET, priority: int = _UNSET,
                         enabled: bool = _UNSET, description: str = _UNSET) -> RoutingRule:
     """Change the given fields (conditions are replaced as a whole); the result is checked
     as a whole, so a new strategy needs accounts of its shape."""
-    def pick(value, current):
+    def pick(value: T, current: T) -> T:
         return current if value is _UNSET else value
 
     return _save_rule(rule, strategy=pick(strategy, rule.strategy),
@@ -221,8 +223,9 @@ def routing_rule_update(*, rule: RoutingRule, strategy: str = _UNSET, accounts: 
                       description=pick(description, rule.description), creating=False)
 
 
-def _save_rule(rule: RoutingRule, *, strategy, accounts, conditions, priority, enabled,
-               description, creating: bool) -> RoutingRule:
+def _save_rule(rule: RoutingRule, *, strategy: str, accounts: list[Any],
+               conditions: dict[str, Any], priority: int, enabled: bool, description: str,
+               creating: bool) -> RoutingRule:
     cleaned = check_rule_fields(merchant_id=rule.merchant_id, livemode=rule.livemode,
                                 strategy=strategy, accounts=accounts, conditions=conditions,
                                 priority=priority)

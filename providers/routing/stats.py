@@ -31,11 +31,13 @@ import math
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
 import redis
 from django.conf import settings
+from redis.commands.core import Script
 
 from providers.models import ProviderAccount
 from providers.outcomes import APPROVED, HARD, SOFT, UNAVAILABLE, UNKNOWN
@@ -124,7 +126,7 @@ def _key(account_id: str) -> str:
 
 
 @lru_cache(maxsize=8)
-def _scripts(client: redis.Redis) -> tuple:
+def _scripts(client: redis.Redis) -> tuple[Script, Script]:
     """(record, read) as redis-py Scripts: EVALSHA, loading the script when Redis lacks it."""
     return client.register_script(_RECORD), client.register_script(_READ)
 
@@ -135,7 +137,7 @@ def _account_id(account: ProviderAccount | str) -> str:
 
 # --- in process (no Redis) --------------------------------------------------------------------
 class _LocalCounters:
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: dict[str, dict[int, dict[str, int]]] = defaultdict(dict)
 
@@ -182,7 +184,7 @@ def record_outcome(account: ProviderAccount | str, kind: str, *, now: float | No
         logger.exception("could not record a routing outcome in Redis; dropped")
 
 
-def success_rates(accounts: list[ProviderAccount | str], *,
+def success_rates(accounts: Sequence[ProviderAccount | str], *,
                   now: float | None = None) -> dict[str, Rate]:
     """The rolling rate of each account (by id) over the window; one Redis round trip."""
     ids = [_account_id(a) for a in accounts]
@@ -196,7 +198,8 @@ def success_rates(accounts: list[ProviderAccount | str], *,
     except redis.RedisError:
         logger.exception("routing success rates unavailable in Redis; using the prior")
         return {i: _rate(0, 0, 0, 0, enough, prior) for i in ids}
-    return {i: _rate(*(int(n) for n in flat[4 * k: 4 * k + 4]), enough, prior)
+    n = [int(count) for count in flat]  # approved, soft, failed, hard per account
+    return {i: _rate(n[4 * k], n[4 * k + 1], n[4 * k + 2], n[4 * k + 3], enough, prior)
             for k, i in enumerate(ids)}
 
 

@@ -129,22 +129,31 @@ def _in_process_base() -> str:
     return "http://localhost"
 
 
-def _schedule_delivery() -> None:
-    delay = settings.SANDBOX_WEBHOOK_DELAY_SECONDS
-    if delay is None:
+# A delivery pass that fails as a whole (SQLite busy with another writer in the embedded
+# default, a database restarting) is tried again on its own this many times, 1, 2, 4, … s
+# apart: the embedded default has no beat to pick up what it left due.
+THREAD_RETRIES = 5
+
+
+def _schedule_delivery(delay: float | None = None, retry: int = 0) -> None:
+    if settings.SANDBOX_WEBHOOK_DELAY_SECONDS is None:
         return
-    timer = threading.Timer(delay, _deliver_in_thread)
+    if delay is None:
+        delay = settings.SANDBOX_WEBHOOK_DELAY_SECONDS
+    timer = threading.Timer(delay, _deliver_in_thread, kwargs={"retry": retry})
     timer.daemon = True
     timer.start()
 
 
-def _deliver_in_thread() -> None:
+def _deliver_in_thread(retry: int = 0) -> None:
     from django.db import connection
 
     try:
         deliver_due()
-    except Exception:  # the beat task or the next delivery retries
+    except Exception:
         logger.exception("sandbox webhook delivery failed")
+        if retry < THREAD_RETRIES:  # else the beat task (or the next queued webhook) retries
+            _schedule_delivery(delay=2.0 ** retry, retry=retry + 1)
     finally:
         connection.close()
 

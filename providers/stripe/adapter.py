@@ -60,6 +60,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from typing import Any
 from urllib.parse import urlencode
 
 import httpx
@@ -103,7 +105,7 @@ _MODIFIED_STATUS = {
 REFUND_PAGES = 10  # pages of 100 refunds read to find ours
 
 
-def form_encode(params: Mapping, prefix: str = "") -> list[tuple[str, str]]:
+def form_encode(params: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
     """Stripe's form encoding: nested dicts as a[b][c], lists as a[0], booleans true/false.
     None values are left out. Order is the insertion order, so a request encodes the same
     way every time (the idempotency key's parameters must not change on a retry)."""
@@ -263,7 +265,8 @@ class StripeAdapter:
         with self._http() as client:
             self._get(client, "/v1/balance", None)
 
-    def _find_refund(self, client: httpx.Client, intent_id: str, reference: str) -> dict | None:
+    def _find_refund(self, client: httpx.Client, intent_id: str,
+                     reference: str) -> dict[str, Any] | None:
         after = None
         for _ in range(REFUND_PAGES):
             page = self._get(client, "/v1/refunds", {
@@ -281,7 +284,7 @@ class StripeAdapter:
                              "was not among them.", raw_code="too_many_refunds")
 
     @staticmethod
-    def _refund_result(refund: dict | None) -> ModificationResult | None:
+    def _refund_result(refund: dict[str, Any] | None) -> ModificationResult | None:
         if refund is None:
             return None
         status = _field(refund, "status")
@@ -294,7 +297,7 @@ class StripeAdapter:
                                   pending=_REFUND_PENDING[status])
 
     # --- wire ---------------------------------------------------------------------------
-    def _http(self):
+    def _http(self) -> AbstractContextManager[httpx.Client]:
         return session(self.config, self._client)
 
     def _headers(self) -> dict[str, str]:
@@ -312,7 +315,7 @@ class StripeAdapter:
         return WIRE.to_wire(request.amount, request.currency) if request.amount else None
 
     def _post(self, client: httpx.Client, path: str, idempotency_key: str,
-              params: Mapping) -> dict:
+              params: Mapping[str, Any]) -> dict[str, Any]:
         headers = {**self._headers(), "Idempotency-Key": fit(idempotency_key,
                                                              MAX_IDEMPOTENCY_KEY),
                    "Content-Type": "application/x-www-form-urlencoded"}
@@ -320,12 +323,13 @@ class StripeAdapter:
                         content=urlencode(form_encode(params)).encode())
         return _body(response)
 
-    def _get(self, client: httpx.Client, path: str, query: Mapping | None) -> dict:
+    def _get(self, client: httpx.Client, path: str,
+             query: Mapping[str, Any] | None) -> dict[str, Any]:
         response = send(client, "GET", path, provider=PROVIDER, headers=self._headers(),
                         params=dict(query or {}))
         return _body(response)
 
-    def _modified(self, intent: dict, *, expected: str) -> ModificationResult:
+    def _modified(self, intent: dict[str, Any], *, expected: str) -> ModificationResult:
         status = _field(intent, "status")
         if status == "processing":
             return ModificationResult(provider_reference=_field(intent, "id"), pending=True)
@@ -336,7 +340,7 @@ class StripeAdapter:
 
 
 # --- answers ----------------------------------------------------------------------------
-def _body(response: httpx.Response) -> dict:
+def _body(response: httpx.Response) -> dict[str, Any]:
     """The JSON body of a 2xx answer, or the adapter exception for anything else."""
     try:
         body = response.json()
@@ -351,8 +355,9 @@ def _body(response: httpx.Response) -> dict:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _raise_error(response: httpx.Response, body: dict) -> None:
-    error = body.get("error") if isinstance(body.get("error"), dict) else {}
+def _raise_error(response: httpx.Response, body: dict[str, Any]) -> None:
+    found = body.get("error")
+    error: dict[str, Any] = found if isinstance(found, dict) else {}
     status = response.status_code
     kind, code = str(error.get("type") or ""), str(error.get("code") or "")
     message = str(error.get("message") or f"Stripe answered HTTP {status}.")
@@ -386,7 +391,7 @@ def _metadata_value(reference: str) -> str:
     return fit(reference, MAX_METADATA_VALUE)
 
 
-def _iso_amount(intent: dict, request: AuthorizeRequest) -> int:
+def _iso_amount(intent: dict[str, Any], request: AuthorizeRequest) -> int:
     """A PaymentIntent's amount in ISO minor units (0 if it has none we can read)."""
     amount = intent.get("amount")
     if isinstance(amount, bool) or not isinstance(amount, int):
@@ -394,14 +399,14 @@ def _iso_amount(intent: dict, request: AuthorizeRequest) -> int:
     return WIRE.from_wire_or_zero(amount, str(intent.get("currency") or request.currency))
 
 
-def _field(obj: dict, name: str) -> str:
+def _field(obj: dict[str, Any], name: str) -> str:
     value = obj.get(name)
     if not isinstance(value, str) or not value:
         raise OutcomeUnknown(f"Stripe's answer has no {name!r}.", raw_code="malformed_response")
     return value
 
 
-def _list_data(body: dict) -> list[dict]:
+def _list_data(body: dict[str, Any]) -> list[dict[str, Any]]:
     data = body.get("data")
     if not isinstance(data, list):
         raise OutcomeUnknown("Stripe's list answer has no data.", raw_code="malformed_response")

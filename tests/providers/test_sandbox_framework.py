@@ -51,3 +51,23 @@ def test_stripe_style_form_parsing_nests_brackets():
     assert form == {"card": {"number": "4242", "exp_month": "12"},
                     "metadata": {"order": "A1"},
                     "payment_method_types": {"0": "card"}, "confirm": "true"}
+
+
+def test_a_failed_delivery_pass_in_process_is_tried_again_on_its_own(monkeypatch, settings):
+    """The embedded default has no beat: a delivery pass that fails as a whole (SQLite busy)
+    schedules itself again, 1, 2, 4, … s later, a bounded number of times."""
+    from providers.sandboxes import webhooks
+
+    settings.SANDBOX_WEBHOOK_DELAY_SECONDS = 1.0
+    scheduled = []
+    monkeypatch.setattr(webhooks, "_schedule_delivery",
+                        lambda delay=None, retry=0: scheduled.append((delay, retry)))
+
+    def locked(**kwargs):
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(webhooks, "deliver_due", locked)
+    webhooks._deliver_in_thread()
+    webhooks._deliver_in_thread(retry=2)
+    webhooks._deliver_in_thread(retry=webhooks.THREAD_RETRIES)  # gives up: beat's job then
+    assert scheduled == [(1.0, 1), (4.0, 3)]
