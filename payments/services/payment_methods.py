@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
 
@@ -85,11 +86,11 @@ def card_for_payment(payment: Payment) -> Card:
     return card_for_provider(payment.payment_method)
 
 
-def card_for_authorization(pm: PaymentMethod, *, cvc: str | None = None) -> Card:
-    """The card for an authorization that is starting, with its CVC: the one the merchant
-    sent with this request (memory only), else the one kept since the card was vaulted,
-    which is erased now. Call inside the transaction that starts the authorization, so
-    that the CVC is erased exactly when it is used (and kept if that transaction rolls
+def card_for_authorization(card: Card, pm: PaymentMethod, *, cvc: str | None = None) -> Card:
+    """`card` (`pm` decrypted) for an authorization that is starting, with its CVC: the one
+    the merchant sent with this request (memory only), else the one kept since the card was
+    vaulted, which is erased now. Call inside the transaction that starts the authorization,
+    so that the CVC is erased exactly when it is used (and kept if that transaction rolls
     back). Only the first authorization of a card ever gets the stored CVC."""
     stored = PaymentMethod.objects.select_for_update().filter(pk=pm.pk).values_list(
         "key_version", "encrypted_cvc").first()
@@ -101,7 +102,7 @@ def card_for_authorization(pm: PaymentMethod, *, cvc: str | None = None) -> Card
                                     associated=_cvc_context(pm.pk))
             except Exception:  # noqa: BLE001 - a CVC that cannot be read is no CVC
                 cvc = None
-    return card_for_provider(pm, cvc=cvc)
+    return dataclasses.replace(card, cvc=cvc)
 
 
 def payment_methods_erase_stale_cvcs(*, now: dt.datetime | None = None) -> int:

@@ -65,8 +65,7 @@ def payment_create(
                              param="payment_method")
     to_confirm = payment_method if confirm else None
     # Decrypt before anything moves: a vault failure must leave nothing behind.
-    if to_confirm is not None:
-        card_for_provider(to_confirm)
+    decrypted = card_for_provider(to_confirm) if to_confirm is not None else None
     card: Card | None = None
     with transaction.atomic():
         # Creating and starting the confirmation is one transaction: a confirmation that
@@ -86,8 +85,8 @@ def payment_create(
             pinned=account is not None,
         )
         idempotency.record_object(payment)
-        if to_confirm is not None:
-            card = _start_confirmation(payment, to_confirm, actor="api", cvc=cvc)
+        if to_confirm is not None and decrypted is not None:
+            card = _start_confirmation(payment, to_confirm, decrypted, actor="api", cvc=cvc)
     if card is not None:
         return _authorize(payment, card, actor="api")
     return payment
@@ -167,14 +166,14 @@ def payment_confirm(*, payment: Payment, payment_method: PaymentMethod | None = 
                              code="parameter_missing", param="payment_method")
     # Decrypt before the payment moves: a vault failure must leave it untouched, not stuck
     # in processing.
-    card_for_provider(pm)
+    decrypted = card_for_provider(pm)
     with transaction.atomic():
-        card = _start_confirmation(payment, pm, actor=actor, cvc=cvc)
+        card = _start_confirmation(payment, pm, decrypted, actor=actor, cvc=cvc)
         idempotency.record_object(payment)
     return _authorize(payment, card, actor=actor)
 
 
-def _start_confirmation(payment: Payment, pm: PaymentMethod, *, actor: str,
+def _start_confirmation(payment: Payment, pm: PaymentMethod, card: Card, *, actor: str,
                         cvc: str | None = None) -> Card:
     """Lock, check, route and move to processing (inside the caller's transaction); the
     card for the authorization, with its CVC (erased from the vault now, if kept there)."""
@@ -188,7 +187,7 @@ def _start_confirmation(payment: Payment, pm: PaymentMethod, *, actor: str,
         updates={"payment_method": pm, "provider_account": account, "routing": routing},
         data={"candidates": routing["order"]},
     )
-    return card_for_authorization(pm, cvc=cvc)
+    return card_for_authorization(card, pm, cvc=cvc)
 
 
 def _authorize(payment: Payment, card: Card, *, actor: str) -> Payment:
