@@ -28,6 +28,9 @@ class EventType(models.TextChoices):
     DUPLICATE_CHARGE_REVERSAL_FAILED = "payment.duplicate_charge_reversal_failed"
     PROVIDER_EVENT_MISMATCH = "payment.provider_event_mismatch"
     FLAGGED_FOR_OPERATOR = "payment.flagged_for_operator"
+    # merchant event (outbox only): the payment was flagged for an operator
+    NEEDS_ATTENTION = "payment.needs_attention"
+    OPERATOR_FLAG_CLEARED = "payment.operator_flag_cleared"
     OPERATION_UNSETTLED = "payment.operation_unsettled"
     # captures and voids (payments.services.modifications)
     CAPTURE_STARTED = "payment.capture_started"
@@ -63,3 +66,12 @@ MODIFICATION_EVENTS = {
 }
 REFUND_EVENTS = {"pending": EventType.REFUND_PENDING, "succeeded": EventType.REFUND_SUCCEEDED,
                  "failed": EventType.REFUND_FAILED, "unresolved": EventType.REFUND_UNRESOLVED}
+
+# What merchants hear (webhooks) and list (/v1/events): the types an endpoint's
+# `enabled_events` may name (or "*" for all of them).
+MERCHANT_EVENT_TYPES = (
+    "payment.processing", "payment.requires_capture", "payment.succeeded", "payment.failed",
+    "payment.canceled", "payment.unresolved", EventType.NEEDS_ATTENTION.value,
+    EventType.REFUND_PENDING.value, EventType.REFUND_SUCCEEDED.value,
+    EventType.REFUND_FAILED.value, EventType.REFUND_UNRESOLVED.value,
+)

@@ -4,10 +4,12 @@ and every query in the API is scoped by both.
 Where a payment changes state: `payments/state_machine.py`, and only there.
 """
 
+import json
 from typing import Any
 
 from django.db import models
 
+from providers import crypto
 from providers.ids import new_id
 
 
@@ -302,9 +304,11 @@ class IdempotencyKey(models.Model):
 
 
 class WebhookOutbox(models.Model):
-    """Merchant-webhook events written in the same transaction as the state change.
+    """The merchant's events (`evt_…`, served by /v1/events), each written in the same
+    transaction as the state change it announces, with its exact webhook body (`payload`).
 
-    A worker relays them to the merchant's endpoints; nothing depends on a nudge arriving.
+    The relay fans an event out into one `WebhookDelivery` per matching endpoint and sets
+    `relayed_at`; nothing depends on a nudge arriving: a periodic task relays what is left.
     """
 
     id = models.BigAutoField(primary_key=True)
@@ -312,9 +316,144 @@ class WebhookOutbox(models.Model):
     merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="+")
     livemode = models.BooleanField()
     type = models.CharField(max_length=64)
+    # the payment or refund the event is about (pay_…, re_…)
+    object_id = models.CharField(max_length=40, blank=True, default="", db_index=True)
     payload = models.JSONField()
     created_at = models.DateTimeField(auto_now_add=True)
     relayed_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        verbose_name = "event"
+        indexes = [models.Index(fields=["merchant", "livemode", "-id"],
+                                name="event_list_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.event_id} {self.type}"
+
+
+class WebhookEndpoint(PrefixedIdModel):
+    """Where a merchant wants its events POSTed. The signing secret (`whsec_…`) is shown
+    once; it is stored encrypted like provider credentials. After a roll the previous
+    secret keeps signing beside the new one until `previous_secret_expires_at`."""
+
+    id_prefix = "we"
+    merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="+")
+    livemode = models.BooleanField()
+    url = models.CharField(max_length=2048)
+    description = models.CharField(max_length=500, blank=True)
+    enabled_events = models.JSONField(default=list, help_text='Event types, or ["*"].')
+    metadata = models.JSONField(default=dict, blank=True)
+    disabled = models.BooleanField(default=False)
+    # why Switchyard disabled it (e.g. failing for 3 days); empty when the merchant did
+    disabled_reason = models.CharField(max_length=500, blank=True)
+    # since when every delivery has failed (None: the last one succeeded)
+    failing_since = models.DateTimeField(null=True, blank=True, db_index=True)
+    secrets_encrypted = models.BinaryField(default=b"", editable=False)
+    secrets_key_version = models.CharField(max_length=32, blank=True, editable=False)
+    previous_secret_expires_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["merchant", "livemode", "-created_at", "-id"],
+                                name="endpoint_list_idx")]
+
+    def set_secrets(self, current: str, previous: str = "") -> None:
+        if not self.id:
+            self.id = new_id(self.id_prefix)
+        self.secrets_key_version, self.secrets_encrypted = crypto.encrypt(
+            json.dumps({"current": current, "previous": previous}), associated=self.id)
+
+    def stored_secrets(self) -> dict[str, str]:
+        """{"current": …, "previous": …}, decrypted."""
+        stored: dict[str, str] = json.loads(crypto.decrypt(
+            self.secrets_key_version, bytes(self.secrets_encrypted), associated=self.id))
+        return stored
+
+    def signing_secrets(self, now: Any) -> list[str]:
+        """The secrets that sign a delivery now: the current one, and the previous one
+        while its 24 hours run."""
+        stored = self.stored_secrets()
+        active = [stored["current"]]
+        if (stored.get("previous") and self.previous_secret_expires_at is not None
+                and now < self.previous_secret_expires_at):
+            active.append(stored["previous"])
+        return active
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending"  # due at next_attempt_at (or being sent: claimed until then)
+    SUCCEEDED = "succeeded"  # a 2xx came back
+    FAILED = "failed"  # retried for the whole retry period, or the endpoint was disabled
+
+
+class WebhookDelivery(models.Model):
+    """One event to one endpoint, until it is acknowledged (at least once)."""
+
+    id = models.BigAutoField(primary_key=True)
+    event = models.ForeignKey(WebhookOutbox, on_delete=models.CASCADE,
+                              related_name="deliveries")
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE,
+                                 related_name="deliveries")
+    status = models.CharField(max_length=16, choices=DeliveryStatus.choices,
+                              default=DeliveryStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    # pending: when it is due next; a sender that claims it moves this past its send, so a
+    # sender killed mid-send leaves it due again once the claim runs out
+    next_attempt_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # when the current round of tries started (first send, or a redelivery by hand): the
+    # retry period runs from here
+    first_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "webhook deliveries"
+        constraints = [models.UniqueConstraint(fields=["event", "endpoint"],
+                                               name="one_delivery_per_event_endpoint")]
+
+
+class WebhookDeliveryAttempt(models.Model):
+    """The log of every delivery try: when, the HTTP status, how long, what came back."""
+
+    id = models.BigAutoField(primary_key=True)
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE,
+                                 related_name="tries")
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="+")
+    started_at = models.DateTimeField()
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(default=0)
+    error = models.CharField(max_length=500, blank=True)
+    response_excerpt = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+
+class AuditLog(models.Model):
+    """Append-only record of every operator action, credential change and key revocation,
+    written in the same transaction as the change. The database refuses UPDATE and DELETE
+    on this table (trigger in migration 0010)."""
+
+    id = models.BigAutoField(primary_key=True)
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # "user:<username>" for the admin, "cli:<os user>" for management commands
+    actor = models.CharField(max_length=200)
+    action = models.CharField(max_length=100)
+    object_type = models.CharField(max_length=100)
+    object_id = models.CharField(max_length=100, db_index=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    reason = models.TextField(blank=True)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    outcome = models.CharField(max_length=200, default="ok")
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.object_id}"
 
 
 class ProviderWebhookEvent(models.Model):

@@ -13,7 +13,9 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from django.db import transaction
+from django.utils import timezone
 
+from payments.api.serializers import PaymentOutput, RefundOutput
 from payments.errors import StateConflict
 from payments.events import REFUND_EVENTS, EventType
 from payments.models import (
@@ -85,8 +87,9 @@ MODIFICATION_TRANSITIONS: dict[str, frozenset[str]] = {
     M.FAILED: frozenset(),
 }
 
-# Which payment statuses merchants hear about by webhook.
+# Which payment statuses merchants hear about by webhook (and see in /v1/events).
 _WEBHOOK_EVENTS: dict[str, str] = {
+    S.PROCESSING: "payment.processing",
     S.REQUIRES_CAPTURE: "payment.requires_capture",
     S.SUCCEEDED: "payment.succeeded",
     S.FAILED: "payment.failed",
@@ -148,7 +151,7 @@ def transition_payment(
         data={**(data or {}), **snapshot},
     )
     if to_status is not None and to_status in _WEBHOOK_EVENTS:
-        _outbox(locked, _WEBHOOK_EVENTS[to_status], _payment_summary(locked))
+        _outbox(locked, _WEBHOOK_EVENTS[to_status])
     payment.__dict__.update(locked.__dict__)
     return locked
 
@@ -185,12 +188,7 @@ def transition_refund(
         updates=payment_updates,
         data={"refund": locked.id, "amount": locked.amount, "from_status": from_status},
     )
-    _outbox(
-        locked,
-        REFUND_EVENTS[to_status],
-        {"id": locked.id, "object": "refund", "payment": payment.id, "amount": locked.amount,
-         "currency": locked.currency, "status": locked.status},
-    )
+    _outbox(locked, REFUND_EVENTS[to_status])
     refund.__dict__.update(locked.__dict__)
     return locked
 
@@ -232,28 +230,23 @@ def _transition(model: type[_Row], table: dict[str, frozenset[str]], row: _Row,
     return locked
 
 
-def _payment_summary(payment: Payment) -> dict[str, Any]:
-    return {
-        "id": payment.id,
-        "object": "payment",
-        "amount": payment.amount,
-        "currency": payment.currency,
-        "status": payment.status,
-        "amount_captured": payment.amount_captured,
-        "amount_refunded": payment.amount_refunded,
-        "reference": payment.reference,
-    }
-
-
-def _outbox(obj: Payment | Refund, event_type: str, summary: dict[str, Any]) -> None:
+def _outbox(obj: Payment | Refund, event_type: str) -> None:
+    """Write the merchant event announcing `obj`'s change: a Stripe-shaped envelope around
+    the object exactly as the API returns it now (the relay sends this body as it is, and
+    /v1/events returns it)."""
     event_id = new_id("evt")
+    created = timezone.now()
+    representation = (PaymentOutput(obj) if isinstance(obj, Payment) else RefundOutput(obj)).data
     WebhookOutbox.objects.create(
         event_id=event_id,
         merchant_id=obj.merchant_id,
         livemode=obj.livemode,
         type=event_type,
+        object_id=obj.pk,
+        created_at=created,
         payload={"id": event_id, "object": "event", "type": event_type,
-                 "livemode": obj.livemode, "data": {"object": summary}},
+                 "created": int(created.timestamp()), "livemode": obj.livemode,
+                 "data": {"object": dict(representation)}},
     )
 
 
@@ -276,8 +269,23 @@ def flag_for_operator(payment_id: str, event: str, *, actor: str, data: dict[str
         type=event, **{f"data__{name}": data[name] for name in once_by}).exists()
     if new:
         record_event(locked, event, actor=actor, data=data)
-    Payment.objects.filter(pk=locked.pk).update(needs_operator=True)
+    if not locked.needs_operator:
+        locked.needs_operator = True
+        Payment.objects.filter(pk=locked.pk).update(needs_operator=True)
+        _outbox(locked, EventType.NEEDS_ATTENTION)
     return new
+
+
+def clear_operator_flag(payment_id: str, *, actor: str, reason: str) -> bool:
+    """An operator has dealt with the payment: clear `needs_operator`, with an event saying
+    who and why. Call inside a transaction. False when it was not flagged."""
+    locked = lock_payment(payment_id)
+    if not locked.needs_operator:
+        return False
+    Payment.objects.filter(pk=locked.pk).update(needs_operator=False)
+    locked.needs_operator = False
+    record_event(locked, EventType.OPERATOR_FLAG_CLEARED, actor=actor, data={"reason": reason})
+    return True
 
 
 def replay_events(payment: Payment) -> dict[str, Any]:

@@ -12,6 +12,8 @@ import itertools
 import threading
 
 import pytest
+
+from payments.api.serializers import PaymentOutput
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 
@@ -36,6 +38,7 @@ R = RefundStatus
 PAYMENT_PAIRS = list(itertools.product(S.values, S.values))
 REFUND_PAIRS = list(itertools.product(R.values, R.values))
 WEBHOOK_TYPES = {
+    S.PROCESSING: "payment.processing",
     S.REQUIRES_CAPTURE: "payment.requires_capture",
     S.SUCCEEDED: "payment.succeeded",
     S.FAILED: "payment.failed",
@@ -172,6 +175,9 @@ def test_payment_transition_pair(merchant, frm, to):
         assert message.payload["id"] == message.event_id
         assert message.payload["data"]["object"]["id"] == payment.id
         assert message.payload["data"]["object"]["status"] == to
+        assert message.payload["created"] == int(message.created_at.timestamp())
+        assert message.payload["data"]["object"] == PaymentOutput(stored).data
+        assert message.object_id == payment.id
         assert message.relayed_at is None
     else:
         assert written == []
@@ -247,7 +253,8 @@ def test_each_transition_appends_exactly_one_event(merchant):
     assert [(e[2], e[3]) for e in log] == list(itertools.pairwise(
         ["", S.REQUIRES_CONFIRMATION, *path]))
     assert [m.type for m in outbox(merchant)] == [
-        "payment.requires_capture", "payment.unresolved", "payment.succeeded"]
+        "payment.processing", "payment.requires_capture", "payment.processing",
+        "payment.unresolved", "payment.succeeded"]
     assert sm.replay_events(payment)["status"] == S.SUCCEEDED
 
 
