@@ -187,6 +187,11 @@ SANDBOX_DROP_WINDOW_SECONDS = env.float("SANDBOX_DROP_WINDOW_SECONDS", default=5
 # caused them (a timer thread); the beat task delivers whatever that missed.
 SANDBOX_WEBHOOK_DELAY_SECONDS = env.float("SANDBOX_WEBHOOK_DELAY_SECONDS", default=1.0)
 
+# Merchant webhooks (payments.services.webhook_urls): hosts, as written in the URL, that may
+# be reached although they resolve to a non-public address (local development only; empty
+# in production). `make run` sets 127.0.0.1,localhost when unset.
+WEBHOOK_ALLOWED_HOSTS = env.list("WEBHOOK_ALLOWED_HOSTS", default=[])
+
 # --- Provider resilience (providers/resilience): retries only where provably safe -----------
 PROVIDER_RETRY_MAX_ATTEMPTS = env.int("PROVIDER_RETRY_MAX_ATTEMPTS", default=3)
 PROVIDER_RETRY_MAX_SECONDS = env.float("PROVIDER_RETRY_MAX_SECONDS", default=2.0)
