@@ -550,3 +550,32 @@ def test_successful_attempts_on_different_payments_are_independent(merchant):
     assert PaymentAttempt.objects.filter(payment__merchant=merchant,
                                          status=AttemptStatus.CAPTURED).count() == 2
 
+
+
+# --- operator flag --------------------------------------------------------------------------
+def test_flagging_tells_the_merchant_once_and_clearing_records_who_and_why(merchant):
+    payment = new_payment(merchant, S.UNRESOLVED)
+    for _ in range(2):  # raised twice (two sync passes): one flag, one merchant event
+        with transaction.atomic():
+            sm.flag_for_operator(payment.pk, "payment.flagged_for_operator", actor="status_sync",
+                                 data={"why": "gave up"})
+    payment.refresh_from_db()
+    assert payment.needs_operator is True
+    [attention] = [m for m in outbox(merchant) if m.type == "payment.needs_attention"]
+    assert attention.object_id == payment.id
+    assert attention.payload["data"]["object"]["status"] == S.UNRESOLVED
+
+    with transaction.atomic():
+        assert sm.clear_operator_flag(payment.pk, actor="user:alice", reason="checked") is True
+    with transaction.atomic():
+        assert sm.clear_operator_flag(payment.pk, actor="user:alice", reason="again") is False
+    payment.refresh_from_db()
+    assert payment.needs_operator is False
+    cleared = payment.events.get(type="payment.operator_flag_cleared")
+    assert (cleared.actor, cleared.data["reason"]) == ("user:alice", "checked")
+    assert sm.replay_events(payment)["status"] == S.UNRESOLVED
+
+    with transaction.atomic():  # flagged again later: the merchant hears it again
+        sm.flag_for_operator(payment.pk, "payment.flagged_for_operator", actor="status_sync",
+                             data={"why": "gave up"})
+    assert [m.type for m in outbox(merchant)].count("payment.needs_attention") == 2
