@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from django.db import models
+from django.utils import timezone
 
 from providers import crypto
 from providers.ids import new_id
@@ -319,7 +320,8 @@ class WebhookOutbox(models.Model):
     # the payment or refund the event is about (pay_…, re_…)
     object_id = models.CharField(max_length=40, blank=True, default="", db_index=True)
     payload = models.JSONField()
-    created_at = models.DateTimeField(auto_now_add=True)
+    # not auto_now_add: the envelope's `created` is this very value
+    created_at = models.DateTimeField(default=timezone.now)
     relayed_at = models.DateTimeField(null=True, blank=True, db_index=True)
 
     class Meta:
