@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import redis
 from django.core.management.base import BaseCommand, CommandError
 
 from payments.audit import cli_actor
@@ -110,8 +111,11 @@ class Command(BaseCommand):
 
     def _reset_breaker(self, o):
         account = self._account(o)
-        before = provider_account_reset_breaker(account=account, actor=cli_actor(),
-                                                reason=o["reason"])
+        try:
+            before = provider_account_reset_breaker(account=account, actor=cli_actor(),
+                                                    reason=o["reason"])
+        except redis.RedisError as exc:  # audited as failed by the service
+            raise CommandError(f"Could not reset the breaker of {account}: {exc}") from None
         self.stdout.write(f"Breaker of {account} closed (was {before}).")
 
     def _list(self, o):
