@@ -95,8 +95,10 @@ class ProviderAccountAdmin(AuditedModelAdmin, provider_admin.ProviderAccountAdmi
 @admin.register(RoutingRule)
 class RoutingRuleAdmin(AuditedModelAdmin, provider_admin.RoutingRuleAdmin):
     audit_object_type = "routing_rule"
+    audit_exclude = ("created_at", "updated_at")  # not operator changes
 
 
 @admin.register(RetryRule)
 class RetryRuleAdmin(AuditedModelAdmin, provider_admin.RetryRuleAdmin):
     audit_object_type = "retry_rule"
+    audit_exclude = ("created_at", "updated_at")

@@ -13,7 +13,7 @@ from django.urls import reverse
 
 from payments.audit import audit_record
 from payments.models import APIKey, AuditLog
-from providers.models import ProviderAccount
+from providers.models import ProviderAccount, RetryRule
 from providers.resilience.breaker import breaker_for
 from tests.conftest import admin_change_url
 from tests.providers.test_admin import form_data
@@ -122,6 +122,25 @@ def test_routing_rule_changes_are_audited(staff_client, merchant):
     assert resp.status_code == 302, resp.content[:2000]
     row = AuditLog.objects.get(action="retry_rule.create")
     assert row.after["decline_code"] == "try_again_later" and row.actor == "user:ops"
+    assert "updated_at" not in row.after
+    rule = RetryRule.objects.get(pk=row.object_id)
+    resp = staff_client.post(admin_change_url(rule), {
+        "merchant": merchant.pk, "livemode": "", "decline_code": "try_again_later",
+        "retry": "on"})
+    assert resp.status_code == 302, resp.content[:2000]
+    change = AuditLog.objects.get(action="retry_rule.update")
+    assert (change.before, change.after) == ({"retry": False}, {"retry": True})
+
+
+def test_deleting_a_provider_account_is_audited(staff_client, merchant):
+    account = ProviderAccount.objects.create(merchant=merchant, name="spare", provider="stripe",
+                                             base_url="sandbox://local")
+    resp = staff_client.post(reverse("admin:providers_provideraccount_delete",
+                                     args=[account.pk]), {"post": "yes"})
+    assert resp.status_code == 302
+    assert not ProviderAccount.objects.filter(pk=account.pk).exists()
+    row = AuditLog.objects.get(object_id=account.pk)
+    assert row.action == "provider_account.delete" and row.before["name"] == "spare"
 
 
 def test_disable_needs_a_reason_and_is_audited(staff_client, merchant):
