@@ -64,7 +64,7 @@ def main() -> None:
     SandboxCondition.objects.update_or_create(
         provider="stripe", defaults={"latency_ms": args.latency_ms, "outage": False,
                                      "soft_decline_rate": 0.0})
-    merchant, _, _ = merchant_create(name=f"bench-breaker-{uuid.uuid4().hex[:8]}", sandbox_accounts=True)
+    merchant, _, _ = merchant_create(actor="test", name=f"bench-breaker-{uuid.uuid4().hex[:8]}", sandbox_accounts=True)
     account = ProviderAccount.objects.get(merchant=merchant, livemode=False, provider="stripe")
 
     card = Card(number="4242424242424242", exp_month=12, exp_year=2034, brand="visa")

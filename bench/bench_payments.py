@@ -40,7 +40,7 @@ def main() -> None:
     from payments.services.payment_methods import payment_method_create
 
     call_command("migrate", verbosity=0)
-    merchant, key, _ = merchant_create(name=f"bench-{uuid.uuid4().hex[:8]}", sandbox_accounts=True)
+    merchant, key, _ = merchant_create(actor="test", name=f"bench-{uuid.uuid4().hex[:8]}", sandbox_accounts=True)
     pm = payment_method_create(merchant=merchant, livemode=False, number="4242424242424242",
                                exp_month=12, exp_year=2034)
     client = APIClient()

@@ -2,6 +2,7 @@
 
 from django.contrib import admin
 
+from payments.admin_audit import revoke_api_keys
 from payments.models import (
     APIKey,
     Merchant,
@@ -13,7 +14,6 @@ from payments.models import (
     Refund,
     WebhookOutbox,
 )
-from payments.services.merchants import api_key_revoke
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -59,10 +59,12 @@ class APIKeyAdmin(ReadOnlyAdmin):
     exclude = ("key_hash",)
     actions = ["revoke"]
 
-    @admin.action(description="Revoke the selected keys")
+    @admin.action(description="Revoke the selected keys", permissions=["revoke"])
     def revoke(self, request, queryset):
-        for key in queryset:
-            api_key_revoke(key=key)
+        return revoke_api_keys(self, request, queryset)  # audited, with a reason
+
+    def has_revoke_permission(self, request):
+        return request.user.has_perm("payments.change_apikey")
 
 
 @admin.register(PaymentMethod)

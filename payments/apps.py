@@ -13,6 +13,9 @@ class PaymentsConfig(AppConfig):
 
     def ready(self) -> None:
         checks.register(check_status_sync_window)
+        # The audit log's admin and the provider models' audited admin live in their own
+        # modules (payments/admin.py is the operator views'); the admin autodiscovery has run.
+        from payments import admin_audit, admin_providers  # noqa: F401
 
 
 def check_status_sync_window(app_configs=None, **kwargs) -> list[checks.CheckMessage]:

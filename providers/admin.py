@@ -1,3 +1,7 @@
+"""The provider models' admin: forms that check settings as the API and commands do, and the
+ModelAdmin classes. They are registered by payments/admin_providers.py, which adds an audit row
+to every change (the audit log is payments', which providers cannot import)."""
+
 import json
 from typing import Any
 
@@ -62,7 +66,6 @@ class ProviderAccountForm(forms.ModelForm):
         return account
 
 
-@admin.register(ProviderAccount)
 class ProviderAccountAdmin(admin.ModelAdmin):
     form = ProviderAccountForm
     list_display = ("name", "merchant", "provider", "livemode", "enabled", "priority",
@@ -114,7 +117,6 @@ class RoutingRuleForm(forms.ModelForm):
         return cleaned
 
 
-@admin.register(RoutingRule)
 class RoutingRuleAdmin(admin.ModelAdmin):
     form = RoutingRuleForm
     list_display = ("id", "merchant", "livemode", "priority", "enabled", "strategy",
@@ -155,7 +157,6 @@ class RetryRuleForm(forms.ModelForm):
         return cleaned
 
 
-@admin.register(RetryRule)
 class RetryRuleAdmin(admin.ModelAdmin):
     form = RetryRuleForm
     list_display = ("decline_code", "retry", "default", "merchant", "livemode", "updated_at")

@@ -7,6 +7,7 @@ random ones into a git-ignored `.env` file, production injects real ones. Produc
 settings/production.py (this file without the sandboxes); the tests run settings/test.py.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -37,6 +38,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI's assets, served by us (no CDN)
+    "axes",  # admin login lockout (below)
     "providers",
     "payments",
     "workers",
@@ -64,7 +66,31 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into its lockout response.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# --- Admin sign-in: lockout and idle sessions ---------------------------------------------
+# django-axes counts failed sign-ins per username and client IP together (one attacker cannot
+# lock every operator out from elsewhere, and a guessed username from one address is stopped)
+# and refuses the next one, right password or not, until the cool-off has passed. Its backend
+# must come first so a locked-out attempt never reaches the password check.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True  # the count is of consecutive failures
+# Behind a proxy, REMOTE_ADDR is the proxy's: run gunicorn with --forwarded-allow-ips and a
+# proxy that sets it, or every operator shares one address (the audit log records it too).
+# Sessions expire when idle, not at a fixed time after sign-in: every request pushes the
+# expiry SESSION_IDLE_TIMEOUT_SECONDS ahead; a session left alone that long is gone.
+SESSION_COOKIE_AGE = env.int("SESSION_IDLE_TIMEOUT_SECONDS", default=30 * 60)
+SESSION_SAVE_EVERY_REQUEST = True
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+SESSION_COOKIE_HTTPONLY = True
 
 ROOT_URLCONF = "settings.urls"
 WSGI_APPLICATION = "settings.wsgi.application"

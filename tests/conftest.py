@@ -50,7 +50,7 @@ def _clean_cache():
 @pytest.fixture
 def merchant_keys(db):
     """(merchant, test key, live key) for a merchant made as `create_merchant` makes it."""
-    return merchant_create(name=f"Shop {uuid.uuid4().hex[:8]}", sandbox_accounts=True)
+    return merchant_create(actor="test", name=f"Shop {uuid.uuid4().hex[:8]}", sandbox_accounts=True)
 
 
 @pytest.fixture
@@ -71,7 +71,7 @@ def live_api(merchant_keys) -> Api:
 @pytest.fixture
 def other_api(db) -> Api:
     """Another merchant's test-mode client, for isolation checks."""
-    _, test_key, _ = merchant_create(name=f"Other {uuid.uuid4().hex[:8]}", sandbox_accounts=True)
+    _, test_key, _ = merchant_create(actor="test", name=f"Other {uuid.uuid4().hex[:8]}", sandbox_accounts=True)
     return Api(test_key)
 
 

@@ -33,4 +33,4 @@ def payment_method(merchant, *, number="4242424242424242", livemode=False, **ext
 
 
 def new_key(merchant, *, livemode=False) -> str:
-    return api_key_create(merchant=merchant, livemode=livemode)[1]
+    return api_key_create(actor="test", merchant=merchant, livemode=livemode)[1]

@@ -69,7 +69,7 @@ def test_the_generated_client_has_every_operation(generated_client):
 def test_the_generated_client_drives_the_lifecycle(generated_client, live_server):
     """Vault a card, authorize (manual capture), capture, refund, retrieve and list, with
     nothing but the generated code."""
-    _, key, _ = merchant_create(name=f"Generated {uuid.uuid4().hex[:8]}", sandbox_accounts=True)
+    _, key, _ = merchant_create(actor="test", name=f"Generated {uuid.uuid4().hex[:8]}", sandbox_accounts=True)
 
     def op(name):
         resource = name.rsplit("_", 1)[0]
@@ -190,7 +190,7 @@ def api_key(db):
     signals.request_started.disconnect(close_old_connections)
     signals.request_finished.disconnect(close_old_connections)
     try:
-        yield merchant_create(name=f"Schemathesis {uuid.uuid4().hex[:8]}", sandbox_accounts=True)[1]
+        yield merchant_create(actor="test", name=f"Schemathesis {uuid.uuid4().hex[:8]}", sandbox_accounts=True)[1]
     finally:
         signals.request_started.connect(close_old_connections)
         signals.request_finished.connect(close_old_connections)

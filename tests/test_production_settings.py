@@ -38,7 +38,13 @@ try:
 except AccountError as exc:
     refused = str(exc)
 
+from django.contrib.auth.models import Group
+
 print(json.dumps({
+    "groups": sorted(Group.objects.values_list("name", flat=True)),
+    "sign_in": [settings.AXES_FAILURE_LIMIT, settings.AXES_COOLOFF_TIME.total_seconds(),
+                settings.AUTHENTICATION_BACKENDS[0], settings.MIDDLEWARE[-1],
+                settings.SESSION_COOKIE_AGE, settings.SESSION_SAVE_EVERY_REQUEST],
     "sandboxes_enabled": settings.SANDBOXES_ENABLED,
     "installed": list(settings.INSTALLED_APPS),
     "tables": tables,
@@ -78,6 +84,11 @@ def test_production_start_has_no_sandbox_tables_modules_or_jobs(tmp_path):
     assert "switchyard.payments.sync_unknown_outcomes" in found["tasks"]
     assert found["commands"] == []  # run_sandbox, sandbox_fault, sandbox_webhook
     assert "SANDBOXES_ENABLED" in found["refused"]  # a sandbox:// account cannot be set up
+    # the admin's groups, lockout and idle sessions are production's too
+    assert found["groups"] == ["payment operators", "support"]
+    assert "axes_accessattempt" in found["tables"]
+    assert found["sign_in"] == [5, 900.0, "axes.backends.AxesStandaloneBackend",
+                                "axes.middleware.AxesMiddleware", 1800, True]
 
 
 def test_the_suite_runs_with_the_sandboxes():

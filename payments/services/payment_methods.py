@@ -9,6 +9,7 @@ from typing import Any
 from django.db import transaction
 
 from payments import vault
+from payments.audit import audit_record
 from payments.cards import validate_card
 from payments.errors import ResourceMissing
 from payments.models import Merchant, Payment, PaymentMethod
@@ -164,3 +165,45 @@ def provider_credentials_reencrypt() -> int:
             account.save(update_fields=["credentials_encrypted", "credentials_key_version"])
             done += 1
     return done
+
+
+def vault_keys_rotate(*, actor: str, reason: str = "", batch_size: int = 500) -> tuple[int, int]:
+    """Re-encrypt cards and provider credentials under the active vault key (`rotate_keys`);
+    returns (cards, provider accounts). One audit row summarizes it, written in the
+    transaction that re-encrypts the credentials, after the cards' batches (each its own short
+    transaction, so the rotation runs online). If it fails part-way, a "failed" row says
+    what was still under old keys; running it again finishes the job."""
+    from django.conf import settings
+    from django.db.models import Count
+
+    from providers.models import ProviderAccount
+
+    active = settings.VAULT_ACTIVE_KEY
+
+    def by_key() -> dict[str, dict[str, int]]:
+        cards = (PaymentMethod.objects.exclude(key_version=active).values("key_version")
+                 .annotate(n=Count("pk")).order_by("key_version"))
+        accounts = (ProviderAccount.objects.exclude(credentials_key_version=active)
+                    .exclude(credentials_encrypted=b"").values("credentials_key_version")
+                    .annotate(n=Count("pk")).order_by("credentials_key_version"))
+        return {"cards": {row["key_version"]: row["n"] for row in cards},
+                "provider_accounts": {row["credentials_key_version"]: row["n"]
+                                      for row in accounts}}
+
+    before = by_key()
+    try:
+        cards = payment_methods_reencrypt(batch_size=batch_size)
+        with transaction.atomic():
+            accounts = provider_credentials_reencrypt()
+            audit_record(actor=actor, action="vault.rotate_keys", object_type="vault_key",
+                         object_id=active, reason=reason, before={"under_old_keys": before},
+                         after={"active_key": active, "cards": cards,
+                                "provider_accounts": accounts})
+    except Exception as exc:
+        with transaction.atomic():
+            audit_record(actor=actor, action="vault.rotate_keys", object_type="vault_key",
+                         object_id=active, reason=reason, before={"under_old_keys": before},
+                         after={"active_key": active, "under_old_keys": by_key()},
+                         outcome=f"failed: {type(exc).__name__}")
+        raise
+    return cards, accounts

@@ -94,6 +94,15 @@ class ProbeSlot:
         except redis.RedisError:
             return False  # as acquire(): an unreachable Redis lets the trial pass
 
+    def clear(self) -> None:
+        """Free the slot whoever holds it (an operator's reset: a trial call still in flight
+        then records into a closed breaker, which is harmless)."""
+        if self._client is None:
+            with self._lock:
+                self._local = None
+            return
+        self._client.delete(self._key)
+
     def release(self, token: str) -> None:
         if self._client is None:
             with self._lock:
@@ -239,6 +248,26 @@ def breaker_for(account: ProviderAccount) -> AccountBreaker:
 def breaker_state(account: ProviderAccount) -> str:
     """closed | open | half-open, as every process sees it (for the admin and routing)."""
     return breaker_for(account).current_state
+
+
+def breaker_reset(account: ProviderAccount) -> str:
+    """Close the account's breaker for every process (an operator's decision that the
+    provider is back): closed, no failures counted, no trial call slot held. Returns the
+    state it was in. Raises redis.RedisError when the shared state cannot be written: a reset
+    that did not happen must not look as if it had (pybreaker's storage would only log)."""
+    breaker = breaker_for(account)
+    client = store.redis_client()
+    with breaker._lock:
+        before = breaker.current_state
+        if client is not None:
+            client.ping()  # pybreaker's storage swallows Redis errors; fail loudly first
+        breaker.storage.reset_counter()
+        breaker.close()
+        breaker.probe_slot.clear()
+    if breaker.current_state != pybreaker.STATE_CLOSED:
+        raise redis.RedisError(f"breaker {account.id} still reads {breaker.current_state}")
+    logger.warning("breaker %s: reset by an operator (was %s)", account.id, before)
+    return before
 
 
 def refusing(accounts: Iterable[ProviderAccount]) -> set[str]:

@@ -1,12 +1,14 @@
 """Operator commands: create_merchant, seed_demo, revoke_api_key."""
 
+import json
 import re
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
 
-from payments.models import APIKey, Merchant
+from payments.audit import cli_actor
+from payments.models import APIKey, AuditLog, Merchant
 from payments.services.merchants import api_key_authenticate, hash_key
 from providers.models import ProviderAccount
 
@@ -94,3 +96,38 @@ def test_revoke_api_key_by_prefix_stops_authentication(api, merchant_keys):
     assert api.get("/v1/payments").status_code == 401
     with pytest.raises(CommandError):
         run("revoke_api_key", "key_nope")
+
+
+@pytest.mark.django_db
+def test_create_merchant_is_audited_with_the_keys_by_prefix_only():
+    output = run("create_merchant", "Audited", "--reason", "onboarding ticket 42")
+    merchant = Merchant.objects.get(name="Audited")
+    row = AuditLog.objects.get(object_type="merchant", object_id=merchant.pk)
+    assert row.actor == cli_actor() and row.actor.startswith("cli:")
+    assert (row.action, row.reason, row.outcome) == ("merchant.create", "onboarding ticket 42",
+                                                    "ok")
+    prefixes = sorted(APIKey.objects.filter(merchant=merchant).values_list("prefix", flat=True))
+    assert sorted(row.after["api_keys"]) == prefixes
+    assert len(row.after["provider_accounts"]) == 3
+    for raw in (m.group() for m in KEY_RE.finditer(output)):
+        assert raw not in json.dumps([row.before, row.after, row.reason])
+
+
+@pytest.mark.django_db
+def test_revoke_api_key_is_audited_with_its_reason(merchant_keys):
+    key = APIKey.objects.filter(merchant=merchant_keys[0], livemode=True).get()
+    run("revoke_api_key", key.prefix, "--reason", "pasted in a public channel")
+    row = AuditLog.objects.filter(object_id=key.pk).get()
+    assert (row.actor, row.action, row.reason) == (
+        cli_actor(), "api_key.revoke", "pasted in a public channel")
+    assert row.before == {"revoked_at": None} and row.after["revoked_at"]
+    assert "already revoked" in run("revoke_api_key", key.pk)
+    assert AuditLog.objects.filter(object_id=key.pk).first().outcome.startswith("unchanged")
+
+
+@pytest.mark.django_db
+def test_seed_demo_is_audited():
+    run("seed_demo")
+    run("seed_demo")
+    assert list(AuditLog.objects.filter(reason="seed_demo").order_by("id").values_list(
+        "action", flat=True)) == ["merchant.create", "api_key.create"]

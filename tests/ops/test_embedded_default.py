@@ -37,7 +37,7 @@ from payments.services.payments import payment_create
 from payments.services import status_sync
 from providers.sandboxes.models import SandboxCharge
 
-merchant, _, _ = merchant_create(name="Embedded", sandbox_accounts=True)
+merchant, _, _ = merchant_create(actor="test", name="Embedded", sandbox_accounts=True)
 pm = payment_method_create(merchant=merchant, livemode=False, number="4000000000000408",
                            exp_month=12, exp_year=2034)
 payment = payment_create(merchant=merchant, livemode=False, amount=700, currency="USD",
@@ -71,7 +71,7 @@ from payments.services.merchants import merchant_create
 from payments.services.modifications import payment_capture
 from payments.services.payment_methods import payment_method_create
 from payments.services.payments import payment_create
-merchant, _, _ = merchant_create(name="Embedded webhooks", sandbox_accounts=True)
+merchant, _, _ = merchant_create(actor="test", name="Embedded webhooks", sandbox_accounts=True)
 pm = payment_method_create(merchant=merchant, livemode=False, number="4242424242424242",
                            exp_month=12, exp_year=2034)
 payment = payment_create(merchant=merchant, livemode=False, amount=700, currency="EUR",

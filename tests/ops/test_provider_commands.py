@@ -1,11 +1,15 @@
 """Operator commands for provider accounts and sandboxes (docs/api.md, "Operator commands")."""
 
+import json
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
 
+from payments.audit import cli_actor
+from payments.models import AuditLog
 from providers.models import ProviderAccount
+from providers.resilience.breaker import breaker_for
 from providers.sandboxes.models import SandboxCondition
 
 
@@ -113,6 +117,72 @@ def test_sandbox_account_added_without_credentials_gets_sandbox_ones(shop, merch
         "--provider", "stripe")
     account = ProviderAccount.objects.get(merchant=merchant, name="stripe-2")
     assert account.is_sandbox and account.get_credentials()["secret_key"]
+
+
+def audit_rows(account: ProviderAccount) -> list[AuditLog]:
+    return list(AuditLog.objects.filter(object_type="provider_account",
+                                        object_id=account.pk).order_by("id"))
+
+
+@pytest.mark.django_db
+def test_every_change_is_audited_naming_changed_credentials_never_their_values(shop, merchant):
+    run("provider_account", "add", "--merchant", shop, "--name", "cko", "--provider",
+        "checkout", "--base-url", "https://api.sandbox.checkout.com", "--reason", "new PSP",
+        "--credential", "secret_key=sk_sbox_one", "--credential", "processing_channel_id=pc_1")
+    account = ProviderAccount.objects.get(merchant=merchant, name="cko")
+    run("provider_account", "update", "--merchant", shop, "--name", "cko", "--reason",
+        "key rotated at Checkout.com", "--credential", "secret_key=sk_sbox_two",
+        "--credential", "webhook_secret=whsec_not_real", "--read-timeout", "4")
+    run("provider_account", "update", "--merchant", shop, "--name", "cko", "--priority", "3")
+    run("provider_account", "disable", "--merchant", shop, "--name", "cko", "--reason", "outage")
+    run("provider_account", "disable", "--merchant", shop, "--name", "cko")
+    run("provider_account", "enable", "--merchant", shop, "--name", "cko")
+
+    created, rotated, reprioritized, disabled, again, enabled = audit_rows(account)
+    assert all(row.actor == cli_actor() for row in audit_rows(account))
+    assert created.action == "provider_account.create" and created.before is None
+    assert created.reason == "new PSP"
+    assert created.after["credentials"] == ["processing_channel_id", "secret_key"]
+    assert created.after["base_url"] == "https://api.sandbox.checkout.com"
+    assert rotated.action == "provider_account.update"
+    assert rotated.reason == "key rotated at Checkout.com"
+    assert rotated.before == {"read_timeout": 10.0, "credentials": ["secret_key"]}
+    assert rotated.after == {"read_timeout": 4.0,
+                             "credentials": ["secret_key", "webhook_secret"]}
+    assert reprioritized.before == {"priority": 100} and reprioritized.after == {"priority": 3}
+    assert (disabled.action, disabled.before, disabled.after, disabled.reason) == (
+        "provider_account.disable", {"enabled": True}, {"enabled": False}, "outage")
+    assert again.outcome.startswith("unchanged")
+    assert (enabled.action, enabled.after) == ("provider_account.enable", {"enabled": True})
+    stored = json.dumps([[row.before, row.after, row.reason, row.outcome]
+                         for row in AuditLog.objects.all()])
+    for secret in ("sk_sbox_one", "sk_sbox_two", "whsec_not_real", "pc_1"):
+        assert secret not in stored
+
+
+@pytest.mark.django_db
+def test_a_refused_change_is_audited_as_refused_and_saves_nothing(shop, merchant):
+    with pytest.raises(CommandError, match="https"):
+        run("provider_account", "update", "--merchant", shop, "--name", "stripe-sandbox",
+            "--mode", "test", "--base-url", "ftp://x", "--reason", "try")
+    account = ProviderAccount.objects.get(merchant=merchant, name="stripe-sandbox")
+    assert account.base_url == "sandbox://local"
+    row = audit_rows(account)[-1]
+    assert row.action == "provider_account.update" and row.outcome.startswith("refused")
+
+
+@pytest.mark.django_db
+def test_reset_breaker_closes_it_for_everyone_and_is_audited(shop, merchant):
+    account = ProviderAccount.objects.get(merchant=merchant, name="adyen-sandbox")
+    breaker_for(account).open()
+    assert breaker_for(account).current_state == "open"
+    output = run("provider_account", "reset-breaker", "--merchant", shop, "--name",
+                 "adyen-sandbox", "--reason", "Adyen says the incident is over")
+    assert "was open" in output
+    assert breaker_for(account).current_state == "closed"
+    row = audit_rows(account)[-1]
+    assert (row.action, row.before, row.after, row.outcome) == (
+        "provider_account.reset_breaker", {"breaker": "open"}, {"breaker": "closed"}, "ok")
 
 
 @pytest.mark.django_db

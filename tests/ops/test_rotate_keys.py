@@ -5,7 +5,8 @@ from django.core.management import call_command
 from django.test import override_settings
 
 from payments import vault
-from payments.models import PaymentMethod
+from payments.audit import cli_actor
+from payments.models import AuditLog, PaymentMethod
 from tests.factories import payment_method
 
 
@@ -48,3 +49,25 @@ def test_rotate_keys_reencrypts_provider_credentials_too(merchant):
     # and with the old key gone, the accounts still work
     with override_settings(VAULT_KEYS={"k2": "dGVzdC1vbmx5LXZhdWx0LWtleS10d28tMzJieXRlcyE="}):
         assert ProviderAccount.objects.first().get_credentials()
+
+
+
+@pytest.mark.django_db
+def test_rotate_keys_writes_one_audit_row_summarizing_what_it_reencrypted(merchant):
+    from providers.models import ProviderAccount
+
+    with override_settings(VAULT_ACTIVE_KEY="k1"):
+        for _ in range(3):
+            payment_method(merchant)
+        account = ProviderAccount.objects.filter(merchant=merchant).first()
+        account.set_credentials({"secret_key": "sk_test_rotate_me"})
+        account.save()
+    call_command("rotate_keys", "--batch-size", "2", "--reason", "yearly rotation",
+                 stdout=StringIO())
+    row = AuditLog.objects.get(action="vault.rotate_keys")
+    assert (row.actor, row.object_id, row.reason, row.outcome) == (
+        cli_actor(), "k2", "yearly rotation", "ok")
+    assert row.before["under_old_keys"]["cards"] == {"k1": 3}
+    assert row.before["under_old_keys"]["provider_accounts"]["k1"] >= 1
+    assert row.after["cards"] == 3 and row.after["active_key"] == "k2"
+    assert "sk_test_rotate_me" not in str([row.before, row.after])

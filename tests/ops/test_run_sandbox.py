@@ -83,7 +83,7 @@ def test_a_sandbox_over_http_sends_webhooks_to_switchyard_over_http(live_server)
     from providers.models import ProviderAccount
     from providers.sandboxes import webhooks
 
-    merchant, _, _ = merchant_create(name="Over HTTP", sandbox_accounts=True)
+    merchant, _, _ = merchant_create(actor="test", name="Over HTTP", sandbox_accounts=True)
     with run_sandbox("adyen") as url:
         account = ProviderAccount(merchant=merchant, name="adyen-http", provider="adyen",
                                   base_url=url)

@@ -194,18 +194,18 @@ def test_revoked_key(merchant_keys):
     api = Api(test_key)
     assert api.get("/v1/payments").status_code == 200
     for key in APIKey.objects.filter(merchant=merchant, livemode=False):
-        api_key_revoke(key=key)
+        api_key_revoke(actor="test", key=key)
     assert_unauthenticated(api.get("/v1/payments"))
     assert_unauthenticated(api.post("/v1/payments", {"amount": 100, "currency": "USD"}))
     assert not Payment.objects.exists()
     # a new key of the same merchant works
-    _, fresh = api_key_create(merchant=merchant, livemode=False)
+    _, fresh = api_key_create(actor="test", merchant=merchant, livemode=False)
     assert Api(fresh).get("/v1/payments").status_code == 200
 
 
 def test_revoking_one_key_leaves_the_others(merchant_keys):
     merchant, test_key, live_key = merchant_keys
-    api_key_revoke(key=APIKey.objects.get(merchant=merchant, livemode=True))
+    api_key_revoke(actor="test", key=APIKey.objects.get(merchant=merchant, livemode=True))
     assert_unauthenticated(Api(live_key).get("/v1/payments"))
     assert Api(test_key).get("/v1/payments").status_code == 200
 

@@ -119,7 +119,7 @@ class PaymentLifecycle(RuleBasedStateMachine):
         super().__init__()
         cache.clear()  # breakers, limits
         SandboxCondition.objects.all().delete()
-        self.merchant, _, _ = merchant_create(name=f"Hypo {uuid.uuid4().hex[:12]}", sandbox_accounts=True)
+        self.merchant, _, _ = merchant_create(actor="test", name=f"Hypo {uuid.uuid4().hex[:12]}", sandbox_accounts=True)
         self.last_status: dict[str, str] = {}
         # `process_dies` arms a crash for the next provider call made by a service
         self.dies: str | None = None

@@ -12,12 +12,11 @@ import itertools
 import threading
 
 import pytest
-
-from payments.api.serializers import PaymentOutput
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 
 from payments import state_machine as sm
+from payments.api.serializers import PaymentOutput
 from payments.errors import StateConflict
 from payments.models import (
     AttemptStatus,
@@ -261,7 +260,7 @@ def test_each_transition_appends_exactly_one_event(merchant):
 # --- outside a transaction ------------------------------------------------------------------
 @pytest.mark.django_db(transaction=True)
 def test_transitions_outside_a_transaction_raise_runtime_error():
-    merchant, _, _ = merchant_create(name="Autocommit shop", sandbox_accounts=True)
+    merchant, _, _ = merchant_create(actor="test", name="Autocommit shop", sandbox_accounts=True)
     assert not connection.in_atomic_block
     payment = new_payment(merchant, S.REQUIRES_CONFIRMATION)
     with pytest.raises(RuntimeError):
@@ -375,7 +374,7 @@ def test_failed_refund_books_nothing(merchant):
 @pytest.mark.concurrency
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_succeeded_refunds_never_lose_an_update():
-    merchant, _, _ = merchant_create(name="Concurrent refunds shop", sandbox_accounts=True)
+    merchant, _, _ = merchant_create(actor="test", name="Concurrent refunds shop", sandbox_accounts=True)
     payment = new_payment(merchant, S.SUCCEEDED, captured=1000)
     refunds = [new_refund(payment, amount=100) for _ in range(8)]
     barrier = threading.Barrier(len(refunds))

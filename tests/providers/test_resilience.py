@@ -26,7 +26,12 @@ from providers.base import (
 from providers.ids import new_id
 from providers.models import SANDBOX_URL, ProviderAccount
 from providers.resilience import limits, retry, store
-from providers.resilience.breaker import AccountBreaker, BreakerOpen, breaker_for
+from providers.resilience.breaker import (
+    AccountBreaker,
+    BreakerOpen,
+    breaker_for,
+    breaker_reset,
+)
 from tests.conftest import rewind_breaker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,6 +65,22 @@ def backend(request, settings):
 
 
 # --- circuit breaker -----------------------------------------------------------------------
+def test_an_operator_reset_closes_the_breaker_and_frees_the_trial_slot(backend):
+    account = make_account(breaker_fail_max=2, breaker_reset_timeout=30)
+    breaker = breaker_for(account)
+    fail(breaker, ProviderUnavailable())
+    fail(breaker, ProviderUnavailable())
+    rewind_breaker(account, 31)
+    admission = breaker.admit()  # the half-open trial call, in flight
+    assert breaker.current_state == "half-open" and breaker.probe_slot.taken()
+    assert breaker_reset(account) == "half-open"
+    assert breaker.current_state == "closed" and breaker.fail_counter == 0
+    assert not breaker.probe_slot.taken()
+    assert guarded(breaker) == "ok"
+    breaker.record(admission, None)  # the old trial ending late changes nothing
+    assert breaker.current_state == "closed"
+
+
 def test_breaker_state_lives_in_redis(settings):
     assert settings.REDIS_URL
     account = make_account(breaker_fail_max=1)
@@ -198,7 +219,12 @@ import django
 django.setup()
 from providers.base import OutcomeUnknown
 from providers.models import ProviderAccount
-from providers.resilience.breaker import AccountBreaker, BreakerOpen, breaker_for
+from providers.resilience.breaker import (
+    AccountBreaker,
+    BreakerOpen,
+    breaker_for,
+    breaker_reset,
+)
 
 account_id, action, fail_max, reset_timeout = sys.argv[1:5]
 account = ProviderAccount(id=account_id, name="x", provider="stripe",

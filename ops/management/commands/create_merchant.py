@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from payments.audit import cli_actor
 from payments.models import Merchant
 from payments.services.merchants import merchant_create
 from providers.accounts import SANDBOX_ACCOUNTS, AccountError
@@ -13,6 +14,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("name")
+        parser.add_argument("--reason", default="", help="Why (kept in the audit log)")
         group = parser.add_mutually_exclusive_group()
         group.add_argument(
             "--sandbox", dest="sandbox", action="store_true", default=None,
@@ -22,7 +24,7 @@ class Command(BaseCommand):
                            help="No sandbox accounts (the default where SANDBOXES_ENABLED is "
                                 "false, as in production).")
 
-    def handle(self, *args, name: str, sandbox: bool | None, **options):
+    def handle(self, *args, name: str, sandbox: bool | None, reason: str, **options):
         name = name.strip()
         if not name:
             raise CommandError("The merchant name must not be empty.")
@@ -31,7 +33,8 @@ class Command(BaseCommand):
         if sandbox is None:
             sandbox = settings.SANDBOXES_ENABLED
         try:
-            merchant, test_key, live_key = merchant_create(name=name, sandbox_accounts=sandbox)
+            merchant, test_key, live_key = merchant_create(
+                name=name, sandbox_accounts=sandbox, actor=cli_actor(), reason=reason)
         except AccountError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(f"Created merchant {merchant.name} ({merchant.id}).")

@@ -1,13 +1,21 @@
-"""`manage.py provider_account add|list|update|disable|enable` (docs/api.md, "Operator commands")."""
+"""`manage.py provider_account add|list|update|disable|enable|reset-breaker` (docs/api.md,
+"Operator commands"). Every change writes an audit row (`--reason` says why)."""
 
 from __future__ import annotations
 
+import redis
 from django.core.management.base import BaseCommand, CommandError
 
+from payments.audit import cli_actor
 from payments.errors import InvalidRequest
 from payments.models import Merchant
 from payments.money import parse_currency
-from providers.accounts import AccountError, account_save, fee_schedule_entry
+from payments.services.provider_accounts import (
+    provider_account_reset_breaker,
+    provider_account_save,
+    provider_account_set_enabled,
+)
+from providers.accounts import AccountError, fee_schedule_entry
 from providers.models import PROVIDERS, SANDBOX_URL, ProviderAccount
 
 SETTINGS = (  # option → (model field, type)
@@ -46,16 +54,19 @@ class Command(BaseCommand):
         lst.add_argument("--merchant")
         for name in ("disable", "enable"):
             self._account_args(sub.add_parser(name, help=f"{name.title()} an account"))
+        self._account_args(sub.add_parser(
+            "reset-breaker", help="Close the account's circuit breaker (every process)"))
 
     @staticmethod
     def _account_args(parser):
         parser.add_argument("--merchant", required=True, help="merchant name")
         parser.add_argument("--name", required=True, help="account name, e.g. stripe-main")
         parser.add_argument("--mode", choices=["test", "live"], default="test")
+        parser.add_argument("--reason", default="", help="Why (kept in the audit log)")
 
     def handle(self, *args, action: str, **options):
         try:
-            getattr(self, f"_{action}")(options)
+            getattr(self, f"_{action.replace('-', '_')}")(options)
         except (AccountError, InvalidRequest) as exc:
             raise CommandError(getattr(exc, "message", str(exc))) from None
 
@@ -74,7 +85,7 @@ class Command(BaseCommand):
                                   enabled=not o["disabled"])
         credentials = self._credentials(o["credential"])
         self._apply(account, o)
-        self._save(account, credentials)
+        self._save(account, credentials, o)
         self.stdout.write(f"Added {account}.")
 
     def _update(self, o):
@@ -83,20 +94,29 @@ class Command(BaseCommand):
         if o["base_url"]:
             account.base_url = o["base_url"]
         self._apply(account, o)
-        self._save(account, credentials)
+        self._save(account, credentials, o)
         self.stdout.write(f"Updated {account}.")
 
     def _disable(self, o):
         account = self._account(o)
-        account.enabled = False
-        account.save(update_fields=["enabled"])
-        self.stdout.write(f"Disabled {account}.")
+        changed = provider_account_set_enabled(account=account, enabled=False,
+                                               actor=cli_actor(), reason=o["reason"])
+        self.stdout.write(f"Disabled {account}." if changed else f"{account} was disabled.")
 
     def _enable(self, o):
         account = self._account(o)
-        account.enabled = True
-        account.save(update_fields=["enabled"])
-        self.stdout.write(f"Enabled {account}.")
+        changed = provider_account_set_enabled(account=account, enabled=True,
+                                               actor=cli_actor(), reason=o["reason"])
+        self.stdout.write(f"Enabled {account}." if changed else f"{account} was enabled.")
+
+    def _reset_breaker(self, o):
+        account = self._account(o)
+        try:
+            before = provider_account_reset_breaker(account=account, actor=cli_actor(),
+                                                    reason=o["reason"])
+        except redis.RedisError as exc:  # audited as failed by the service
+            raise CommandError(f"Could not reset the breaker of {account}: {exc}") from None
+        self.stdout.write(f"Breaker of {account} closed (was {before}).")
 
     def _list(self, o):
         accounts = ProviderAccount.objects.select_related("merchant").order_by(
@@ -156,6 +176,7 @@ class Command(BaseCommand):
                 setattr(account, field, value)
 
     @staticmethod
-    def _save(account: ProviderAccount, credentials: dict[str, str]) -> None:
+    def _save(account: ProviderAccount, credentials: dict[str, str], o) -> None:
         # an in-process sandbox account gets placeholder credentials and webhooks to us
-        account_save(account=account, credentials=credentials)
+        provider_account_save(account=account, credentials=credentials, actor=cli_actor(),
+                              reason=o["reason"])

@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from payments.audit import cli_actor
 from payments.models import Merchant
 from payments.services.merchants import api_key_create, merchant_create
 
@@ -24,10 +25,11 @@ class Command(BaseCommand):
         port = port or os.environ.get("PORT", "8000")
         merchant = Merchant.objects.filter(name=DEMO_NAME).first()
         if merchant is None:
-            merchant, test_key, _live_key = merchant_create(name=DEMO_NAME,
-                                                            sandbox_accounts=True)
+            merchant, test_key, _live_key = merchant_create(
+                name=DEMO_NAME, sandbox_accounts=True, actor=cli_actor(), reason="seed_demo")
         else:  # keys are stored hashed, so an old one cannot be shown again: issue a new one
-            _, test_key = api_key_create(merchant=merchant, livemode=False)
+            _, test_key = api_key_create(merchant=merchant, livemode=False,
+                                         actor=cli_actor(), reason="seed_demo")
         base = f"http://127.0.0.1:{port}"
         self.stdout.write(self.style.SUCCESS(f"Demo merchant: {merchant.name} ({merchant.id})"))
         self.stdout.write(f"Test secret key: {test_key}")
