@@ -25,6 +25,7 @@ from payments.api import routing as api_routing
 from payments.api import schema as api_schema
 from payments.api import serializers as api_serializers
 from payments.api import views as api_views
+from payments.api import webhooks as api_webhooks
 from payments.errors import ProviderFailed
 from payments.models import AttemptStatus, Merchant
 from tests.conftest import Api, make_card
@@ -87,6 +88,16 @@ STATUSES = {
     ("/v1/retry_rules", "post"): POST,
     ("/v1/retry_rules/{rule_id}", "get"): ANY | {"404"},
     ("/v1/retry_rules/{rule_id}", "delete"): ANY | {"404"},
+    ("/v1/webhook_endpoints", "get"): ANY,
+    ("/v1/webhook_endpoints", "post"): POST,
+    ("/v1/webhook_endpoints/{endpoint_id}", "get"): ANY | {"404"},
+    ("/v1/webhook_endpoints/{endpoint_id}", "post"): POST | {"404"},
+    ("/v1/webhook_endpoints/{endpoint_id}", "delete"): ANY | {"404"},
+    ("/v1/webhook_endpoints/{endpoint_id}/roll_secret", "post"): POST | {"404"},
+    ("/v1/webhook_endpoints/{endpoint_id}/delivery_attempts", "get"): ANY | {"404"},
+    ("/v1/events", "get"): ANY,
+    ("/v1/events/{event_id}", "get"): ANY | {"404"},
+    ("/v1/events/{event_id}/redeliver", "post"): POST | {"404"},
 }
 # Stored under an Idempotency-Key, so they may come back with Idempotent-Replayed: true.
 REPLAYABLE = {"200", "202", "402", "409", "500", "503"}
@@ -483,7 +494,8 @@ def _code_docstrings() -> set[str]:
     """The first line of every docstring in the API's modules: code documentation, which must
     not leak into the schema merchants read."""
     found = set()
-    for module in (api_views, api_serializers, api_routing, api_schema, api_errors):
+    for module in (api_views, api_serializers, api_routing, api_schema, api_errors,
+                   api_webhooks):
         for _, obj in inspect.getmembers(module):
             for item in (obj, *vars(obj).values()) if inspect.isclass(obj) else (obj,):
                 doc = inspect.getdoc(item) if callable(item) or inspect.isclass(item) else None
