@@ -20,6 +20,7 @@ from payments.models import (
 )
 from payments.services.webhook_endpoints import PREVIOUS_SECRET_HOURS
 from tests.conftest import assert_invalid
+from tests.factories import merchant_event
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("public_dns")]
 
@@ -328,23 +329,10 @@ def test_list_pagination_newest_first(api):
 
 
 # --- deleting stops deliveries ----------------------------------------------------------------
-def _event(merchant, *, type_="payment.succeeded", livemode=False) -> WebhookOutbox:
-    from providers.ids import new_id
-
-    event_id = new_id("evt")
-    created = timezone.now()
-    return WebhookOutbox.objects.create(
-        event_id=event_id, merchant=merchant, livemode=livemode, type=type_,
-        object_id="pay_x", created_at=created,
-        payload={"id": event_id, "object": "event", "type": type_,
-                 "created": int(created.timestamp()), "livemode": livemode,
-                 "data": {"object": {"id": "pay_x", "object": "payment"}}})
-
-
 def test_delete_drops_the_endpoints_pending_deliveries(api, merchant):
     endpoint = create(api).json()
     keep = create(api).json()
-    event = _event(merchant)
+    event = merchant_event(merchant)
     for endpoint_id in (endpoint["id"], keep["id"]):
         WebhookDelivery.objects.create(event=event, endpoint_id=endpoint_id,
                                        next_attempt_at=timezone.now())
@@ -369,7 +357,7 @@ def _tries(endpoint_id: str, event: WebhookOutbox, codes: list[int | None]) -> N
 def test_delivery_attempts_say_why_deliveries_fail(api, merchant, other_api):
     endpoint = create(api).json()
     other = create(api).json()
-    first, second = _event(merchant), _event(merchant, type_="payment.failed")
+    first, second = merchant_event(merchant), merchant_event(merchant, type_="payment.failed")
     _tries(endpoint["id"], first, [500, None])
     _tries(endpoint["id"], second, [200])
     _tries(other["id"], first, [200])
