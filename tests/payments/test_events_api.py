@@ -218,3 +218,25 @@ def test_redeliver_with_no_endpoint_and_bad_bodies(api, merchant):
                    param="endpoint", code="parameter_unknown")
     assert api.post(f"{EV}/evt_nope/redeliver").status_code == 404
     assert not WebhookEndpoint.objects.exists()
+
+
+@pytest.mark.usefixtures("public_dns")
+def test_a_redelivery_that_died_is_answered_from_its_deliveries(api, merchant, settings):
+    """A retry of a redelivery whose process died after making the deliveries due answers
+    from them (`Idempotent-Recovered`) and does not start another round."""
+    from payments.models import IdempotencyKey
+
+    _endpoint(api, ["*"])
+    event = merchant_event(merchant)
+    first = api.post(f"{EV}/{event.event_id}/redeliver", idempotency_key="redeliver-died")
+    row = IdempotencyKey.objects.get(key="redeliver-died")
+    assert row.object_id == str(event.pk)
+    IdempotencyKey.objects.filter(pk=row.pk).update(
+        completed_at=None, response_status=None, response_body=None,
+        created_at=timezone.now() - dt.timedelta(
+            seconds=settings.IDEMPOTENCY_IN_FLIGHT_TIMEOUT_SECONDS + 1))
+    WebhookDelivery.objects.filter(event=event).update(status=DeliveryStatus.SUCCEEDED)
+    retry = api.post(f"{EV}/{event.event_id}/redeliver", idempotency_key="redeliver-died")
+    assert retry.status_code == 200 and retry["Idempotent-Recovered"] == "true"
+    assert retry.json() == first.json()
+    assert WebhookDelivery.objects.get(event=event).status == DeliveryStatus.SUCCEEDED
