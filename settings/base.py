@@ -261,6 +261,10 @@ SPECTACULAR_SETTINGS = {
         "ErrorType": "payments.api.serializers.ERROR_TYPES",
         "RoutingDecisionStrategy": "payments.api.serializers.ROUTING_STRATEGIES",
         "RoutingRuleStrategy": "providers.routing.rules.STRATEGIES",
+        "EventType": "payments.events.MERCHANT_EVENT_TYPES",
+        "EnabledEventType": "payments.api.webhooks.ENABLED_EVENTS",
+        "WebhookEndpointStatus": "payments.api.webhooks.ENDPOINT_STATUSES",
+        "WebhookDeliveryStatus": "payments.models.DeliveryStatus",
     },
     # Swagger UI's JavaScript and CSS come from drf-spectacular-sidecar through our own static
     # files (whitenoise): /v1/docs works offline and loads no code from a CDN.

@@ -211,3 +211,31 @@ def serve_sandbox() -> Iterator[Callable[[str], str]]:
     for leftover in set(threading.enumerate()) - before:
         if "process_request_thread" in leftover.name:  # a request the server still serves
             leftover.join(10)
+
+
+# A public address (TEST-NET ranges are "reserved", so not these) that names under
+# example.com resolve to in tests: the SSRF guard resolves webhook hosts, and the test
+# machine may have no DNS.
+PUBLIC_ADDRESS = "93.184.215.14"
+
+
+@pytest.fixture
+def public_dns(monkeypatch) -> dict[str, list[str]]:
+    """socket.getaddrinfo answers PUBLIC_ADDRESS for `*.example.com`, the addresses set in the
+    returned dict for the names in it, and the real answer for anything else."""
+    import socket
+
+    answers: dict[str, list[str]] = {}
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        name = host.decode() if isinstance(host, bytes) else str(host)
+        addresses = answers.get(name) or ([PUBLIC_ADDRESS] if name.endswith("example.com")
+                                          else None)
+        if addresses is None:
+            return real(host, port, *args, **kwargs)
+        return [(socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "",
+                 (a, port or 0)) for a in addresses]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return answers

@@ -34,3 +34,24 @@ def payment_method(merchant, *, number="4242424242424242", livemode=False, **ext
 
 def new_key(merchant, *, livemode=False) -> str:
     return api_key_create(actor="test", merchant=merchant, livemode=livemode)[1]
+
+
+def merchant_event(merchant, *, type_: str = "payment.succeeded", livemode: bool = False,
+                   object_id: str = "pay_x", created_at=None):
+    """A merchant event (`WebhookOutbox` row) shaped as the state machine writes one, about a
+    payment or refund that need not exist (for list, filter and relay tests)."""
+    from django.utils import timezone
+
+    from payments.models import WebhookOutbox
+    from providers.ids import new_id
+
+    event_id = new_id("evt")
+    created = created_at or timezone.now()
+    obj = "refund" if object_id.startswith("re_") else "payment"
+    event = WebhookOutbox.objects.create(
+        event_id=event_id, merchant=merchant, livemode=livemode, type=type_,
+        object_id=object_id, created_at=created,
+        payload={"id": event_id, "object": "event", "type": type_,
+                 "created": int(created.timestamp()), "livemode": livemode,
+                 "data": {"object": {"id": object_id, "object": obj}}})
+    return event

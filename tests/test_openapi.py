@@ -25,6 +25,7 @@ from payments.api import routing as api_routing
 from payments.api import schema as api_schema
 from payments.api import serializers as api_serializers
 from payments.api import views as api_views
+from payments.api import webhooks as api_webhooks
 from payments.errors import ProviderFailed
 from payments.models import AttemptStatus, Merchant
 from tests.conftest import Api, make_card
@@ -87,6 +88,16 @@ STATUSES = {
     ("/v1/retry_rules", "post"): POST,
     ("/v1/retry_rules/{rule_id}", "get"): ANY | {"404"},
     ("/v1/retry_rules/{rule_id}", "delete"): ANY | {"404"},
+    ("/v1/webhook_endpoints", "get"): ANY,
+    ("/v1/webhook_endpoints", "post"): POST,
+    ("/v1/webhook_endpoints/{endpoint_id}", "get"): ANY | {"404"},
+    ("/v1/webhook_endpoints/{endpoint_id}", "post"): POST | {"404"},
+    ("/v1/webhook_endpoints/{endpoint_id}", "delete"): ANY | {"404"},
+    ("/v1/webhook_endpoints/{endpoint_id}/roll_secret", "post"): POST | {"404"},
+    ("/v1/webhook_endpoints/{endpoint_id}/delivery_attempts", "get"): ANY | {"404"},
+    ("/v1/events", "get"): ANY,
+    ("/v1/events/{event_id}", "get"): ANY | {"404"},
+    ("/v1/events/{event_id}/redeliver", "post"): POST | {"404"},
 }
 # Stored under an Idempotency-Key, so they may come back with Idempotent-Replayed: true.
 REPLAYABLE = {"200", "202", "402", "409", "500", "503"}
@@ -483,7 +494,8 @@ def _code_docstrings() -> set[str]:
     """The first line of every docstring in the API's modules: code documentation, which must
     not leak into the schema merchants read."""
     found = set()
-    for module in (api_views, api_serializers, api_routing, api_schema, api_errors):
+    for module in (api_views, api_serializers, api_routing, api_schema, api_errors,
+                   api_webhooks):
         for _, obj in inspect.getmembers(module):
             for item in (obj, *vars(obj).values()) if inspect.isclass(obj) else (obj,):
                 doc = inspect.getdoc(item) if callable(item) or inspect.isclass(item) else None
@@ -797,3 +809,57 @@ def test_error_statuses_come_back_as_documented(schema, api, merchant, monkeypat
     contract.check(limited, P, "get")
 
     assert {405, 406, 413, 415, 429, 500, 503} <= {status for *_, status in contract.checked}
+
+
+@pytest.mark.django_db
+def test_webhook_and_event_responses_match_the_schema(schema, api, merchant, public_dns):
+    """The webhook endpoints, their delivery attempts and the events, as really answered."""
+    from django.utils import timezone
+
+    from payments.models import WebhookDelivery, WebhookDeliveryAttempt, WebhookOutbox
+
+    contract = Contract(schema)
+    E, one = "/v1/webhook_endpoints", "/v1/webhook_endpoints/{endpoint_id}"
+    created = contract.check(api.post(E, {"url": "https://hooks.example.com/x",
+                                          "enabled_events": ["*"], "metadata": {"a": "b"}}), E)
+    assert created["secret"].startswith("whsec_")
+    replay = api.post(E, {"url": "https://hooks.example.com/y", "enabled_events": ["*"]},
+                      idempotency_key="schema-we")
+    replay = api.post(E, {"url": "https://hooks.example.com/y", "enabled_events": ["*"]},
+                      idempotency_key="schema-we")
+    assert replay["Idempotent-Replayed"] == "true"
+    contract.check(replay, E)
+    path = f"{E}/{created['id']}"
+    contract.check(api.get(E), E, "get")
+    contract.check(api.get(path), one, "get")
+    contract.check(api.post(path, {"disabled": True}), one)
+    contract.check(api.post(f"{path}/roll_secret"), one + "/roll_secret")
+    contract.check(api.post(E, {"url": "http://127.0.0.1/", "enabled_events": ["*"]}), E)
+
+    payment = api.post("/v1/payments", {"amount": 1000, "currency": "USD",
+                                        "payment_method": make_card(api), "confirm": True})
+    contract.check(api.post("/v1/refunds", {"payment": payment.json()["id"], "amount": 10}),
+                   "/v1/refunds")
+    events = contract.check(api.get("/v1/events", {"limit": 100}), "/v1/events", "get")
+    assert {e["data"]["object"]["object"] for e in events["data"]} == {"payment", "refund"}
+    for event in events["data"]:
+        contract.check(api.get(f"/v1/events/{event['id']}"), "/v1/events/{event_id}", "get")
+    contract.check(api.post(f"/v1/events/{events['data'][0]['id']}/redeliver"),
+                   "/v1/events/{event_id}/redeliver")
+    contract.check(api.get("/v1/events/evt_nope"), "/v1/events/{event_id}", "get")
+
+    event = WebhookOutbox.objects.filter(merchant=merchant).first()
+    delivery = WebhookDelivery.objects.create(event=event, endpoint_id=created["id"],
+                                              next_attempt_at=timezone.now())
+    for code in (None, 503, 204):
+        WebhookDeliveryAttempt.objects.create(
+            delivery=delivery, endpoint_id=created["id"], started_at=timezone.now(),
+            status_code=code, latency_ms=15, error="" if code else "Connection refused.",
+            response_excerpt="busy" if code == 503 else "")
+    attempts = contract.check(api.get(f"{path}/delivery_attempts"),
+                              one + "/delivery_attempts", "get")
+    assert len(attempts["data"]) == 3
+    contract.check(api.client.delete(path, HTTP_AUTHORIZATION=f"Bearer {api.key}"), one,
+                   "delete")
+    contract.check(api.get(path), one, "get")  # 404
+    assert {200, 400, 404} <= {status for *_, status in contract.checked}

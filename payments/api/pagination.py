@@ -4,6 +4,8 @@ first, `{"object": "list", "data": [...], "has_more": bool}`."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any
 
 from django.db.models import Q, QuerySet
 
@@ -48,5 +50,23 @@ def paginate(queryset: QuerySet, params) -> tuple[list, bool]:
             Q(created_at__lt=cursor["created_at"])
             | Q(created_at=cursor["created_at"], id__lt=cursor["id"])
         )
+    items = list(queryset[: limit + 1])
+    return items[:limit], len(items) > limit
+
+
+def paginate_by_pk(queryset: QuerySet, params,
+                   *, cursor: Callable[[str], dict[str, Any]]) -> tuple[list, bool]:
+    """One page of `queryset` (already scoped), newest first by row id, for tables whose
+    list index is on the row id (events, delivery attempts) rather than `created_at`.
+    `cursor(starting_after)` is the lookup that finds the cursor's row."""
+    limit = parse_int_param(params, "limit", default=10, low=1, high=100)
+    queryset = queryset.order_by("-pk")
+    cursor_id = params.get("starting_after")
+    if cursor_id:
+        cursor_pk = queryset.filter(**cursor(cursor_id)).values_list("pk", flat=True).first()
+        if cursor_pk is None:
+            raise InvalidRequest(f"No such object for starting_after: {cursor_id[:60]!r}.",
+                                 code="resource_missing", param="starting_after")
+        queryset = queryset.filter(pk__lt=cursor_pk)
     items = list(queryset[: limit + 1])
     return items[:limit], len(items) > limit

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from payments.api import routing, views
+from payments.api import routing, views, webhooks
 
 urlpatterns = [
     path("payment_methods", views.PaymentMethodListView.as_view()),
@@ -16,4 +16,13 @@ urlpatterns = [
     path("routing_rules/<str:rule_id>", routing.RoutingRuleDetailView.as_view()),
     path("retry_rules", routing.RetryRuleListView.as_view()),
     path("retry_rules/<str:rule_id>", routing.RetryRuleDetailView.as_view()),
+    path("webhook_endpoints", webhooks.WebhookEndpointListView.as_view()),
+    path("webhook_endpoints/<str:endpoint_id>", webhooks.WebhookEndpointDetailView.as_view()),
+    path("webhook_endpoints/<str:endpoint_id>/roll_secret",
+         webhooks.WebhookEndpointRollSecretView.as_view()),
+    path("webhook_endpoints/<str:endpoint_id>/delivery_attempts",
+         webhooks.WebhookEndpointAttemptsView.as_view()),
+    path("events", webhooks.EventListView.as_view()),
+    path("events/<str:event_id>", webhooks.EventDetailView.as_view()),
+    path("events/<str:event_id>/redeliver", webhooks.EventRedeliverView.as_view()),
 ]

@@ -104,6 +104,16 @@ class MerchantView(APIView):
     # request that died stays in flight (409).
     recover: Callable[[str], Response] | None = None
 
+    # A view whose answer carries a secret shown once (a webhook endpoint's signing secret)
+    # keeps that secret encrypted in the answer stored under an Idempotency-Key (kept 24 h,
+    # and in backups): `seal` turns an answer into what is stored, `unseal` back into what
+    # is sent.
+    def seal(self, body: object) -> object:
+        return body
+
+    def unseal(self, body: object) -> object:
+        return body
+
     def idempotent(self, handler, request, *args, **kwargs) -> Response:
         """Run a POST handler under the request's Idempotency-Key, if it sent one (docs/api.md,
         "Idempotency"): replay the stored answer of a request that did something; release
@@ -122,8 +132,8 @@ class MerchantView(APIView):
         )
         if claim.replay or claim.recovered:
             header = "Idempotent-Replayed" if claim.replay else "Idempotent-Recovered"
-            return Response(claim.row.response_body, status=claim.row.response_status,
-                            headers={header: "true"})
+            return Response(self.unseal(claim.row.response_body),
+                            status=claim.row.response_status, headers={header: "true"})
         try:
             with idempotency.running(claim.row):
                 response = handler(request, *args, **kwargs)
@@ -134,9 +144,11 @@ class MerchantView(APIView):
             # answer, if the request got as far as writing its object.
             if changed_nothing(exc) or (self.recover is not None
                                         and not isinstance(exc, PaymentsError)):
-                idempotency.release(claim.row, status=response.status_code, body=response.data)
+                idempotency.release(claim.row, status=response.status_code,
+                                    body=self.seal(response.data))
                 return response
-        idempotency.complete(claim.row, status=response.status_code, body=response.data)
+        idempotency.complete(claim.row, status=response.status_code,
+                             body=self.seal(response.data))
         return response
 
     def _recovered_answer(self, object_id: str) -> tuple[int, object]:
@@ -145,7 +157,7 @@ class MerchantView(APIView):
             response = self.recover(object_id)
         except PaymentsError as exc:  # the answer is an error: a decline, a failed capture
             response = exception_handler(exc, {"view": self, "request": self.request})
-        return response.status_code, response.data
+        return response.status_code, self.seal(response.data)
 
 
 def _payment_response(payment: Payment) -> Response:
