@@ -78,6 +78,11 @@ class MerchantView(APIView):
         # APIKeyAuthentication authenticates with an APIKey
         return cast(APIKey, self.request.auth).livemode
 
+    @property
+    def actor(self) -> str:
+        """Who acts, for the audit log: the API key (by id; never the secret)."""
+        return f"api_key:{cast(APIKey, self.request.auth).pk}"
+
     def parse(self, serializer_class, data=None) -> dict:
         serializer = serializer_class(data=self.request.data if data is None else data)
         serializer.is_valid(raise_exception=True)

@@ -249,7 +249,7 @@ class WebhookEndpointListView(SecretAnswerMixin, MerchantView):
         endpoint, secret = webhook_endpoint_create(
             merchant_id=self.merchant.id, livemode=self.livemode, url=data["url"],
             enabled_events=data["enabled_events"], description=data["description"],
-            metadata=data["metadata"])
+            metadata=data["metadata"], actor=self.actor)
         return _with_secret(endpoint, secret)
 
     def recover(self, object_id: str) -> Response:
@@ -296,7 +296,7 @@ class WebhookEndpointDetailView(MerchantView):
         data = self.parse(WebhookEndpointUpdateInput)
         endpoint = self.get_or_404(WebhookEndpoint, endpoint_id, "webhook_endpoint")
         return Response(WebhookEndpointOutput(
-            webhook_endpoint_update(endpoint=endpoint, **data)).data)
+            webhook_endpoint_update(endpoint=endpoint, actor=self.actor, **data)).data)
 
     def recover(self, object_id: str) -> Response:
         return Response(WebhookEndpointOutput(
@@ -311,7 +311,7 @@ class WebhookEndpointDetailView(MerchantView):
         ok_description="The deleted endpoint's id.")
     def delete(self, request, endpoint_id: str):
         endpoint = self.get_or_404(WebhookEndpoint, endpoint_id, "webhook_endpoint")
-        webhook_endpoint_delete(endpoint=endpoint)
+        webhook_endpoint_delete(endpoint=endpoint, actor=self.actor)
         return Response({"id": endpoint_id, "object": "webhook_endpoint", "deleted": True})
 
 
@@ -333,7 +333,7 @@ class WebhookEndpointRollSecretView(SecretAnswerMixin, MerchantView):
     def handle_post(self, request, endpoint_id: str):
         self.parse(WebhookEndpointRollSecretInput)
         endpoint = self.get_or_404(WebhookEndpoint, endpoint_id, "webhook_endpoint")
-        endpoint, secret = webhook_endpoint_roll_secret(endpoint=endpoint)
+        endpoint, secret = webhook_endpoint_roll_secret(endpoint=endpoint, actor=self.actor)
         return _with_secret(endpoint, secret)
 
     def recover(self, object_id: str) -> Response:

@@ -12,8 +12,9 @@ from payments import vault
 from payments.audit import audit_record
 from payments.cards import validate_card
 from payments.errors import ResourceMissing
-from payments.models import Merchant, Payment, PaymentMethod
+from payments.models import Merchant, Payment, PaymentMethod, WebhookEndpoint
 from payments.services import idempotency
+from payments.services.webhook_endpoints import webhook_endpoints_reencrypt
 from providers.base import Card
 from providers.ids import new_id
 
@@ -186,7 +187,12 @@ def vault_keys_rotate(*, actor: str, reason: str = "", batch_size: int = 500) ->
         accounts = (ProviderAccount.objects.exclude(credentials_key_version=active)
                     .exclude(credentials_encrypted=b"").values("credentials_key_version")
                     .annotate(n=Count("pk")).order_by("credentials_key_version"))
+        endpoints = (WebhookEndpoint.objects.exclude(secrets_key_version=active)
+                     .values("secrets_key_version").annotate(n=Count("pk"))
+                     .order_by("secrets_key_version"))
         return {"cards": {row["key_version"]: row["n"] for row in cards},
+                "webhook_endpoints": {row["secrets_key_version"]: row["n"]
+                                      for row in endpoints},
                 "provider_accounts": {row["credentials_key_version"]: row["n"]
                                       for row in accounts}}
 
@@ -195,10 +201,12 @@ def vault_keys_rotate(*, actor: str, reason: str = "", batch_size: int = 500) ->
         cards = payment_methods_reencrypt(batch_size=batch_size)
         with transaction.atomic():
             accounts = provider_credentials_reencrypt()
+            endpoints = webhook_endpoints_reencrypt()
             audit_record(actor=actor, action="vault.rotate_keys", object_type="vault_key",
                          object_id=active, reason=reason, before={"under_old_keys": before},
                          after={"active_key": active, "cards": cards,
-                                "provider_accounts": accounts})
+                                "provider_accounts": accounts,
+                                "webhook_endpoints": endpoints})
     except Exception as exc:
         with transaction.atomic():
             audit_record(actor=actor, action="vault.rotate_keys", object_type="vault_key",

@@ -20,9 +20,11 @@ import secrets
 from collections.abc import Iterable
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from payments.audit import audit_record
 from payments.errors import InvalidRequest
 from payments.events import MERCHANT_EVENT_TYPES
 from payments.models import WebhookEndpoint
@@ -73,9 +75,36 @@ def checked_enabled_events(events: Iterable[str]) -> list[str]:
     return unique
 
 
+def _audit(actor: str, action: str, endpoint: WebhookEndpoint, *,
+           before: dict[str, Any] | None = None, after: dict[str, Any] | None = None) -> None:
+    # A signing secret is a credential: who created, changed, rolled or deleted one is
+    # recorded (never the secret itself).
+    audit_record(actor=actor, action=f"webhook_endpoint.{action}",
+                 object_type="webhook_endpoint", object_id=endpoint.pk, before=before,
+                 after=after)
+
+
+def _audited_fields(endpoint: WebhookEndpoint) -> dict[str, Any]:
+    return {"url": endpoint.url, "enabled_events": endpoint.enabled_events,
+            "disabled": endpoint.disabled, "livemode": endpoint.livemode}
+
+
+def webhook_endpoints_reencrypt() -> int:
+    """Re-encrypt the signing secrets not under the active vault key (`rotate_keys`)."""
+    done = 0
+    with transaction.atomic():
+        for endpoint in (WebhookEndpoint.objects.select_for_update()
+                         .exclude(secrets_key_version=settings.VAULT_ACTIVE_KEY)):
+            stored = endpoint.stored_secrets()
+            endpoint.set_secrets(stored["current"], previous=stored.get("previous", ""))
+            endpoint.save(update_fields=["secrets_encrypted", "secrets_key_version"])
+            done += 1
+    return done
+
+
 def webhook_endpoint_create(*, merchant_id: str, livemode: bool, url: str,
                             enabled_events: Iterable[str], description: str = "",
-                            metadata: dict[str, str] | None = None,
+                            metadata: dict[str, str] | None = None, actor: str = "api",
                             ) -> tuple[WebhookEndpoint, str]:
     """A new endpoint and its signing secret (returned this once; stored encrypted)."""
     events = checked_enabled_events(enabled_events)
@@ -88,6 +117,7 @@ def webhook_endpoint_create(*, merchant_id: str, livemode: bool, url: str,
     with transaction.atomic():
         endpoint.save(force_insert=True)
         idempotency.record_object(endpoint)
+        _audit(actor, "create", endpoint, after=_audited_fields(endpoint))
     return endpoint, secret
 
 
@@ -95,7 +125,8 @@ def webhook_endpoint_update(*, endpoint: WebhookEndpoint, url: str | None = None
                             enabled_events: Iterable[str] | None = None,
                             description: str | None = None,
                             metadata: dict[str, str] | None = None,
-                            disabled: bool | None = None) -> WebhookEndpoint:
+                            disabled: bool | None = None, actor: str = "api",
+                            ) -> WebhookEndpoint:
     """Change the fields given (None: unchanged). Re-enabling clears why Switchyard had
     disabled it and since when it was failing: deliveries start afresh."""
     changes: dict[str, Any] = {}
@@ -109,6 +140,7 @@ def webhook_endpoint_update(*, endpoint: WebhookEndpoint, url: str | None = None
         changes["metadata"] = dict(metadata)
     with transaction.atomic():
         locked = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
+        before = _audited_fields(locked)
         if disabled is True and not locked.disabled:
             # disabled by the merchant: no reason of Switchyard's to show
             changes.update(disabled=True, disabled_reason="")
@@ -118,12 +150,14 @@ def webhook_endpoint_update(*, endpoint: WebhookEndpoint, url: str | None = None
             setattr(locked, name, value)
         if changes:
             locked.save(update_fields=[*changes, "updated_at"])
+            if _audited_fields(locked) != before:
+                _audit(actor, "update", locked, before=before, after=_audited_fields(locked))
         idempotency.record_object(locked)
     return locked
 
 
-def webhook_endpoint_roll_secret(*, endpoint: WebhookEndpoint,
-                                 now: dt.datetime | None = None) -> tuple[WebhookEndpoint, str]:
+def webhook_endpoint_roll_secret(*, endpoint: WebhookEndpoint, now: dt.datetime | None = None,
+                                 actor: str = "api") -> tuple[WebhookEndpoint, str]:
     """A new signing secret; the current one becomes the previous one and keeps signing
     beside it for PREVIOUS_SECRET_HOURS. Returns the new secret (shown this once). A secret
     rolled out earlier that is still within its hours stops signing now: there is one
@@ -137,10 +171,12 @@ def webhook_endpoint_roll_secret(*, endpoint: WebhookEndpoint,
         locked.save(update_fields=["secrets_encrypted", "secrets_key_version",
                                    "previous_secret_expires_at", "updated_at"])
         idempotency.record_object(locked)
+        _audit(actor, "roll_secret", locked, after={
+            "previous_secret_expires_at": locked.previous_secret_expires_at.isoformat()})
     return locked, secret
 
 
-def webhook_endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
+def webhook_endpoint_delete(*, endpoint: WebhookEndpoint, actor: str = "api") -> None:
     """Delete the endpoint with its deliveries and their log. Its pending deliveries stop:
     they go with it, rather than staying behind as failed, because a delivery is only
     meaningful to its endpoint, and the events themselves stay (in /v1/events, and
@@ -149,4 +185,5 @@ def webhook_endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
         # the lock waits for a sender that holds the row (disabling it, say) to finish
         locked = WebhookEndpoint.objects.select_for_update().filter(pk=endpoint.pk).first()
         if locked is not None:
+            _audit(actor, "delete", locked, before=_audited_fields(locked))
             locked.delete()

@@ -71,3 +71,23 @@ def test_rotate_keys_writes_one_audit_row_summarizing_what_it_reencrypted(mercha
     assert row.before["under_old_keys"]["provider_accounts"]["k1"] >= 1
     assert row.after["cards"] == 3 and row.after["active_key"] == "k2"
     assert "sk_test_rotate_me" not in str([row.before, row.after])
+
+
+@pytest.mark.django_db
+def test_rotate_keys_reencrypts_webhook_signing_secrets_so_the_old_key_can_go(merchant):
+    from payments.models import WebhookEndpoint
+
+    with override_settings(VAULT_ACTIVE_KEY="k1"):
+        endpoint = WebhookEndpoint(merchant=merchant, livemode=False,
+                                   url="https://hooks.example.test/x", enabled_events=["*"])
+        endpoint.set_secrets("whsec_current_test_value", previous="whsec_previous_test_value")
+        endpoint.save()
+    call_command("rotate_keys", stdout=StringIO())
+    endpoint.refresh_from_db()
+    assert endpoint.secrets_key_version == "k2"
+    with override_settings(VAULT_KEYS={"k2": "dGVzdC1vbmx5LXZhdWx0LWtleS10d28tMzJieXRlcyE="}):
+        assert endpoint.stored_secrets() == {"current": "whsec_current_test_value",
+                                             "previous": "whsec_previous_test_value"}
+    row = AuditLog.objects.get(action="vault.rotate_keys")
+    assert row.before["under_old_keys"]["webhook_endpoints"] == {"k1": 1}
+    assert row.after["webhook_endpoints"] == 1

@@ -394,3 +394,26 @@ def test_delivery_attempts_say_why_deliveries_fail(api, merchant, other_api):
     assert_invalid(api.get(path, {"starting_after": others[0]["id"]}), param="starting_after",
                    code="resource_missing")
     assert other_api.get(path).status_code == 404
+
+
+def test_signing_secret_changes_are_audited_by_api_key_without_the_secret(api, merchant):
+    from payments.models import APIKey, AuditLog
+
+    created = create(api, {"url": URL, "enabled_events": ["*"]})
+    assert created.status_code == 200, created.content
+    endpoint_id = created.json()["id"]
+    api.post(f"{E}/{endpoint_id}", {"disabled": True})
+    rolled = api.post(f"{E}/{endpoint_id}/roll_secret", {})
+    assert rolled.status_code == 200, rolled.content
+    assert delete(api, f"{E}/{endpoint_id}").status_code == 200
+
+    rows = list(AuditLog.objects.filter(object_id=endpoint_id).order_by("id"))
+    assert [r.action for r in rows] == [
+        "webhook_endpoint.create", "webhook_endpoint.update", "webhook_endpoint.roll_secret",
+        "webhook_endpoint.delete"]
+    key = APIKey.objects.get(merchant=merchant, livemode=False, revoked_at__isnull=True)
+    assert {r.actor for r in rows} == {f"api_key:{key.pk}"}
+    assert (rows[1].before["disabled"], rows[1].after["disabled"]) == (False, True)
+    text = str([(r.before, r.after) for r in rows])
+    for secret in (created.json()["secret"], rolled.json()["secret"]):
+        assert secret not in text
