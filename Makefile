@@ -48,9 +48,15 @@ env: venv
 
 # DATABASE_URL / REDIS_URL are not set here: the embedded default (SQLite, local-memory
 # cache, eager Celery) is used unless they are already set in your environment.
+# WEBHOOK_ALLOWED_HOSTS: merchant webhooks may reach 127.0.0.1 and localhost (a receiver on
+# this machine, as in the README's walkthrough) unless it is set in the environment or .env.
 run: venv env
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo
+	@if [ -z "$${WEBHOOK_ALLOWED_HOSTS+set}" ] && ! grep -qs '^WEBHOOK_ALLOWED_HOSTS=' .env; then \
+	  export WEBHOOK_ALLOWED_HOSTS=127.0.0.1,localhost; \
+	  echo "WEBHOOK_ALLOWED_HOSTS=$$WEBHOOK_ALLOWED_HOSTS (merchant webhooks may reach this machine)"; \
+	fi; \
 	$(PY) manage.py runserver 127.0.0.1:$${PORT:-8000} --noreload
 
 # --- Services for tests: local Postgres and Redis --------------------------------------
