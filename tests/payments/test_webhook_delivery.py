@@ -89,6 +89,18 @@ def test_the_backoff_doubles_from_the_base_with_equal_jitter_up_to_the_cap(setti
     assert webhook_delivery._backoff(40) == 6 * 3600  # capped
 
 
+# --- relay -----------------------------------------------------------------------------------
+@pytest.mark.django_db
+def test_an_endpoint_hears_only_events_made_after_it_was_registered(merchant, receiver):
+    older = make_event(merchant)  # not relayed yet when the endpoint is registered
+    endpoint = make_endpoint(merchant, receiver.url())
+    newer = make_event(merchant)
+    assert relay_due() == 1
+    assert WebhookDelivery.objects.get(endpoint=endpoint).event == newer
+    older.refresh_from_db()
+    assert older.relayed_at is not None
+
+
 # --- sending ----------------------------------------------------------------------------------
 @pytest.mark.django_db
 def test_a_2xx_delivers_the_signed_event_and_logs_the_try(merchant, receiver, caplog):
