@@ -189,7 +189,7 @@ SANDBOX_WEBHOOK_DELAY_SECONDS = env.float("SANDBOX_WEBHOOK_DELAY_SECONDS", defau
 
 # Merchant webhooks (payments.services.webhook_urls): hosts, as written in the URL, that may
 # be reached although they resolve to a non-public address (local development only; empty
-# in production). `make run` sets 127.0.0.1,localhost when unset.
+# in production). `make run` and `make worker` set 127.0.0.1,localhost when unset.
 WEBHOOK_ALLOWED_HOSTS = env.list("WEBHOOK_ALLOWED_HOSTS", default=[])
 # Sending them (payments.services.webhook_delivery): each POST gets this long per phase
 # (connect, write, read), and redirects are not followed.
