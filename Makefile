@@ -60,7 +60,7 @@ env: venv
 run: venv env
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo
-	@$(LOCAL_WEBHOOKS) $(PY) manage.py runserver 127.0.0.1:$${PORT:-8000} --noreload
+	@$(LOCAL_WEBHOOKS) exec $(PY) manage.py runserver 127.0.0.1:$${PORT:-8000} --noreload
 
 # --- Services for tests: local Postgres and Redis --------------------------------------
 services:
@@ -104,7 +104,7 @@ test: venv services
 
 # --- Celery ------------------------------------------------------------------------------
 worker: venv env
-	@$(LOCAL_WEBHOOKS) $(BIN)/celery -A $(CELERY_APP) worker -Q $(CELERY_QUEUES) --loglevel=INFO
+	@$(LOCAL_WEBHOOKS) exec $(BIN)/celery -A $(CELERY_APP) worker -Q $(CELERY_QUEUES) --loglevel=INFO
 
 beat: venv env
 	$(BIN)/celery -A $(CELERY_APP) beat --loglevel=INFO
