@@ -12,12 +12,11 @@ import itertools
 import threading
 
 import pytest
-
-from payments.api.serializers import PaymentOutput
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 
 from payments import state_machine as sm
+from payments.api.serializers import PaymentOutput
 from payments.errors import StateConflict
 from payments.models import (
     AttemptStatus,
