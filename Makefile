@@ -42,6 +42,15 @@ $(STAMP): requirements.txt requirements-dev.txt | $(PY)
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements-dev.txt
 	touch $@
 
+# WEBHOOK_ALLOWED_HOSTS: merchant webhooks sent by `make run` (which sends them itself in the
+# embedded default) and `make worker` may reach 127.0.0.1 and localhost (a receiver on this
+# machine, as in the README's walkthrough), unless it is set in the environment or .env.
+# Production sets nothing of the kind: the image does not run make.
+LOCAL_WEBHOOKS = if [ -z "$${WEBHOOK_ALLOWED_HOSTS+set}" ] && ! grep -qs '^WEBHOOK_ALLOWED_HOSTS=' .env; then \
+	  export WEBHOOK_ALLOWED_HOSTS=127.0.0.1,localhost; \
+	  echo "WEBHOOK_ALLOWED_HOSTS=$$WEBHOOK_ALLOWED_HOSTS (merchant webhooks may reach this machine)"; \
+	fi;
+
 # --- Local server ------------------------------------------------------------------------
 env: venv
 	$(PY) scripts/init_env.py
@@ -51,7 +60,7 @@ env: venv
 run: venv env
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo
-	$(PY) manage.py runserver 127.0.0.1:$${PORT:-8000} --noreload
+	@$(LOCAL_WEBHOOKS) exec $(PY) manage.py runserver 127.0.0.1:$${PORT:-8000} --noreload
 
 # --- Services for tests: local Postgres and Redis --------------------------------------
 services:
@@ -95,7 +104,7 @@ test: venv services
 
 # --- Celery ------------------------------------------------------------------------------
 worker: venv env
-	$(BIN)/celery -A $(CELERY_APP) worker -Q $(CELERY_QUEUES) --loglevel=INFO
+	@$(LOCAL_WEBHOOKS) exec $(BIN)/celery -A $(CELERY_APP) worker -Q $(CELERY_QUEUES) --loglevel=INFO
 
 beat: venv env
 	$(BIN)/celery -A $(CELERY_APP) beat --loglevel=INFO

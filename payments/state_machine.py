@@ -30,6 +30,7 @@ from payments.models import (
     RefundStatus,
     WebhookOutbox,
 )
+from payments.services.nudge import webhooks_nudge
 from providers.ids import new_id
 
 S = PaymentStatus
@@ -248,6 +249,8 @@ def _outbox(obj: Payment | Refund, event_type: str) -> None:
                  "created": int(created.timestamp()), "livemode": obj.livemode,
                  "data": {"object": dict(representation)}},
     )
+    # out within a second or so; the beat task relays whatever a lost nudge leaves
+    transaction.on_commit(webhooks_nudge)
 
 
 def record_event(payment: Payment, event: str, *, actor: str, data: dict[str, Any]) -> None:

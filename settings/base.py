@@ -215,8 +215,31 @@ SANDBOX_WEBHOOK_DELAY_SECONDS = env.float("SANDBOX_WEBHOOK_DELAY_SECONDS", defau
 
 # Merchant webhooks (payments.services.webhook_urls): hosts, as written in the URL, that may
 # be reached although they resolve to a non-public address (local development only; empty
-# in production). `make run` sets 127.0.0.1,localhost when unset.
+# in production). `make run` and `make worker` set 127.0.0.1,localhost when unset.
 WEBHOOK_ALLOWED_HOSTS = env.list("WEBHOOK_ALLOWED_HOSTS", default=[])
+# Sending them (payments.services.webhook_delivery): each POST gets this long per phase
+# (connect, write, read), and redirects are not followed.
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+# A sender claims a delivery by moving its next_attempt_at this far ahead, and commits, before
+# it sends: a sender killed mid-send leaves it due again after this long (at least once). Longer
+# than a send can last, so that a live send is not sent a second time by another sender.
+WEBHOOK_CLAIM_LEASE_SECONDS = env.float("WEBHOOK_CLAIM_LEASE_SECONDS", default=60.0)
+# Retry n after a failure waits between half and all of BASE * 2**(n-1) s (equal jitter),
+# at most MAX; a delivery still failing RETRY_PERIOD after its first try is failed, and an
+# endpoint every delivery of which has failed for DISABLE_AFTER is disabled.
+WEBHOOK_RETRY_BASE_SECONDS = env.float("WEBHOOK_RETRY_BASE_SECONDS", default=10.0)
+WEBHOOK_RETRY_MAX_SECONDS = env.float("WEBHOOK_RETRY_MAX_SECONDS", default=6 * 3600.0)
+WEBHOOK_RETRY_PERIOD_SECONDS = env.int("WEBHOOK_RETRY_PERIOD_SECONDS", default=3 * 24 * 3600)
+WEBHOOK_DISABLE_AFTER_SECONDS = env.int("WEBHOOK_DISABLE_AFTER_SECONDS",
+                                        default=3 * 24 * 3600)
+# One delivery pass claims no new delivery after this long (it ends well inside the task's
+# time limit); the next pass goes on.
+WEBHOOK_DELIVERY_PASS_SECONDS = env.float("WEBHOOK_DELIVERY_PASS_SECONDS", default=60.0)
+# After a transaction that wrote merchant events commits, relay and deliver them this many
+# seconds later: a task sent by name (a timer thread in this process in the embedded default,
+# which also runs the retries there, having no beat). None: no nudge; the beat task (every
+# 5 s) still delivers everything.
+WEBHOOK_DELIVERY_DELAY_SECONDS = env.float("WEBHOOK_DELIVERY_DELAY_SECONDS", default=0.5)
 
 # --- Provider resilience (providers/resilience): retries only where provably safe -----------
 PROVIDER_RETRY_MAX_ATTEMPTS = env.int("PROVIDER_RETRY_MAX_ATTEMPTS", default=3)

@@ -24,6 +24,7 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 SANDBOX_HANG_SECONDS = 2.0
 STATUS_SYNC_NUDGE = False  # tests run status sync explicitly
 SANDBOX_WEBHOOK_DELAY_SECONDS = None  # and deliver sandbox webhooks explicitly
+WEBHOOK_DELIVERY_DELAY_SECONDS = None  # and relay and deliver merchant webhooks explicitly
 # Retries keep their count and their time budget, but back off for a millisecond, not 0.1-1 s:
 # no test waits on a backoff (tests of the backoff itself set their own values).
 PROVIDER_RETRY_BACKOFF_SECONDS = 0.001

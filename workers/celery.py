@@ -41,6 +41,11 @@ app.conf.update(
             "schedule": 10.0,
             "options": {"expires": 9.0},
         },
+        "relay-webhook-events": {
+            "task": "switchyard.webhooks.relay_events",
+            "schedule": 5.0,
+            "options": {"expires": 4.5},
+        },
         "probe-provider-accounts": {
             "task": "switchyard.providers.probe_accounts",
             "schedule": 60.0,

@@ -26,3 +26,16 @@ def sync_unknown_outcomes() -> int:
     from payments.services.status_sync import sync_due
 
     return sync_due()
+
+
+@app.task(name="switchyard.webhooks.relay_events", ignore_result=True, acks_late=True,
+          reject_on_worker_lost=True)
+def relay_events() -> int:
+    """Fan new merchant events out into deliveries, then send the due deliveries (both claim
+    rows with SKIP LOCKED; a delivery is leased before it is sent, so a worker killed mid-send
+    loses nothing: it is sent again once the lease runs out). Returns how many were sent."""
+    from payments.services.webhook_delivery import deliver_due
+    from payments.services.webhook_relay import relay_due
+
+    relay_due()
+    return deliver_due()

@@ -39,9 +39,13 @@ def relay_due(*, limit: int = 200) -> int:
         events = list(WebhookOutbox.objects.select_for_update(skip_locked=True)
                       .filter(relayed_at__isnull=True).order_by("id")[:limit])
         for event in events:
+            # an endpoint hears what happens after it is registered (an event still waiting
+            # for the relay when it was made is older than it); older events reach it only by
+            # a redelivery by hand
             deliveries = [WebhookDelivery(event=event, endpoint=endpoint,
                                           next_attempt_at=now)
-                          for endpoint in _matching_endpoints(event)]
+                          for endpoint in _matching_endpoints(event)
+                          if endpoint.created_at <= event.created_at]
             # a delivery made already (a redelivery by hand that overtook the relay) stays
             WebhookDelivery.objects.bulk_create(deliveries, ignore_conflicts=True)
             made += len(deliveries)

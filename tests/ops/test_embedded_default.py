@@ -111,3 +111,44 @@ def test_embedded_default_settles_adyen_by_webhook_on_its_own(tmp_path):
     assert "later: succeeded 700" in result.stdout, result.stderr[-3000:]
     assert "lost: unresolved" in result.stdout
     assert "lost later: failed released" in result.stdout, result.stderr[-3000:]
+
+
+MERCHANT_WEBHOOKS_SCRIPT = r'''
+import time
+from payments.models import DeliveryStatus, WebhookDelivery
+from payments.services.merchants import merchant_create
+from payments.services.payment_methods import payment_method_create
+from payments.services.payments import payment_create
+from tests.webhooks import Receiver, Reply, make_endpoint
+
+receiver = Receiver()
+receiver.plan("/hooks", Reply(500))  # the first delivery fails: retried in this process too
+merchant, _, _ = merchant_create(name="Embedded merchant webhooks", sandbox_accounts=True)
+make_endpoint(merchant, receiver.url())
+pm = payment_method_create(merchant=merchant, livemode=False, number="4242424242424242",
+                           exp_month=12, exp_year=2034)
+payment = payment_create(merchant=merchant, livemode=False, amount=700, currency="USD",
+                         payment_method=pm, confirm=True, provider="stripe-sandbox")
+print("payment:", payment.status)
+deadline = time.monotonic() + 60  # nobody calls anything: the timer thread does the work
+while time.monotonic() < deadline and (
+        WebhookDelivery.objects.count() < 2
+        or WebhookDelivery.objects.exclude(status=DeliveryStatus.SUCCEEDED).exists()):
+    time.sleep(0.2)
+print("deliveries:", sorted(WebhookDelivery.objects.values_list("status", "attempts")))
+print("received:", [r.json()["type"] for r in receiver.requests])
+'''
+
+
+def test_embedded_default_delivers_merchant_webhooks_and_retries_on_its_own(tmp_path):
+    """`make run` alone: events are relayed and delivered by an in-process timer a moment after
+    the commit, and a failed delivery is retried there too (no worker, no beat)."""
+    result = run_embedded(tmp_path, MERCHANT_WEBHOOKS_SCRIPT, STATUS_SYNC_NUDGE="false",
+                          WEBHOOK_ALLOWED_HOSTS="127.0.0.1",
+                          WEBHOOK_RETRY_BASE_SECONDS="0.2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "payment: succeeded" in result.stdout
+    assert "deliveries: [('succeeded', 1), ('succeeded', 2)]" in result.stdout, \
+        result.stdout + result.stderr[-3000:]
+    received = result.stdout.split("received: ")[1]
+    assert received.count("payment.processing") + received.count("payment.succeeded") == 3
