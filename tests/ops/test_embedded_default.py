@@ -123,7 +123,7 @@ from tests.webhooks import Receiver, Reply, make_endpoint
 
 receiver = Receiver()
 receiver.plan("/hooks", Reply(500))  # the first delivery fails: retried in this process too
-merchant, _, _ = merchant_create(name="Embedded merchant webhooks", sandbox_accounts=True)
+merchant, _, _ = merchant_create(actor="test", name="Embedded merchant webhooks", sandbox_accounts=True)
 make_endpoint(merchant, receiver.url())
 pm = payment_method_create(merchant=merchant, livemode=False, number="4242424242424242",
                            exp_month=12, exp_year=2034)
