@@ -1,17 +1,24 @@
 """Stripe webhooks at the provider layer: the `Stripe-Signature` scheme (docs/providers.md 1.8,
-docs.stripe.com/webhooks#verify-manually) and parsing Event objects into normalized events."""
+docs.stripe.com/webhooks#verify-manually), parsing Event objects into normalized events, and
+what the Stripe sandbox sends."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
+import uuid
 
 import pytest
 
 from providers import webhooks as receivers
-from providers.base import InvalidWebhook
+from providers.base import AccountConfig, AuthorizeRequest, Card, InvalidWebhook
+from providers.sandboxes import webhooks as sandbox_webhooks
+from providers.sandboxes.catalog import SANDBOX_CREDENTIALS
+from providers.sandboxes.models import SandboxNotification
+from providers.sandboxes.stripe import account_for_key, delivery_headers
 from providers.stripe import webhooks
+from providers.stripe.adapter import StripeAdapter
 
 SECRET = "whsec_made_up_for_tests_only"
 OLD_SECRET = "whsec_the_one_before_for_tests"
@@ -269,3 +276,102 @@ def test_an_authentic_event_with_odd_fields_is_read_not_crashed_on():
                       "last_payment_error": "oops"}, key=None)
     assert (parsed.kind, parsed.reference, parsed.provider_reference, parsed.decline_code) == (
         "authorization", "", "", "generic_decline")
+
+
+# --- the sandbox --------------------------------------------------------------------------------
+KEY = "sk_test_sandbox_webhooks_test"
+CONFIG = AccountConfig(name="stripe-test", provider="stripe", livemode=False,
+                       base_url="sandbox://local", credentials={"secret_key": KEY})
+
+
+@pytest.fixture
+def endpoint(db):
+    sandbox_webhooks.register("stripe", account_for_key(KEY), "/provider_webhooks/acct_test",
+                              SECRET)
+
+
+def sent() -> list[dict]:
+    return [json.loads(n.body) for n in SandboxNotification.objects.order_by("id")]
+
+
+def authorize(number: str = "4242424242424242", *, capture: bool = False) -> tuple[str, str]:
+    from providers.base import ProviderError
+
+    reference = "att_" + uuid.uuid4().hex[:20]
+    request = AuthorizeRequest(reference=reference, amount=1050, currency="USD",
+                               card=Card(number, 12, 2034, "visa", cvc="123"), capture=capture)
+    try:
+        return reference, StripeAdapter(CONFIG).authorize(request).provider_reference
+    except ProviderError:
+        return reference, ""
+
+
+@pytest.mark.django_db
+def test_the_sandbox_sends_payment_intent_and_refund_events(endpoint):
+    from providers.base import ModificationRequest
+
+    adapter = StripeAdapter(CONFIG)
+    manual, pi_manual = authorize()
+    auto, pi_auto = authorize(capture=True)
+    declined, _ = authorize("4000000000009995")
+    adapter.capture(ModificationRequest("mod_capture_1", pi_manual, 800, "USD"))
+    refund = adapter.refund(ModificationRequest("re_ours_1", pi_auto, 300, "USD"))
+    voided, pi_voided = authorize()
+    adapter.cancel(ModificationRequest("mod_cancel_1", pi_voided, 0, "USD"))
+    events = sent()
+    assert [e["type"] for e in events] == [
+        "payment_intent.amount_capturable_updated", "payment_intent.succeeded",
+        "payment_intent.payment_failed", "payment_intent.succeeded", "refund.created",
+        "charge.refunded", "payment_intent.amount_capturable_updated",
+        "payment_intent.canceled"]
+    assert all(e["object"] == "event" and e["id"].startswith("evt_") for e in events)
+    assert len({e["id"] for e in events}) == len(events)
+    parsed = [parse(json.dumps(e).encode(), header(json.dumps(e).encode()))[0] for e in events]
+    assert [(p.kind, p.success, p.reference) for p in parsed] == [
+        ("authorization", True, manual), ("authorization", True, auto),
+        ("authorization", False, declined), ("capture", True, "mod_capture_1"),
+        ("refund", True, "re_ours_1"), ("other", False, auto),
+        ("authorization", True, voided), ("cancel", True, "mod_cancel_1")]
+    assert parsed[2].decline_code == "insufficient_funds"
+    assert parsed[3].amount == 800
+    assert parsed[4].operation_reference == refund.provider_reference
+
+
+@pytest.mark.django_db
+def test_a_dropped_connection_loses_the_answer_not_the_event(endpoint):
+    reference, pi = authorize("4000000000000408", capture=True)
+    assert pi == ""  # the answer never came
+    [sent_event] = sent()
+    assert sent_event["type"] == "payment_intent.succeeded"
+    assert sent_event["data"]["object"]["metadata"]["switchyard_attempt"] == reference
+    assert sent_event["request"]["idempotency_key"] == reference
+
+
+@pytest.mark.django_db
+def test_nothing_is_sent_when_nothing_was_processed(endpoint):
+    authorize("4000000000000606")  # hangs before committing
+    authorize("4000000000000507")  # 503 before processing
+    assert sent() == []
+
+
+@pytest.mark.django_db
+def test_each_delivery_attempt_is_signed_when_it_is_sent(endpoint):
+    authorize()
+    notification = SandboxNotification.objects.get()
+    assert notification.headers == {}  # nothing signed at queue time: a retry signs afresh
+    signed = delivery_headers(notification.body, SECRET)["Stripe-Signature"]
+    t, signatures = webhooks.read_header(signed)
+    assert webhooks.is_valid(notification.body.encode(), t, signatures, [SECRET])
+
+
+@pytest.mark.django_db
+def test_events_go_only_to_the_account_whose_key_made_the_payment(endpoint):
+    other = StripeAdapter(AccountConfig(
+        name="other", provider="stripe", livemode=False, base_url="sandbox://local",
+        credentials={"secret_key": SANDBOX_CREDENTIALS["stripe"]["secret_key"]}))
+    other.authorize(AuthorizeRequest(reference="att_other_account", amount=1050,
+                                     currency="USD", card=Card("4242424242424242", 12, 2034,
+                                                               "visa", cvc="123"),
+                                     capture=False))
+    assert sent() == []
+    assert account_for_key(KEY) != account_for_key("sk_test_other")
