@@ -125,20 +125,25 @@ class ProviderEvent:
 
 
 class InvalidWebhook(Exception):
-    """A webhook delivery we must refuse: unreadable (400) or not authentic (401)."""
+    """A webhook delivery we must refuse: unreadable (400) or not authentic (401).
 
-    def __init__(self, message: str, *, status: int = 400):
+    `authenticated`: the refusal comes after the delivery's signature verified. Only then may
+    the receiver say what is wrong with it; before, any refusal would tell a stranger that the
+    account exists, so the receiver answers it as it answers an unknown account."""
+
+    def __init__(self, message: str, *, status: int = 400, authenticated: bool = False):
         super().__init__(message)
         self.message = message
         self.status = status
+        self.authenticated = authenticated
 
 
-def webhook_json(body: bytes) -> Any:
+def webhook_json(body: bytes, *, authenticated: bool = False) -> Any:
     """A webhook delivery's JSON body; InvalidWebhook (400) for one that is not JSON."""
     try:
         return json.loads(body or b"")
     except (ValueError, RecursionError):
-        raise InvalidWebhook("The body is not JSON.") from None
+        raise InvalidWebhook("The body is not JSON.", authenticated=authenticated) from None
 
 
 RELEASE_SUFFIX = "-release"

@@ -6,8 +6,13 @@ Credentials that matter here, per account (encrypted with the others):
   `hmac_key_previous` (still accepted during a rotation) and `webhook_username` /
   `webhook_password` (the Basic auth Adyen sends, checked when set);
 - checkout: `webhook_secret` (the signature key of the workflow's webhook action), optionally
-  `webhook_secret_previous` and `webhook_authorization` (a fixed Authorization header).
-Stripe deliveries are not received yet: its status comes from lookups.
+  `webhook_secret_previous` and `webhook_authorization` (a fixed Authorization header);
+- stripe: `webhook_secret` (the endpoint's signing secret, `whsec_…`, from the Dashboard or
+  the API's WebhookEndpoint), optionally `webhook_secret_previous` (still accepted while
+  Stripe signs with both, during a rotation).
+
+`precheck` runs before the account is read: what needs no credential (the body is JSON, a
+`Stripe-Signature` header's shape and timestamp) is refused without a database read.
 """
 
 from __future__ import annotations
@@ -18,11 +23,22 @@ import hmac
 from collections.abc import Mapping
 
 from providers.adyen import webhooks as adyen
-from providers.base import InvalidWebhook, ProviderEvent
+from providers.base import InvalidWebhook, ProviderEvent, webhook_json
 from providers.checkout import webhooks as checkout
+from providers.stripe import webhooks as stripe
 
-RECEIVERS = {"adyen", "checkout"}
+RECEIVERS = {"adyen", "checkout", "stripe"}
 ACKNOWLEDGEMENTS = {"adyen": adyen.ACCEPTED}
+
+
+def precheck(*, body: bytes, headers: Mapping[str, str]) -> None:
+    """Refuse what can be refused before reading any account: a body that is not JSON (400:
+    every provider sends JSON, so the answer is the same whichever account is named) and a
+    `Stripe-Signature` header that is garbled or outside Stripe's tolerance (401). `headers`
+    have lower-case names."""
+    if stripe.SIGNATURE_HEADER in headers:
+        stripe.read_header(headers[stripe.SIGNATURE_HEADER])
+    webhook_json(body)
 
 
 def parse(*, provider: str, livemode: bool, credentials: Mapping[str, str], body: bytes,
@@ -30,6 +46,11 @@ def parse(*, provider: str, livemode: bool, credentials: Mapping[str, str], body
     """The authentic events of one delivery; raises InvalidWebhook (400 or 401)."""
     if provider not in RECEIVERS:
         raise InvalidWebhook(f"Webhooks from {provider} are not received.", status=404)
+    if provider == "stripe":
+        return stripe.parse(body, header=headers.get(stripe.SIGNATURE_HEADER, ""),
+                            secrets=[credentials.get("webhook_secret", ""),
+                                     credentials.get("webhook_secret_previous", "")],
+                            livemode=livemode)
     if provider == "checkout":
         _check_static_authorization(credentials, headers.get("authorization", ""))
         return checkout.parse(body, signature=headers.get(checkout.SIGNATURE_HEADER, ""),

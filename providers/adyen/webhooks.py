@@ -93,8 +93,6 @@ def parse(body: bytes, *, hmac_keys: list[str], livemode: bool,
     items = data.get("notificationItems") if isinstance(data, dict) else None
     if not isinstance(items, list) or not items:
         raise InvalidWebhook("The body has no notificationItems.")
-    if str(data.get("live", "")).lower() != ("true" if livemode else "false"):
-        raise InvalidWebhook("The delivery's live flag does not match the account's mode.")
     events = []
     for wrapper in items:
         item = wrapper.get("NotificationRequestItem") if isinstance(wrapper, dict) else None
@@ -104,8 +102,14 @@ def parse(body: bytes, *, hmac_keys: list[str], livemode: bool,
                                  status=401)
         if merchant_account and item.get("merchantAccountCode") != merchant_account:
             raise InvalidWebhook(f"A notification item is for merchant account "
-                                 f"{item.get('merchantAccountCode')!r}, not this account's.")
+                                 f"{item.get('merchantAccountCode')!r}, not this account's.",
+                                 authenticated=True)
         events.append(_event(item))
+    # After the items verified (the flag itself is not signed): until then, a refusal must
+    # not say more than "not authentic" (providers.base.InvalidWebhook).
+    if str(data.get("live", "")).lower() != ("true" if livemode else "false"):
+        raise InvalidWebhook("The delivery's live flag does not match the account's mode.",
+                             authenticated=True)
     return events
 
 

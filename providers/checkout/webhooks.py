@@ -70,11 +70,12 @@ def parse(body: bytes, *, signature: str, keys: list[str]) -> list[ProviderEvent
                              "account.", status=401)
     if not is_valid(body, signature, keys):
         raise InvalidWebhook("The Cko-Signature header does not verify.", status=401)
-    event = webhook_json(body)
+    event = webhook_json(body, authenticated=True)
     data = event.get("data") if isinstance(event, dict) else None
     if not isinstance(data, dict) or not isinstance(event.get("id"), str) or not isinstance(
             event.get("type"), str):
-        raise InvalidWebhook("The body is not a Checkout.com event (id, type, data).")
+        raise InvalidWebhook("The body is not a Checkout.com event (id, type, data).",
+                             authenticated=True)
     kind, success = TYPES.get(event["type"], ("other", False))
     amount, currency = data.get("amount"), str(data.get("currency") or "")
     code = str(data.get("response_code") or "")

@@ -67,7 +67,8 @@ class SandboxWebhookEndpoint(models.Model):
     provider = models.CharField(max_length=16)
     merchant_account = models.CharField(max_length=80)
     url = models.CharField(max_length=255)
-    hmac_key = models.CharField(max_length=128, help_text="hex; a sandbox-only test key")
+    hmac_key = models.CharField(max_length=128, help_text="The signature key, a sandbox-only "
+                                "test key (hex for Adyen, whsec_… for Stripe)")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -85,7 +86,7 @@ class SandboxNotification(models.Model):
                                  related_name="notifications")
     body = models.TextField(help_text="The exact body sent (signatures may cover its bytes)")
     headers = models.JSONField(default=dict, blank=True)
-    event_code = models.CharField(max_length=32)
+    event_code = models.CharField(max_length=64)  # Stripe's event types run to 40+
     created_at = models.DateTimeField(auto_now_add=True)
     next_attempt_at = models.DateTimeField(db_index=True)
     delivered_at = models.DateTimeField(null=True, blank=True)

@@ -40,13 +40,25 @@ Reproduced:
   charged: the retry-safe "not processed" signal the adapter relies on); added latency;
   card …0408 commits the charge, saves the answer, then drops the connection; card …0606
   hangs before committing.
+- Webhooks (docs/providers.md 1.8), queued in the request that changes the ledger
+  (`providers.sandboxes.webhooks`), for every endpoint of the Stripe account the API key
+  names (`account_for_key`: the sandbox knows an account by its key, as Stripe does):
+  `payment_intent.amount_capturable_updated` (manual capture) or `payment_intent.succeeded`
+  (automatic) for an approved PaymentIntent, `payment_intent.payment_failed` for a declined
+  one — …0408's too, whose answer is lost —, `payment_intent.succeeded` for a capture,
+  `payment_intent.canceled` for a cancel, `refund.created` and `charge.refunded` for a
+  refund. Each is an Event object with `request.idempotency_key` (the key of the request
+  that caused it), signed `Stripe-Signature: t=…,v1=…` under the endpoint's `whsec_…`
+  secret at every delivery attempt (`delivery_headers`), as Stripe signs each attempt.
 - Settlement: `GET /v1/balance_transactions` (`type` charge/refund, `amount`/`fee`/`net` in
   minor units, refunds negative, `source` ch_…/re_…, `expand[]=data.source` for the charge or
   refund with its `payment_intent`; `created[…]`, `type`, `source`, `limit`,
   `starting_after`) built from `ledger.settlement`, and `GET /v1/balance`.
 
 Not reproduced (documented limits): unconfirmed PaymentIntents, 3-D Secure, multicapture,
-canceling a declined PaymentIntent, refunds that fail later, Search lag, payouts, webhooks,
+canceling a declined PaymentIntent, refunds that fail later (and their refund.updated /
+refund.failed events), Search lag, payouts, other event types, the Events API and the
+endpoints API (endpoints are set up by `providers.sandboxes.webhooks.connect_account`),
 idempotency keys scoped per account (they are global here: Switchyard's keys are unique ids),
 24 h key expiry. Details the ledger does not keep (description, payment_method, the
 cancellation reason) appear only in the answer to the request that set them.
@@ -74,10 +86,12 @@ from django.utils import timezone
 from providers import crypto
 from providers.base import ProviderError
 from providers.sandboxes import ledger
+from providers.sandboxes import webhooks as sandbox_webhooks
 from providers.sandboxes.cards import TEST_CARDS
 from providers.sandboxes.models import SandboxCharge, SandboxIdempotencyRecord, SandboxOperation
 from providers.sandboxes.wsgi import IdempotencyPolicy, Request, Response, idempotent, make_app
 from providers.stripe.currencies import WIRE
+from providers.stripe.webhooks import signature_header
 
 PROVIDER = "stripe"
 PM_STORE = "stripe:pm"  # SandboxIdempotencyRecord.provider of stored PaymentMethods
@@ -573,10 +587,16 @@ def create_payment_intent(request: Request) -> Response:
     authorization = ledger.authorize(  # ServiceUnavailable → 503, Hang → no answer at all
         PROVIDER, reference=metadata.get(REFERENCE_KEY, "")[:80], amount=amount,
         currency=currency.upper(), number=number, capture=capture_method != "manual",
-        brand=payment_method["card"]["brand"], metadata=metadata)
+        brand=payment_method["card"]["brand"], metadata=metadata,
+        merchant_account=account_for_key(_api_key(request)))
     charge = authorization.charge
     intent = _intent(charge, capture_method=capture_method, description=description,
                      payment_method=payment_method["id"])
+    # A dropped connection (card …0408) loses the answer, not the PaymentIntent nor its event.
+    _notify(request, charge, {"authorized": "payment_intent.amount_capturable_updated",
+                              "captured": "payment_intent.succeeded",
+                              "declined": "payment_intent.payment_failed"}[charge.status],
+            intent)
     if charge.status == "declined":
         error = {**intent["last_payment_error"], "payment_intent": intent,
                  "payment_method": payment_method}
@@ -619,7 +639,9 @@ def capture_payment_intent(request: Request, intent_id: str) -> Response:
                       reference=request.headers.get("idempotency-key", "")[:80])
     except ledger.InvalidState:
         return _unexpected_state(request, _charge(intent_id), "captured", "requires_capture")
-    return _answer(request, 200, _intent(_charge(intent_id)))
+    charge = _charge(intent_id)
+    _notify(request, charge, "payment_intent.succeeded", _intent(charge))
+    return _answer(request, 200, _intent(charge))
 
 
 def cancel_payment_intent(request: Request, intent_id: str) -> Response:
@@ -636,7 +658,9 @@ def cancel_payment_intent(request: Request, intent_id: str) -> Response:
         return _unexpected_state(request, _charge(intent_id), "canceled",
                                  "requires_payment_method, requires_capture, "
                                  "requires_confirmation, requires_action, processing")
-    return _answer(request, 200, _intent(_charge(intent_id), cancellation_reason=reason))
+    intent = _intent(_charge(intent_id), cancellation_reason=reason)
+    _notify(request, _charge(intent_id), "payment_intent.canceled", intent)
+    return _answer(request, 200, intent)
 
 
 def _page(request: Request, queryset, *, id_field: str, key):
@@ -785,7 +809,10 @@ def create_refund(request: Request) -> Response:
         return _error(request, 400, "invalid_request_error",
                       f"Refund amount ({amount}) is greater than unrefunded amount on charge "
                       f"({remaining}).", code="amount_too_large", param="amount")
-    return _answer(request, 200, _refund_object(op, reason=reason, metadata=metadata))
+    refund = _refund_object(op, reason=reason, metadata=metadata)
+    _notify(request, op.charge, "refund.created", refund)
+    _notify(request, op.charge, "charge.refunded", _charge_object(op.charge))
+    return _answer(request, 200, refund)
 
 
 def list_refunds(request: Request) -> Response:
@@ -817,6 +844,49 @@ def get_refund(request: Request, refund_id: str) -> Response:
     return _answer(request, 200, _refund_object(op))
 
 
+# --- webhooks (docs/providers.md 1.8) ---------------------------------------------------
+def account_for_key(secret_key: str) -> str:
+    """The sandbox's id for the Stripe account an API key belongs to: Stripe knows the account
+    by its key, so the sandbox does too (each sandbox account gets a key of its own,
+    `providers.sandboxes.webhooks.SETUP`)."""
+    return "acct_" + hashlib.sha256(b"sandbox-account\n" + secret_key.encode()).hexdigest()[:16]
+
+
+def _notify(request: Request, charge: SandboxCharge, event_type: str, obj: dict) -> None:
+    """Queue an Event for every endpoint of the charge's account. The body is fixed now (a
+    redelivery is the same event); its signature is made at each attempt
+    (`delivery_headers`)."""
+    event = {
+        "id": "evt_" + _random(24), "object": "event", "api_version": DEFAULT_VERSION,
+        "created": _now(), "livemode": False, "pending_webhooks": 1, "type": event_type,
+        "data": {"object": obj},
+        "request": {"id": "req_" + _random(14),
+                    "idempotency_key": request.headers.get("idempotency-key")},
+    }
+    raw = json.dumps(event, separators=(",", ":"))
+    sandbox_webhooks.queue(PROVIDER, charge.merchant_account, event_type,
+                           lambda endpoint: (raw, {}))
+
+
+def delivery_headers(body: str, key: str) -> dict[str, str]:
+    """Stripe signs every delivery attempt when it sends it: `t` is the attempt's time."""
+    return {"Stripe-Signature": signature_header(body.encode(), key)}
+
+
+def _charge_object(charge: SandboxCharge) -> dict:
+    """The Charge of a PaymentIntent (metadata copied from it, as Stripe does). Its `refunds`
+    list is left out, as in API versions since 2022-11-15 unless expanded."""
+    return {"id": _charge_id(charge), "object": "charge", "amount": charge.amount,
+            "amount_captured": charge.amount_captured,
+            "amount_refunded": charge.amount_refunded,
+            "captured": charge.amount_captured > 0,
+            "refunded": 0 < charge.amount_captured == charge.amount_refunded,
+            "currency": charge.currency.lower(), "payment_intent": charge.provider_reference,
+            "metadata": charge.metadata or {}, "livemode": False,
+            "status": "failed" if charge.status == "declined" else "succeeded",
+            "created": _ts(charge.created_at)}
+
+
 # --- settlement -------------------------------------------------------------------------
 def _txn_id(kind: str, operation_reference: str) -> str:
     """Stable per ledger row, so that pagination and reconciliation see the same ids."""
@@ -838,12 +908,7 @@ def _balance_transaction(row: dict, expand_source: bool) -> dict:
         charge = ledger.get_charge(PROVIDER, row["provider_reference"])
         source = _charge_id(charge)
         if expand_source:
-            source = {"id": _charge_id(charge), "object": "charge", "amount": charge.amount,
-                      "amount_captured": charge.amount_captured,
-                      "amount_refunded": charge.amount_refunded, "captured": True,
-                      "currency": currency, "payment_intent": charge.provider_reference,
-                      "metadata": charge.metadata or {}, "status": "succeeded",
-                      "created": _ts(charge.created_at)}
+            source = _charge_object(charge)
     return {
         "id": _txn_id(row["type"], row["operation_reference"]),
         "object": "balance_transaction",

@@ -11,6 +11,11 @@ do for days. Who calls it:
 
 An endpoint URL that is a bare path ("/provider_webhooks/acct_…") is Switchyard's own app,
 reached in-process through httpx.WSGITransport; any other URL is sent over HTTP.
+
+A sandbox whose provider signs each delivery attempt when it sends it (Stripe: the
+signature covers the time of sending, which the receiver holds to 5 minutes) defines
+`delivery_headers(body, key)` in its module; those headers are computed at every attempt,
+so a retry hours later is signed afresh, as Stripe's are.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import import_module
 
 import httpx
 from django.conf import settings
@@ -82,7 +89,8 @@ def deliver_due(*, limit: int = 100, now: dt.datetime | None = None) -> int:
             next_attempt_at=now + dt.timedelta(seconds=TIMEOUT_SECONDS * 3))
     delivered = 0
     for notification in due:
-        status = _post(notification.endpoint.url, notification.body, notification.headers)
+        headers = {**notification.headers, **_signed_now(notification)}
+        status = _post(notification.endpoint.url, notification.body, headers)
         notification.attempts += 1
         notification.last_status = status
         if status.startswith("2"):
@@ -95,6 +103,14 @@ def deliver_due(*, limit: int = 100, now: dt.datetime | None = None) -> int:
                         notification.event_code, notification.endpoint.url, status, wait)
         notification.save()
     return delivered
+
+
+def _signed_now(notification: SandboxNotification) -> dict[str, str]:
+    """The headers its sandbox signs at each attempt (see the module doc), if any."""
+    endpoint = notification.endpoint
+    sign = getattr(import_module(f"providers.sandboxes.{endpoint.provider}"),
+                   "delivery_headers", None)
+    return sign(notification.body, endpoint.hmac_key) if sign else {}
 
 
 def _post(url: str, body: str, headers: dict | None = None) -> str:
@@ -160,32 +176,59 @@ def _deliver_in_thread(retry: int = 0) -> None:
 
 def connect_account(account, *, base_url: str = "") -> str:
     """Set up webhooks between a sandbox account and Switchyard, as an operator does in a real
-    provider's dashboard: an HMAC key in the account's credentials, and the sandbox's endpoint
-    for its merchant account pointing at `<base_url>/provider_webhooks/<account id>` (no
-    base_url: Switchyard in-process, for `sandbox://` accounts). Returns the endpoint URL, or
-    "" for accounts whose sandbox sends no webhooks (Stripe's does not yet)."""
+    provider's dashboard: a signature key in the account's credentials, and the sandbox's
+    endpoint for its merchant account pointing at `<base_url>/provider_webhooks/<account id>`
+    (no base_url: Switchyard in-process, for `sandbox://` accounts). Returns the endpoint URL,
+    or "" for an account it does not apply to."""
     from providers.sandboxes.catalog import SANDBOX_CREDENTIALS
 
     if account.provider not in SETUP or not (account.is_sandbox or base_url):
         return ""
-    channel_field, key_field, own_channel = SETUP[account.provider]
+    setup = SETUP[account.provider]
     credentials = account.get_credentials()
-    if credentials.get(channel_field) in (
-            None, "", SANDBOX_CREDENTIALS[account.provider].get(channel_field)):
-        # its own merchant account / channel in the sandbox: its webhooks go to it alone
-        credentials[channel_field] = own_channel(account.id)
-    credentials.setdefault(key_field, new_hmac_key())
+    if credentials.get(setup.channel) in (
+            None, "", SANDBOX_CREDENTIALS[account.provider].get(setup.channel)):
+        # its own merchant account / channel / key in the sandbox: its webhooks go to it alone
+        credentials[setup.channel] = setup.own_channel(account.id)
+    credentials.setdefault(setup.key, setup.new_key())
     account.set_credentials(credentials)
     account.save()
     url = f"{base_url.rstrip('/')}/provider_webhooks/{account.id}"
-    register(account.provider, credentials[channel_field], url, credentials[key_field])
+    register(account.provider, setup.merchant_account(credentials[setup.channel]), url,
+             credentials[setup.key])
     return url
 
 
-# provider → (the credential naming where webhooks are configured, the credential holding the
-# signature key, the sandbox's own value of the first for an account)
+def new_stripe_secret() -> str:
+    """A random endpoint signing secret in Stripe's form (`whsec_…`)."""
+    return "whsec_" + secrets.token_urlsafe(32)
+
+
+def _stripe_account(secret_key: str) -> str:
+    from providers.sandboxes.stripe import account_for_key
+
+    return account_for_key(secret_key)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """How a provider's sandbox accounts are wired for webhooks."""
+
+    channel: str  # the credential naming where webhooks are configured
+    key: str  # the credential holding the signature key
+    own_channel: Callable[[str], str]  # the sandbox's own value of `channel` for an account id
+    new_key: Callable[[], str] = new_hmac_key
+    # the sandbox's name for the merchant account that `channel` identifies
+    merchant_account: Callable[[str], str] = lambda channel: channel
+
+
 SETUP = {
-    "adyen": ("merchant_account", "hmac_key", lambda acct: f"SwitchyardSandbox-{acct}"),
-    "checkout": ("processing_channel_id", "webhook_secret",
-                 lambda acct: f"pc_{acct.removeprefix('acct_').lower()}"),
+    "adyen": Setup("merchant_account", "hmac_key", lambda acct: f"SwitchyardSandbox-{acct}"),
+    "checkout": Setup("processing_channel_id", "webhook_secret",
+                      lambda acct: f"pc_{acct.removeprefix('acct_').lower()}"),
+    # Stripe knows the account by its API key: each sandbox account gets a key of its own,
+    # and the sandbox names the account after it (providers.sandboxes.stripe.account_for_key)
+    "stripe": Setup("secret_key", "webhook_secret",
+                    lambda acct: f"sk_test_sandbox_{acct.removeprefix('acct_').lower()}",
+                    new_key=new_stripe_secret, merchant_account=_stripe_account),
 }

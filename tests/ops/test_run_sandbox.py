@@ -6,6 +6,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from io import StringIO
 from pathlib import Path
 
 import pytest
@@ -106,17 +107,38 @@ def test_a_sandbox_over_http_sends_webhooks_to_switchyard_over_http(live_server)
 
 
 @pytest.mark.django_db
-def test_sandbox_webhook_command_refuses_what_cannot_work(merchant):
+def test_sandbox_webhook_command_refuses_what_cannot_work(merchant, monkeypatch):
     from django.core.management.base import CommandError
 
     from providers.models import ProviderAccount
+    from providers.sandboxes import webhooks
 
     stripe = ProviderAccount.objects.get(merchant=merchant, name="stripe-sandbox")
     for args, message in [
         (["connect"], "--account"),
         (["connect", "--account", "acct_missing", "--url", "http://x"], "No provider"),
         (["connect", "--account", stripe.id, "--url", "ftp://x"], "--url"),
-        (["connect", "--account", stripe.id, "--url", "http://x"], "no webhooks"),
     ]:
         with pytest.raises(CommandError, match=message):
             call_command("sandbox_webhook", *args)
+    # every sandbox sends webhooks now (Stripe's since it sends Events); one that did not:
+    monkeypatch.delitem(webhooks.SETUP, "stripe")
+    with pytest.raises(CommandError, match="no webhooks"):
+        call_command("sandbox_webhook", "connect", "--account", stripe.id, "--url", "http://x")
+
+
+@pytest.mark.django_db
+def test_sandbox_webhook_command_connects_a_stripe_account(merchant):
+    from providers.models import ProviderAccount
+    from providers.sandboxes.models import SandboxWebhookEndpoint
+    from providers.sandboxes.stripe import account_for_key
+
+    stripe = ProviderAccount.objects.get(merchant=merchant, name="stripe-sandbox")
+    out = StringIO()
+    call_command("sandbox_webhook", "connect", "--account", stripe.id, "--url", "http://x",
+                 stdout=out)
+    assert f"http://x/provider_webhooks/{stripe.id}" in out.getvalue()
+    credentials = ProviderAccount.objects.get(pk=stripe.pk).get_credentials()
+    endpoint = SandboxWebhookEndpoint.objects.get(url=f"http://x/provider_webhooks/{stripe.id}")
+    assert endpoint.merchant_account == account_for_key(credentials["secret_key"])
+    assert endpoint.hmac_key == credentials["webhook_secret"]

@@ -424,20 +424,73 @@ def test_bad_deliveries_get_clear_errors(merchant):
     url = f"/provider_webhooks/{account.id}"
     not_json = client.post(url, "nope", content_type="application/json")
     assert not_json.status_code == 400 and not_json.json()["error"]["message"]
-    assert client.post(url, "{}", content_type="application/json").status_code == 400
+    # nothing signed to verify: refused as an unknown account is (401, below)
+    assert client.post(url, "{}", content_type="application/json").status_code == 401
     assert post(account, item(account), live="true").status_code == 400  # a test account
     assert post(account, item(account, merchantAccountCode="OtherMerchant")).status_code == 400
     assert client.get(url).status_code == 405
     assert client.post("/provider_webhooks/acct_missing", "{}",
-                       content_type="application/json").status_code == 404
+                       content_type="application/json").status_code == 401
     stripe = ProviderAccount.objects.get(merchant=merchant, name="stripe-sandbox")
-    assert post(stripe, item(account)).status_code == 404
+    assert post(stripe, item(account)).status_code == 401  # no Stripe-Signature
     no_key = ProviderAccount.objects.get(pk=account.pk)
     no_key.set_credentials({k: v for k, v in account.get_credentials().items()
                             if k != "hmac_key"})
     no_key.save()
     assert post(no_key, item(account)).status_code == 401
     assert ProviderWebhookEvent.objects.count() == 0
+
+
+# --- refusals say nothing about the account ---------------------------------------------------
+def bad_deliveries(merchant) -> list[tuple[str, bytes, dict]]:
+    """(account id, body, headers) of deliveries that are not authentic, one per provider and
+    way of failing."""
+    from providers.checkout.webhooks import sign as cko_sign
+    from providers.stripe.webhooks import signature_header
+
+    accounts = {a.provider: a for a in ProviderAccount.objects.filter(merchant=merchant)}
+    adyen_body = json.dumps({"live": "false", "notificationItems": [
+        {"NotificationRequestItem": {**item(accounts["adyen"]), "success": "false"}}]}).encode()
+    event = json.dumps({"id": "evt_1", "object": "event", "type": "payment_intent.created",
+                        "data": {"object": {}}}).encode()
+    return [
+        (accounts["adyen"].id, adyen_body, {}),  # a tampered item
+        (accounts["adyen"].id, b"{}", {}),  # nothing signed
+        (accounts["checkout"].id, event, {"HTTP_CKO_SIGNATURE": cko_sign(event, "wrong")}),
+        (accounts["checkout"].id, event, {}),
+        (accounts["stripe"].id, event,
+         {"HTTP_STRIPE_SIGNATURE": signature_header(event, "whsec_wrong")}),
+        (accounts["stripe"].id, event, {}),  # no Stripe-Signature
+    ]
+
+
+@pytest.mark.django_db
+def test_an_unknown_account_and_a_bad_signature_get_the_same_answer(merchant):
+    client = APIClient()
+    for account_id, body, headers in bad_deliveries(merchant):
+        refused = client.post(f"/provider_webhooks/{account_id}", body,
+                              content_type="application/json", **headers)
+        unknown = client.post("/provider_webhooks/acct_doesnotexist00000000000", body,
+                              content_type="application/json", **headers)
+        assert (refused.status_code, refused.content, refused["Content-Type"]) == (
+            unknown.status_code, unknown.content, unknown["Content-Type"]), account_id
+        assert refused.status_code == 401
+        assert refused.json()["error"]["code"] == "webhook_signature_invalid"
+    assert ProviderWebhookEvent.objects.count() == 0
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("signature", ["t=1,v1=" + "a" * 64, "garbage", ""])
+def test_a_stale_or_garbled_stripe_signature_is_refused_before_any_database_read(
+        merchant, django_assert_num_queries, signature):
+    """Checking the header's shape and time needs no secret: no account is read for it."""
+    account = ProviderAccount.objects.get(merchant=merchant, name="stripe-sandbox")
+    with django_assert_num_queries(0):
+        resp = APIClient().post(f"/provider_webhooks/{account.id}", b"{}",
+                                content_type="application/json",
+                                HTTP_STRIPE_SIGNATURE=signature or " ")
+    assert resp.status_code == 401
+    assert resp.json()["error"]["code"] == "webhook_signature_invalid"
 
 
 # --- the sandbox's deliveries ---------------------------------------------------------------

@@ -214,5 +214,6 @@ def test_in_process_deliveries_use_a_host_the_app_allows(settings, endpoint):
     from providers.sandboxes.webhooks import _post
 
     settings.ALLOWED_HOSTS = [".switchyard.example"]
-    # our receiver answers (404: no such account), not Django's DisallowedHost 400
-    assert _post("/provider_webhooks/acct_missing", '{"live": "false"}') == "404"
+    # our receiver answers (401: no such account, refused as a bad signature is), not
+    # Django's DisallowedHost 400
+    assert _post("/provider_webhooks/acct_missing", '{"live": "false"}') == "401"

@@ -1,7 +1,8 @@
 """`manage.py sandbox_webhook connect --account acct_… --url https://switchyard.example` —
 make a sandbox served by `run_sandbox` send an account's webhooks to Switchyard over HTTP
-(what an operator sets in Adyen's Customer Area: the URL and an HMAC key, which is stored in
-the account's credentials too). `list` shows the sandbox's endpoints, `remove --account`
+(what an operator sets in the provider's dashboard: the URL and a signature key — an HMAC key
+for Adyen and Checkout.com, a `whsec_…` signing secret for Stripe — which is stored in the
+account's credentials too). `list` shows the sandbox's endpoints, `remove --account`
 deletes an account's. In-process (`sandbox://`) accounts are connected when created."""
 
 from django.core.management.base import BaseCommand, CommandError
@@ -42,5 +43,5 @@ class Command(BaseCommand):
                                "the provider's dashboard.")
         endpoint = webhooks.connect_account(found, base_url=url)
         if not endpoint:
-            raise CommandError(f"The {found.provider} sandbox sends no webhooks yet.")
+            raise CommandError(f"The {found.provider} sandbox sends no webhooks.")
         self.stdout.write(f"{found} webhooks → {endpoint}")
