@@ -3,6 +3,8 @@ ISO 4217 table (the `iso4217` package)."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import iso4217
 from django.conf import settings
 
@@ -69,3 +71,12 @@ def parse_amount(value: object, *, param: str = "amount") -> int:
             param=param,
         )
     return value
+
+
+def format_amount(amount: int, currency: str) -> str:
+    """An amount in minor units as people read it, in major units with the code:
+    (1050, "USD") → "10.50 USD", (1000, "JPY") → "1,000 JPY", (1500, "KWD") → "1.500 KWD".
+    For operators' screens only; the API always speaks minor units."""
+    exponent = EXPONENTS.get(currency.upper(), 2)
+    major = Decimal(amount).scaleb(-exponent)
+    return f"{major:,.{exponent}f} {currency.upper()}"

@@ -30,6 +30,7 @@ from django.utils import timezone
 
 from payments import metrics
 from payments import state_machine as sm
+from payments.errors import InvalidRequest, StateConflict
 from payments.events import EventType
 from payments.models import AttemptStatus, Payment, PaymentAttempt, PaymentStatus
 from payments.services.nudge import nudge
@@ -116,6 +117,53 @@ def mark_approved(payment: Payment, attempt: PaymentAttempt, provider_reference:
         payment, S.REQUIRES_CAPTURE, event=EventType.AUTHORIZED, actor=actor, data=data,
         updates={"amount_capturable": payment.amount, "last_error": None,
                  "provider_account": attempt.provider_account})
+
+
+# --- an operator's word -------------------------------------------------------------------
+# error_code of an attempt an operator found not charged at the provider
+OPERATOR_NOT_CHARGED = "operator_not_charged"
+OPERATOR_OUTCOMES = (A.AUTHORIZED, A.CAPTURED, A.FAILED)
+
+
+def operator_resolve(attempt: PaymentAttempt, *, outcome: str, provider_reference: str,
+                     actor: str, data: dict[str, Any]) -> Payment:
+    """An operator read an unknown attempt's outcome at the provider (status sync gave up):
+    `authorized` or `captured` under `provider_reference` (the payment keeps that charge, as
+    if a lookup had found it), or `failed`: nothing was charged, and the payment fails (no
+    failover: the operator settles the payment, they do not start another charge). Inside
+    the caller's transaction; raises StateConflict/InvalidRequest, changing nothing, when
+    the attempt or the payment is not in a state this fits."""
+    if outcome not in OPERATOR_OUTCOMES:
+        raise InvalidRequest(f"outcome must be one of {', '.join(OPERATOR_OUTCOMES)}.",
+                             param="outcome")
+    payment = sm.lock_payment(attempt.payment_id)  # the payment first, then the attempt
+    locked = PaymentAttempt.objects.select_for_update().get(pk=attempt.pk)
+    if locked.status != A.UNKNOWN:
+        raise StateConflict(f"Attempt {locked.id} is {locked.status}, not unknown: its "
+                            f"outcome is known already.", changed_nothing=True)
+    if payment.status != S.UNRESOLVED:
+        raise StateConflict(f"This payment is {payment.status}, not unresolved.",
+                            changed_nothing=True)
+    data = {**data, "attempt": locked.id, "operator_outcome": outcome}
+    if outcome in KEPT:
+        if not provider_reference.strip():
+            raise InvalidRequest("The provider's reference of the charge is required: read "
+                                 "it at the provider.", param="provider_reference")
+        other = payment.attempts.filter(status__in=KEPT).exclude(pk=locked.pk).first()
+        if other is not None:
+            # at most one successful attempt per payment: a second charge is reversed, not kept
+            raise StateConflict(f"Attempt {other.id} already holds this payment's charge; a "
+                                f"second charge must be reversed at the provider, not kept.",
+                                changed_nothing=True)
+        return mark_approved(payment, locked, provider_reference.strip(),
+                             captured=outcome == A.CAPTURED, actor=actor, data=data)
+    sm.transition_attempt(locked, A.FAILED, updates={
+        "error_code": OPERATOR_NOT_CHARGED, "next_sync_at": None,
+        "provider_reference": provider_reference.strip() or locked.provider_reference})
+    error = base.ProviderUnavailable("The provider never processed the request; nothing was "
+                                     "charged.", code="provider_not_processed")
+    return sm.transition_payment(payment, S.FAILED, event=EventType.FAILED, actor=actor,
+                                 data=data, updates={"last_error": error_body(error)})
 
 
 # --- failover ---------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from payments import vault
-from payments.errors import InvalidRequest, PaymentsError
+from payments.errors import InvalidRequest, PaymentsError, StateConflict
 from payments.models import IdempotencyKey, Merchant
 
 logger = logging.getLogger(__name__)
@@ -192,6 +192,47 @@ def _recover(row: IdempotencyKey, recover: Recover) -> Claim | None:
         row.response_status, row.response_body, row.completed_at = status, body, now
         row.save(update_fields=["response_status", "response_body", "completed_at"])
         return Claim(row=row, replay=False, recovered=True)
+
+
+def wedged(*, now: dt.datetime | None = None) -> QuerySet[IdempotencyKey]:
+    """Keys in flight for longer than any request can last (IDEMPOTENCY_IN_FLIGHT_TIMEOUT_
+    SECONDS): their request died. A recoverable one is recovered by the merchant's next
+    retry; one that is not stays in flight (409) until an operator releases it."""
+    timeout = dt.timedelta(seconds=settings.IDEMPOTENCY_IN_FLIGHT_TIMEOUT_SECONDS)
+    return IdempotencyKey.objects.filter(completed_at__isnull=True,
+                                         created_at__lt=(now or timezone.now()) - timeout)
+
+
+def release_wedged(key: IdempotencyKey) -> IdempotencyKey:
+    """An operator releases a key whose request died before it wrote anything: the key is
+    forgotten, so that the merchant's retry with it runs the request afresh. Inside the
+    caller's transaction, under the key's row lock (as `_recover`); refused (StateConflict,
+    nothing changed) for a key that is finished, may still be running, or whose request
+    recorded an object (running it again could charge twice). Returns the deleted row."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("release_wedged must run inside transaction.atomic()")
+    row = IdempotencyKey.objects.select_for_update().filter(pk=key.pk).first()
+    if row is None:
+        raise StateConflict("This Idempotency-Key no longer exists (released or purged).",
+                            changed_nothing=True)
+    if not row.in_flight:
+        raise StateConflict("This Idempotency-Key is finished: it replays its stored answer "
+                            "and is not wedged.", changed_nothing=True)
+    if not _abandoned(row):
+        raise StateConflict("This Idempotency-Key's request may still be running (in flight "
+                            f"for less than {settings.IDEMPOTENCY_IN_FLIGHT_TIMEOUT_SECONDS} "
+                            "s).", changed_nothing=True)
+    if row.object_id:
+        if row.recoverable:
+            raise StateConflict(f"This key's request began on {row.object_id}: the "
+                                f"merchant's next retry with the key is answered from it; "
+                                f"nothing to release.", changed_nothing=True)
+        raise StateConflict(f"This key's request began on {row.object_id}: releasing the key "
+                            f"would let a retry run the request again beside it. Settle "
+                            f"{row.object_id} instead.", changed_nothing=True)
+    IdempotencyKey.objects.filter(pk=row.pk).delete()
+    logger.warning("idempotency key %s released by an operator", row.pk)
+    return row
 
 
 # The key of the request being handled (its row's pk and claim time), for `record_object`.

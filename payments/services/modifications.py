@@ -85,26 +85,39 @@ def payment_capture(*, payment: Payment, amount: int | None = None,
                 code="amount_too_large", param="amount_to_capture",
             )
         modification = _start(locked, "capture", amount, actor=actor)
-    return _send(locked, modification, actor=actor)
+    return modification_send(locked, modification, actor=actor)
 
 
 def payment_cancel(*, payment: Payment, reason: str = "", actor: str = "api") -> Payment:
     """Cancel before confirmation, or void an uncaptured authorization."""
     with transaction.atomic():
-        locked = sm.lock_payment(payment.pk)
-        if locked.status == S.REQUIRES_CONFIRMATION:
-            canceled = sm.transition_payment(locked, S.CANCELED, event=EventType.CANCELED,
-                                             actor=actor,
-                                             updates={"cancellation_reason": reason})
-            idempotency.record_object(canceled)
-            return canceled
-        if locked.status != S.REQUIRES_CAPTURE:
-            raise StateConflict(f"This payment is {locked.status}; only a payment that "
-                                f"requires_confirmation or requires_capture can be canceled.",
-                                changed_nothing=True)
-        modification = _start(locked, "cancel", locked.amount_capturable, actor=actor,
-                              updates={"cancellation_reason": reason})
-    return _send(locked, modification, actor=actor)
+        locked, modification = payment_cancel_start(payment=payment, reason=reason,
+                                                    actor=actor)
+    if modification is None:
+        return locked
+    return modification_send(locked, modification, actor=actor)
+
+
+def payment_cancel_start(*, payment: Payment, reason: str = "", actor: str = "api"
+                         ) -> tuple[Payment, Modification | None]:
+    """Cancel a payment not confirmed yet (done: no modification), or record the void of an
+    uncaptured authorization (`pending`) for `modification_send` to send once the caller's
+    transaction commits (an operator action writes its audit row in it)."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("payment_cancel_start must run inside transaction.atomic()")
+    locked = sm.lock_payment(payment.pk)
+    if locked.status == S.REQUIRES_CONFIRMATION:
+        canceled = sm.transition_payment(locked, S.CANCELED, event=EventType.CANCELED,
+                                         actor=actor, updates={"cancellation_reason": reason})
+        idempotency.record_object(canceled)
+        return canceled, None
+    if locked.status != S.REQUIRES_CAPTURE:
+        raise StateConflict(f"This payment is {locked.status}; only a payment that "
+                            f"requires_confirmation or requires_capture can be canceled.",
+                            changed_nothing=True)
+    modification = _start(locked, "cancel", locked.amount_capturable, actor=actor,
+                          updates={"cancellation_reason": reason})
+    return locked, modification
 
 
 # a modification's kind → the provider operation that performs it
@@ -126,7 +139,10 @@ def _start(payment: Payment, kind: str, amount: int, *, actor: str,
     return modification
 
 
-def _send(payment: Payment, modification: Modification, *, actor: str) -> Payment:
+def modification_send(payment: Payment, modification: Modification, *,
+                      actor: str) -> Payment:
+    """Send a recorded (committed) capture or void to the provider, outside any
+    transaction, and record the answer."""
     attempt = modification.attempt
     outcome = for_modification(call_provider(
         attempt.provider_account, _OPERATIONS[modification.kind], base.ModificationRequest(
@@ -168,8 +184,8 @@ def _send(payment: Payment, modification: Modification, *, actor: str) -> Paymen
 def raise_for_failed_modification(payment: Payment, kind: str) -> Payment:
     """The answer to a capture or void that was started and is known to have failed (the
     payment is authorized again), from what the payment records: 503 with the payment, as
-    `_send` answers when the provider refuses it at once. For a request that ended without
-    its process (an Idempotency-Key recovered after it died)."""
+    `modification_send` answers when the provider refuses it at once. For a request that
+    ended without its process (an Idempotency-Key recovered after it died)."""
     if payment.status == S.REQUIRES_CAPTURE:
         raise ProviderFailed(_KINDS[kind][2], payment=payment)
     return payment

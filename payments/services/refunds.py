@@ -35,36 +35,55 @@ def refundable_amount(payment: Payment) -> int:
 def refund_create(*, payment: Payment, amount: int | None = None, reason: str = "",
                   metadata: dict[str, Any] | None = None, actor: str = "api") -> Refund:
     with transaction.atomic():
-        locked = sm.lock_payment(payment.pk)
-        if locked.status != PaymentStatus.SUCCEEDED:
-            raise StateConflict(f"This payment is {locked.status}; only a succeeded (captured) "
-                                f"payment can be refunded.", changed_nothing=True)
-        available = refundable_amount(locked)
-        if available <= 0:
-            raise InvalidRequest("This payment has already been fully refunded.",
-                                 code="charge_already_refunded", param="payment")
-        amount = available if amount is None else amount
-        if amount > available:
-            raise InvalidRequest(f"amount must be at most {available}, the amount left to "
-                                 f"refund.", code="amount_too_large", param="amount")
-        check_amount(locked.attempts.get(status=AttemptStatus.CAPTURED), amount,
-                     locked.currency, param="amount")
-        refund = Refund.objects.create(
-            merchant_id=locked.merchant_id, livemode=locked.livemode, payment=locked,
-            amount=amount, currency=locked.currency, status=RefundStatus.PENDING,
-            next_sync_at=first_sync_time(),
-            reason=reason, metadata=metadata or {},
-        )
-        idempotency.record_object(refund)
-        sm.transition_payment(locked, None, event=EventType.REFUND_CREATED, actor=actor,
-                              data={"refund": refund.id, "amount": amount})
-        attempt = locked.attempts.get(status=AttemptStatus.CAPTURED)
+        refund = refund_start(payment=payment, amount=amount, reason=reason,
+                              metadata=metadata, actor=actor)
+    return refund_send(refund, actor=actor)
 
+
+def refund_start(*, payment: Payment, amount: int | None = None, reason: str = "",
+                 metadata: dict[str, Any] | None = None, actor: str = "api") -> Refund:
+    """Check and reserve a refund (`pending`), inside the caller's transaction, which must
+    commit before `refund_send` calls the provider (an operator action writes its audit row
+    in it, so that the row exists exactly when the refund does)."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("refund_start must run inside transaction.atomic()")
+    locked = sm.lock_payment(payment.pk)
+    if locked.status != PaymentStatus.SUCCEEDED:
+        raise StateConflict(f"This payment is {locked.status}; only a succeeded (captured) "
+                            f"payment can be refunded.", changed_nothing=True)
+    available = refundable_amount(locked)
+    if available <= 0:
+        raise InvalidRequest("This payment has already been fully refunded.",
+                             code="charge_already_refunded", param="payment")
+    amount = available if amount is None else amount
+    if amount > available:
+        raise InvalidRequest(f"amount must be at most {available}, the amount left to "
+                             f"refund.", code="amount_too_large", param="amount")
+    check_amount(locked.attempts.get(status=AttemptStatus.CAPTURED), amount,
+                 locked.currency, param="amount")
+    refund = Refund.objects.create(
+        merchant_id=locked.merchant_id, livemode=locked.livemode, payment=locked,
+        amount=amount, currency=locked.currency, status=RefundStatus.PENDING,
+        next_sync_at=first_sync_time(),
+        reason=reason, metadata=metadata or {},
+    )
+    idempotency.record_object(refund)
+    sm.transition_payment(locked, None, event=EventType.REFUND_CREATED, actor=actor,
+                          data={"refund": refund.id, "amount": amount})
+    return refund
+
+
+def refund_send(refund: Refund, *, actor: str = "api") -> Refund:
+    """Send a refund `refund_start` reserved (committed) to the provider, outside any
+    transaction, and record the answer."""
+    attempt = refund.payment.attempts.select_related("provider_account").get(
+        status=AttemptStatus.CAPTURED)
     outcome = for_modification(call_provider(
         attempt.provider_account, "refund",
         base.ModificationRequest(reference=refund.id,
                                  provider_reference=attempt.provider_reference,
-                                 amount=amount, currency=locked.currency, operation="refund"),
+                                 amount=refund.amount, currency=refund.currency,
+                                 operation="refund"),
     ))
     if outcome.kind == CallKind.APPROVED and not outcome.modification.pending:
         return refund_settle(refund=refund, succeeded=True, actor=actor,

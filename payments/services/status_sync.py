@@ -27,6 +27,7 @@ import logging
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from payments import state_machine as sm
@@ -172,6 +173,33 @@ def resume(payment_id: str, *, actor: str = ACTOR) -> Payment:
 
 
 
+def payment_sync(payment_id: str, *, actor: str) -> int:
+    """Ask the provider now, whatever the schedule says (an operator asks, e.g. after the
+    schedule ran out), about everything of one payment whose outcome is open: its unknown
+    attempts (and pending ones past STATUS_SYNC_PENDING_GRACE_SECONDS: a younger one may
+    still be in its call), its pending or unknown captures and voids, its pending or
+    unresolved refunds. The answers are applied as status sync applies them. Returns how
+    many were asked."""
+    now = timezone.now()
+    grace = now - dt.timedelta(seconds=settings.STATUS_SYNC_PENDING_GRACE_SECONDS)
+    attempt_ids = list(PaymentAttempt.objects.filter(payment_id=payment_id).filter(
+        Q(status=AttemptStatus.UNKNOWN) | Q(status=AttemptStatus.PENDING, created_at__lt=grace)
+    ).order_by("created_at").values_list("id", flat=True))
+    for attempt_id in attempt_ids:
+        attempt_sync(attempt_id, actor=actor)
+    rows: list[Modification | Refund] = [
+        *Modification.objects.filter(
+            payment_id=payment_id,
+            status__in=[ModificationStatus.PENDING, ModificationStatus.UNKNOWN])
+        .select_related("attempt__provider_account", "payment"),
+        *Refund.objects.filter(payment_id=payment_id,
+                               status__in=[RefundStatus.PENDING, RefundStatus.UNRESOLVED])
+        .select_related("payment")]
+    for row in rows:
+        _sync_operation(row, now=timezone.now(), actor=actor, give_up=False)
+    return len(attempt_ids) + len(rows)
+
+
 # --- captures, voids and refunds whose outcome the provider has not confirmed ---------------
 def sync_modifications(*, limit: int = 100, now: dt.datetime | None = None) -> int:
     """Ask the providers about captures, voids and refunds still pending (accepted, not yet
@@ -215,9 +243,11 @@ def _next_ask(row: Modification | Refund, now: dt.datetime) -> dt.datetime:
     return now + dt.timedelta(seconds=interval)
 
 
-def _sync_operation(row: Modification | Refund, *, now: dt.datetime) -> int:
+def _sync_operation(row: Modification | Refund, *, now: dt.datetime, actor: str = ACTOR,
+                    give_up: bool = True) -> int:
     """Ask about one capture, void (`row` a Modification) or refund and apply the answer;
-    1 if it settled."""
+    1 if it settled. `give_up`: one past STATUS_SYNC_GIVE_UP_SECONDS is not asked but
+    flagged for an operator (False: the operator asks)."""
     kind = "refund" if isinstance(row, Refund) else row.kind
     if isinstance(row, Refund):
         attempt = row.payment.attempts.filter(status=AttemptStatus.CAPTURED).first()
@@ -231,7 +261,7 @@ def _sync_operation(row: Modification | Refund, *, now: dt.datetime) -> int:
     # provider acknowledged it, which is as unknown as a lost answer
     unknown = unknown or not row.provider_reference
     age = (now - row.created_at).total_seconds()
-    if age >= settings.STATUS_SYNC_GIVE_UP_SECONDS:
+    if give_up and age >= settings.STATUS_SYNC_GIVE_UP_SECONDS:
         with transaction.atomic():
             sm.flag_for_operator(row.payment_id, EventType.OPERATION_UNSETTLED, actor=ACTOR,
                                  data={"operation": row.id, "kind": kind,
@@ -242,20 +272,20 @@ def _sync_operation(row: Modification | Refund, *, now: dt.datetime) -> int:
     answer, provider_reference = _ask(attempt, row, kind, unknown=unknown, age=age)
     if answer == ACCEPTED:
         if isinstance(row, Refund):
-            refund_accept(refund=row, actor=ACTOR, provider_reference=provider_reference)
+            refund_accept(refund=row, actor=actor, provider_reference=provider_reference)
         else:
-            modification_accept(modification=row, actor=ACTOR,
+            modification_accept(modification=row, actor=actor,
                                 provider_reference=provider_reference)
         return 0
     if answer is None:
         return 0
     succeeded = answer is True
     if isinstance(row, Refund):
-        refund_settle(refund=row, succeeded=succeeded, actor=ACTOR,
+        refund_settle(refund=row, succeeded=succeeded, actor=actor,
                       provider_reference=provider_reference,
                       failure_code="" if succeeded else "refund_failed")
     else:
-        modification_settle(modification=row, succeeded=succeeded, actor=ACTOR,
+        modification_settle(modification=row, succeeded=succeeded, actor=actor,
                             provider_reference=provider_reference)
     return 1
 
