@@ -193,6 +193,10 @@ MODIFICATION_SYNC_AFTER_SECONDS = env.int("MODIFICATION_SYNC_AFTER_SECONDS", def
 # embedded default). The periodic job does not depend on it.
 STATUS_SYNC_NUDGE = env.bool("STATUS_SYNC_NUDGE", default=True)
 
+# The admin's Needs-attention view lists payments and refunds unresolved for longer than
+# this, and captures, voids and refunds whose status sync is overdue by as long (or given up).
+NEEDS_ATTENTION_UNRESOLVED_MINUTES = env.int("NEEDS_ATTENTION_UNRESOLVED_MINUTES", default=15)
+
 # --- Routing (providers/routing) ------------------------------------------------------------
 ROUTING_EXPLORATION_RATE = env.float("ROUTING_EXPLORATION_RATE", default=0.05)
 ROUTING_SUCCESS_WINDOW_SECONDS = env.int("ROUTING_SUCCESS_WINDOW_SECONDS", default=300)

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from payments.admin import needs_attention_view
 from payments.api import provider_webhooks
 
 urlpatterns = [
@@ -14,6 +15,9 @@ urlpatterns = [
     path("v1/", include("payments.api.urls")),
     path("provider_webhooks/<str:account_id>", provider_webhooks.receive,
          name="provider-webhooks"),
+    # operators' list of what is stuck; before the admin's own URLs, in its login and views
+    path("admin/payments/needs-attention/", admin.site.admin_view(needs_attention_view),
+         name="payments_needs_attention"),
     path("admin/", admin.site.urls),
     path("", include("ops.urls")),
 ]
