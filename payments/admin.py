@@ -30,7 +30,7 @@ from django.utils.html import format_html, format_html_join
 
 from payments.admin_audit import audit_log_url, client_ip, revoke_api_keys
 from payments.audit import user_actor
-from payments.errors import PaymentsError
+from payments.errors import PaymentsError, ProviderFailed
 from payments.models import (
     APIKey,
     AttemptStatus,
@@ -231,6 +231,8 @@ class OperatorActionsAdmin(admin.ModelAdmin):
             try:
                 result = spec.perform(obj, form.cleaned_data, user_actor(request.user),
                                       client_ip(request))
+            except ProviderFailed as exc:  # started (and audited), then the provider said no
+                messages.error(request, f"{spec.label}: {exc.message}")
             except PaymentsError as exc:
                 messages.error(request, f"{spec.label}: refused. {exc.message}")
             else:
@@ -291,7 +293,6 @@ class APIKeyAdmin(ReadOnlyAdmin):
     list_filter = ("livemode",)
     exclude = ("key_hash",)
     actions = ["revoke"]
-    ordering = ("-created_at",)
 
     @admin.action(description="Revoke the selected keys", permissions=["revoke"])
     def revoke(self, request, queryset):

@@ -252,3 +252,12 @@ def test_refund_amount_follows_the_same_rules(api, pm_id, amount):
     resp = api.post("/v1/refunds", {"payment": payment["id"], "amount": amount})
     assert_invalid(resp, param="amount", named_in_message=True)
     assert api.get(f"/v1/payments/{payment['id']}").json()["amount_refunded"] == 0
+
+
+@pytest.mark.parametrize(("amount", "currency", "text"), [
+    (1050, "USD", "10.50 USD"), (1000, "JPY", "1,000 JPY"), (1500, "KWD", "1.500 KWD"),
+    (123456789, "EUR", "1,234,567.89 EUR"), (5, "usd", "0.05 USD"),
+])
+def test_format_amount_reads_in_major_units(amount, currency, text):
+    """What operators read in the admin; the API itself speaks minor units only."""
+    assert money.format_amount(amount, currency) == text
