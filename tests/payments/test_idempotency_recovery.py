@@ -266,7 +266,7 @@ def test_a_capture_that_died_after_starting_is_answered_from_the_payment(api, me
     def die(*args, **kwargs):
         raise KeyboardInterrupt("web worker killed")
 
-    monkeypatch.setattr(modifications, "_send", die)  # after the capture was recorded
+    monkeypatch.setattr(modifications, "modification_send", die)  # after the capture was recorded
     with pytest.raises(KeyboardInterrupt):
         api.post(path, {}, idempotency_key="cap-late")
     monkeypatch.undo()
