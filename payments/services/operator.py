@@ -9,11 +9,11 @@ write the outbox events (`payment.succeeded`, `refund.failed`, …), which each 
 
 An action that does not fit the object's current state raises a `PaymentsError` (mostly
 `StateConflict`) from inside its one transaction, so it changes nothing. The refusal is then
-audited on its own (outcome `refused`, in a transaction of its own after the rollback): who
-tried what on which object, and why it was refused, is worth keeping (an operator trying to
-fail a payment that had succeeded meanwhile is the first thing a review asks about), and a
-refusal row can never sit beside a change, since the change was rolled back before it is
-written. A missing reason is a form error, refused before anything is looked at, and not
+audited on its own (outcome `refused: <why>`, in a transaction of its own after the
+rollback): who tried what on which object, and why it was refused, is worth keeping (an
+operator trying to fail a payment that had succeeded meanwhile is the first thing a review
+asks about), and a refusal row can never sit beside a change, since the change was rolled
+back before it is written. A missing reason is a form error, refused before anything is looked at, and not
 audited.
 
 Actions that call a provider (refund, void) record their start (the pending refund or void,
@@ -140,8 +140,8 @@ def _audit_refusal(*, actor: str, action: str, object_type: str, object_id: str,
                    reason: str, ip: str | None, error: PaymentsError) -> None:
     with transaction.atomic():
         audit_record(actor=actor, action=action, object_type=object_type,
-                     object_id=object_id, reason=reason, ip=ip, outcome="refused",
-                     after={"error": error.message})
+                     object_id=object_id, reason=reason, ip=ip,
+                     outcome=f"refused: {error.message}", after={"error": error.message})
 
 
 def _summary(prefix: str, events: tuple[str, ...]) -> str:
@@ -186,14 +186,15 @@ def sync_now(*, payment: Payment, actor: str, reason: str, ip: str | None = None
             audit_record(actor=actor, action="payment.sync", object_type="payment",
                          object_id=payment.pk, reason=reason, ip=ip, before=before,
                          after=_open_state(Payment.objects.get(pk=payment.pk)),
-                         outcome=f"error: {type(exc).__name__}")
+                         outcome=f"failed: {type(exc).__name__}")
         raise
     payment = Payment.objects.get(pk=payment.pk)
     after = _open_state(payment)
     with transaction.atomic():
         audit_record(actor=actor, action="payment.sync", object_type="payment",
                      object_id=payment.pk, reason=reason, ip=ip, before=before, after=after,
-                     outcome="ok" if after != before else "unchanged")
+                     outcome="ok" if after != before
+                     else "unchanged: the provider could not tell yet")
     events = _events_since(mark, [payment.pk, *payment.refunds.values_list("id", flat=True)])
     return ActionResult(_summary(f"Asked the provider about {asked} open item(s) of "
                                  f"{payment.pk}; the payment is {payment.status}", events),

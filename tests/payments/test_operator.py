@@ -154,7 +154,7 @@ def test_resolve_refuses_what_it_cannot_check(api, settings, outcome, reference,
     events, outbox, audits = counts(payment)
     assert (events, outbox) == before[:2]
     assert audits == before[2] + 1
-    assert AuditLog.objects.get(action="payment.resolve").outcome == "refused"
+    assert AuditLog.objects.get(action="payment.resolve").outcome.startswith("refused: ")
 
 
 def test_resolving_a_payment_that_is_not_unresolved_is_refused_and_changes_nothing(api):
@@ -167,8 +167,8 @@ def test_resolving_a_payment_that_is_not_unresolved_is_refused_and_changes_nothi
     assert payment.status == "succeeded"
     assert counts(payment)[:2] == before[:2]
     row = the_audit_row(action="payment.resolve")
-    assert (row.outcome, row.actor, row.ip, row.reason) == ("refused", ALICE, IP,
-                                                            "wrong payment")
+    assert (row.actor, row.ip, row.reason) == (ALICE, IP, "wrong payment")
+    assert row.outcome.startswith("refused: ") and "succeeded" in row.outcome
     assert "succeeded" in row.after["error"]
 
 
@@ -249,7 +249,7 @@ def test_sync_now_with_nothing_open_is_refused(api):
     payment = Payment.objects.get(pk=pay(api).json()["id"])
     with pytest.raises(StateConflict, match="Nothing"):
         operator.sync_now(payment=payment, actor=ALICE, reason="just in case")
-    assert the_audit_row(action="payment.sync").outcome == "refused"
+    assert the_audit_row(action="payment.sync").outcome.startswith("refused: ")
 
 
 # --- captures, voids and refunds stuck -----------------------------------------------------
@@ -362,7 +362,7 @@ def test_refund_refusals_change_nothing(api, amount):
         operator.refund_issue(payment=payment, amount=amount, actor=ALICE, reason="r")
     assert not Refund.objects.filter(payment=payment).exists()
     assert counts(payment)[:2] == before[:2]
-    assert the_audit_row(action="payment.refund").outcome == "refused"
+    assert the_audit_row(action="payment.refund").outcome.startswith("refused: ")
 
 
 def test_void_an_authorization(api):
@@ -429,7 +429,7 @@ def test_keys_that_are_not_wedged_or_began_something_are_not_released(
     with pytest.raises(StateConflict, match=message):
         operator.idempotency_key_release(key=key, actor=ALICE, reason="r")
     assert IdempotencyKey.objects.filter(pk=key.pk).exists()
-    assert the_audit_row(action="idempotency_key.release").outcome == "refused"
+    assert the_audit_row(action="idempotency_key.release").outcome.startswith("refused: ")
 
 
 def endpoint(merchant, **fields) -> WebhookEndpoint:
