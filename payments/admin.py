@@ -29,6 +29,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from payments.admin_audit import audit_log_url, client_ip, revoke_api_keys
+from payments.admin_base import ReadOnlyAdmin, ReadOnlyInline
 from payments.audit import user_actor
 from payments.errors import PaymentsError, ProviderFailed
 from payments.models import (
@@ -245,32 +246,6 @@ class OperatorActionsAdmin(admin.ModelAdmin):
             "summary": self.summary(obj), "object_url": change_url(obj),
         }
         return TemplateResponse(request, "admin/payments/operator_action.html", context)
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
-class ReadOnlyInline(admin.TabularInline):
-    extra = 0
-    can_delete = False
-    show_change_link = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class APIKeyInline(ReadOnlyInline):

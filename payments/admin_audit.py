@@ -22,6 +22,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
+from payments.admin_base import ReadOnlyAdmin
 from payments.audit import audit_record, user_actor
 from payments.models import APIKey, AuditLog
 from payments.services.merchants import api_key_revoke
@@ -51,7 +52,7 @@ def _pretty(value: Any) -> str:
 
 
 @admin.register(AuditLog)
-class AuditLogAdmin(admin.ModelAdmin):
+class AuditLogAdmin(ReadOnlyAdmin):
     """Read-only for everyone, superusers included: the database refuses changes anyway
     (migration 0010's trigger); the admin does not offer them."""
 
@@ -66,15 +67,6 @@ class AuditLogAdmin(admin.ModelAdmin):
     fields = ("at", "actor", "ip", "action", "object_type", "object_id", "outcome", "reason",
               "before_pretty", "after_pretty")
     readonly_fields = fields
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="reason")
     def reason_excerpt(self, row: AuditLog) -> str:
