@@ -116,6 +116,15 @@ DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'switchyard.sqlite3'}"),
 }
 DATABASES["default"]["ATOMIC_REQUESTS"] = False  # services open their own transactions
+# Persistent connections: a process keeps its database connection for CONN_MAX_AGE seconds
+# and every request reuses it, instead of opening one per request (a TCP and authentication
+# handshake, and a new server process on Postgres). Health-checked before a request reuses
+# it, so a connection the server or the network dropped is replaced, never failed on. Celery
+# workers keep theirs the same way (Celery's Django fixup closes them only when unusable or
+# older than this). Each process holds one connection per thread: size Postgres'
+# max_connections for every web and worker process and thread (0 closes after each request).
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("CONN_HEALTH_CHECKS", default=True)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The embedded default writes from several threads at once (requests, the status-sync
     # nudge, the sandboxes' webhook timer). A deferred SQLite transaction that reads, then

@@ -353,7 +353,12 @@ def test_card_data_never_reaches_the_logs(provider, adapter, caplog):
         provider=provider.name, body__contains="4242424242424242").exists()
 
 
-def test_the_adapter_closes_the_clients_it_creates_and_not_given_ones(provider, monkeypatch):
+def test_calls_share_one_client_per_account_and_given_clients_stay_the_callers(
+        provider, monkeypatch):
+    """No client (and no connection) is built per call: every call on one account in this
+    process goes through one client, kept open so its connections are kept alive. Another
+    base URL or other timeouts get a client of their own; the old one is not closed under a
+    call that may still use it. A client passed in belongs to the caller."""
     from providers import http as module
 
     created = []
@@ -364,16 +369,25 @@ def test_the_adapter_closes_the_clients_it_creates_and_not_given_ones(provider, 
         return created[-1]
 
     monkeypatch.setattr(module, "client_for", tracking)
+    monkeypatch.setattr(module, "_clients", module._ClientCache())
     adapter = provider.adapter()
     result = adapter.authorize(auth())
     adapter.capture(mod(result.provider_reference, 1050))
-    adapter.probe()
-    assert len(created) == 3 and all(client.is_closed for client in created)
+    provider.adapter().probe()  # another adapter object of the same account
+    assert len(created) == 1 and not created[0].is_closed
+
+    provider.adapter(read_timeout=7.5).probe()
+    provider.adapter(read_timeout=7.5).probe()
+    assert len(created) == 2 and not created[0].is_closed and not created[1].is_closed
+    assert created[1].timeout.read == 7.5
 
     given = real(provider.config())
     provider.adapter_class(provider.config(), client=given).probe()
+    assert len(created) == 2
     assert not given.is_closed  # a client passed in belongs to the caller
     given.close()
+    module._clients.close_all()
+    assert all(client.is_closed for client in created)
 
 
 # --- capture, cancel, refund ------------------------------------------------------------------
@@ -655,6 +669,25 @@ def test_http_timeout_before_commit(http_provider, settings):
     assert not charges(provider).exists()
     if provider.never_committed_lookup == "not found":
         assert provider.adapter(url).lookup(request).found is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_http_one_shared_client_serves_concurrent_calls(http_provider, monkeypatch):
+    """The account's one client is shared by concurrent calls from several threads (its
+    pool hands each its own connection): each gets its own answer, nothing is serialized
+    into another call, and no thread builds a client of its own."""
+    from providers import http as module
+    from tests.threads import in_threads
+
+    monkeypatch.setattr(module, "_clients", module._ClientCache())
+    provider, url = http_provider
+    adapter = provider.adapter(url)
+    results = in_threads(6, lambda i: adapter.authorize(auth()))
+    assert all(isinstance(result, AuthorizeResult) for result in results), results
+    assert len({result.provider_reference for result in results}) == 6
+    assert charges(provider).count() == 6
+    assert len(module._clients._clients) == 1
+    module._clients.close_all()
 
 
 @pytest.mark.django_db(transaction=True)
