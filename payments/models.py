@@ -128,7 +128,13 @@ class Payment(PrefixedIdModel):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        indexes = [models.Index(fields=["merchant", "livemode", "-created_at", "-id"])]
+        indexes = [
+            models.Index(fields=["merchant", "livemode", "-created_at", "-id"]),
+            # /v1/payments?status=…: a page of a rare status (unresolved) is read from its
+            # own rows, not found by walking every payment of the merchant
+            models.Index(fields=["merchant", "livemode", "status", "-created_at", "-id"],
+                         name="payment_status_list_idx"),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(amount__gt=0)
@@ -326,8 +332,16 @@ class WebhookOutbox(models.Model):
 
     class Meta:
         verbose_name = "event"
-        indexes = [models.Index(fields=["merchant", "livemode", "-id"],
-                                name="event_list_idx")]
+        indexes = [
+            models.Index(fields=["merchant", "livemode", "-id"], name="event_list_idx"),
+            # /v1/events?type=…: a rare type's page without walking every event
+            models.Index(fields=["merchant", "livemode", "type", "-id"],
+                         name="event_type_list_idx"),
+            # /v1/events?created[lte|gte]=…: a window far from the newest events is found
+            # by time (the planner picks this or event_list_idx by how many rows match)
+            models.Index(fields=["merchant", "livemode", "created_at"],
+                         name="event_created_list_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.event_id} {self.type}"

@@ -46,7 +46,10 @@ def paginate(queryset: QuerySet, params) -> tuple[list, bool]:
         if cursor is None:
             raise InvalidRequest(f"No such object for starting_after: {cursor_id[:60]!r}.",
                                  code="resource_missing", param="starting_after")
-        queryset = queryset.filter(
+        # (the first condition is implied by the second; it is there for the index, which
+        # Postgres cannot start from an OR: the page starts at the cursor instead of
+        # walking down to it from the newest row)
+        queryset = queryset.filter(created_at__lte=cursor["created_at"]).filter(
             Q(created_at__lt=cursor["created_at"])
             | Q(created_at=cursor["created_at"], id__lt=cursor["id"])
         )
