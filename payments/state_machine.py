@@ -10,9 +10,12 @@ or refund.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from django.db import transaction
+from django.db.models import Prefetch, prefetch_related_objects
 from django.utils import timezone
 
 from payments.api.serializers import PaymentOutput, RefundOutput
@@ -32,6 +35,7 @@ from payments.models import (
 )
 from payments.services.nudge import webhooks_nudge
 from providers.ids import new_id
+from providers.models import ProviderAccount
 
 S = PaymentStatus
 
@@ -102,9 +106,108 @@ _WEBHOOK_EVENTS: dict[str, str] = {
 _SNAPSHOT_FIELDS = ("amount_capturable", "amount_captured", "amount_refunded")
 
 
+# --- row locks held by this transaction ------------------------------------------------------
+# A payment is locked (and read) once per transaction: `lock_payment` called again for a row
+# this transaction already holds returns the instance it locked, which every write of the
+# state machine goes through, so it is the row as the database has it (nobody else can change
+# a locked row). It is read again when that cannot be vouched for: the lock was taken in a
+# savepoint since closed (released or rolled back: a rolled-back savepoint also drops the row
+# locks taken in it), a write made through it was rolled back with its savepoint, or the
+# transaction ended. (Each lock and write registers a no-op on_commit callback: Django drops
+# the callbacks of a savepoint that rolls back and all of them when the transaction ends.)
+
+
+@dataclass
+class _Held:
+    payment: Payment
+    blocks: tuple[int, ...]  # the atomic blocks open when it was locked (their ids)
+    savepoints: tuple[str | None, ...]
+    markers: list[Callable[[], None]]
+
+
+def _marker() -> Callable[[], None]:
+    def marker() -> None:
+        pass
+    transaction.on_commit(marker)
+    return marker
+
+
+def _held_locks() -> dict[str, _Held]:
+    """This transaction's locked payments (a fresh table once the transaction changed)."""
+    connection = transaction.get_connection()
+    table: tuple[Callable[[], None], dict[str, _Held]] | None = getattr(
+        connection, "_switchyard_held_payments", None)
+    if table is None or not _pending(connection, table[0]):
+        table = (_marker(), {})
+        connection._switchyard_held_payments = table
+    return table[1]
+
+
+def _pending(connection: Any, marker: Callable[[], None]) -> bool:
+    return any(func is marker for _, func, _ in connection.run_on_commit)
+
+
+def _held(payment_id: str) -> Payment | None:
+    """The instance this transaction locked `payment_id` through, if it still holds it."""
+    connection = transaction.get_connection()
+    if not connection.in_atomic_block:
+        return None
+    entry = _held_locks().get(payment_id)
+    if entry is None:
+        return None
+    open_blocks = tuple(id(block) for block in connection.atomic_blocks)
+    open_savepoints = tuple(connection.savepoint_ids)
+    if open_blocks[:len(entry.blocks)] != entry.blocks \
+            or open_savepoints[:len(entry.savepoints)] != entry.savepoints \
+            or not all(_pending(connection, marker) for marker in entry.markers):
+        return None
+    return entry.payment
+
+
+def _hold(payment: Payment) -> None:
+    connection = transaction.get_connection()
+    _held_locks()[payment.pk] = _Held(
+        payment=payment, blocks=tuple(id(block) for block in connection.atomic_blocks),
+        savepoints=tuple(connection.savepoint_ids), markers=[_marker()])
+
+
+def _wrote(payment: Payment) -> None:
+    """A write through the held instance: if its savepoint rolls back, read the row again."""
+    entry = _held_locks().get(payment.pk)
+    if entry is not None and entry.payment is payment:
+        entry.markers.append(_marker())
+
+
+def _written_here(payment: Payment) -> bool:
+    """Has this transaction saved the payment through `payment` (the instance it holds)?"""
+    entry = _held_locks().get(payment.pk)
+    return entry is not None and entry.payment is payment and len(entry.markers) > 1 \
+        and _held(payment.pk) is payment
+
+
+def _attname(name: str) -> str:
+    field = Payment._meta.get_field(name)
+    return str(getattr(field, "attname", name))
+
+
 def lock_payment(payment_id: str) -> Payment:
-    """The payment row, locked until the surrounding transaction ends."""
-    return Payment.objects.select_for_update().get(pk=payment_id)
+    """The payment row, locked until the surrounding transaction ends (read once per
+    transaction, see above), with its provider account (not locked)."""
+    held = _held(payment_id)
+    if held is not None:
+        return held
+    locked = (Payment.objects.select_for_update(of=("self",)).select_related("provider_account")
+              .get(pk=payment_id))
+    _hold(locked)
+    return locked
+
+
+def attempts_changed(payment_id: str) -> None:
+    """An attempt of the payment was written: what the held instance prefetched of them (for
+    the outbox) is out of date."""
+    held = _held(payment_id)
+    if held is not None:
+        getattr(held, "_prefetched_objects_cache", {}).pop("attempts", None)
 
 
 def transition_payment(
@@ -136,11 +239,17 @@ def transition_payment(
         # a succeeded payment still books refunds; other terminal payments never change
         raise StateConflict(f"This payment is {from_status} and can no longer change.")
 
+    before = {name: getattr(locked, _attname(name)) for name in updates or {}}
     for name, value in (updates or {}).items():
         setattr(locked, name, value)
     if to_status is not None:
         locked.status = to_status
-    locked.save()
+    if to_status is not None or not _written_here(locked) or any(
+            getattr(locked, _attname(name)) != value for name, value in before.items()):
+        locked.save()
+        _wrote(locked)
+    # (else: an event that changes nothing on a row this transaction has just saved, e.g.
+    # the first attempt started with the confirmation: the row is already as it must be)
 
     snapshot = {name: getattr(locked, name) for name in _SNAPSHOT_FIELDS}
     PaymentEvent.objects.create(
@@ -227,6 +336,9 @@ def _transition(model: type[_Row], table: dict[str, frozenset[str]], row: _Row,
         setattr(locked, name, value)
     if fields:
         locked.save(update_fields=[*fields, "updated_at"])
+        attempts_changed(locked.payment_id)
+    # the caller's instance keeps the related rows it had loaded (they did not change)
+    locked._state.fields_cache = {**row._state.fields_cache, **locked._state.fields_cache}
     row.__dict__.update(locked.__dict__)
     return locked
 
@@ -237,6 +349,13 @@ def _outbox(obj: Payment | Refund, event_type: str) -> None:
     /v1/events returns it)."""
     event_id = new_id("evt")
     created = timezone.now()
+    if isinstance(obj, Payment):
+        # the attempts with their accounts in one query (the serializer would read each
+        # attempt's account on its own); kept on the instance for the API's answer, until an
+        # attempt is written (`attempts_changed`)
+        if "attempts" not in getattr(obj, "_prefetched_objects_cache", {}):
+            prefetch_related_objects([obj], Prefetch(
+                "attempts", queryset=PaymentAttempt.objects.select_related("provider_account")))
     representation = (PaymentOutput(obj) if isinstance(obj, Payment) else RefundOutput(obj)).data
     WebhookOutbox.objects.create(
         event_id=event_id,
@@ -251,6 +370,14 @@ def _outbox(obj: Payment | Refund, event_type: str) -> None:
     )
     # out within a second or so; the beat task relays whatever a lost nudge leaves
     transaction.on_commit(webhooks_nudge)
+
+
+def start_attempt(payment: Payment, account: ProviderAccount, **fields: Any) -> PaymentAttempt:
+    """Insert a new attempt of the payment (locked by the caller) at `account`."""
+    attempt = PaymentAttempt.objects.create(payment=payment, provider_account=account,
+                                            status=AttemptStatus.PENDING, **fields)
+    attempts_changed(payment.pk)
+    return attempt
 
 
 def record_event(payment: Payment, event: str, *, actor: str, data: dict[str, Any]) -> None:
@@ -307,6 +434,13 @@ def replay_events(payment: Payment) -> dict[str, Any]:
 def create_payment(**fields: Any) -> Payment:
     """Insert a new payment in `requires_confirmation` with its first event."""
     payment = Payment.objects.create(status=S.REQUIRES_CONFIRMATION, **fields)
+    # nobody else sees the row before this transaction commits: as good as locked by it
+    _hold(payment)
+    # and it has no attempt yet: the outbox need not ask (`start_attempt` adds them); a query
+    # derived from this (filter, values) still goes to the database
+    no_attempts = PaymentAttempt.objects.filter(payment=payment)
+    no_attempts._result_cache = []
+    payment._prefetched_objects_cache = {"attempts": no_attempts}  # type: ignore[attr-defined]
     PaymentEvent.objects.create(
         payment=payment,
         type=EventType.CREATED,

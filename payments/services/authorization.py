@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from payments import state_machine as sm
 from payments.events import EventType
-from payments.models import AttemptStatus, Payment, PaymentAttempt, PaymentStatus
+from payments.models import Payment, PaymentAttempt, PaymentStatus
 from payments.services import attempts
 from payments.services.provider_calls import CallKind, CallOutcome, call_provider, error_body
 from providers import base
@@ -45,35 +45,48 @@ def _record_stats(account: ProviderAccount,
         stats.record_outcome(account, retry_rules.outcome_of(error).kind)
 
 
-def authorize(payment: Payment, card: base.Card, *,
-              actor: str) -> tuple[Payment, CallOutcome[base.AuthorizeResult] | None]:
+def authorize(payment: Payment, card: base.Card, *, actor: str,
+              started: PaymentAttempt | None = None
+              ) -> tuple[Payment, CallOutcome[base.AuthorizeResult] | None]:
     """Try the payment's candidate accounts until one answers for good. The payment must be
-    `processing`; returns it in its new status with the last provider outcome."""
+    `processing`; returns it in its new status with the last provider outcome. `started`: the
+    first attempt, already recorded (`start_attempt`) in the transaction that confirmed the
+    payment, which `payment` is as it committed."""
     last: CallOutcome[base.AuthorizeResult] | None = None
+    holder_name = _holder_name(payment)
+    attempt = started
     while True:
-        with transaction.atomic():
-            locked = sm.lock_payment(payment.pk)
-            if locked.status != S.PROCESSING:
-                return locked, last
-            account = attempts.next_account(locked)
-            if account is None:
-                return _give_up(locked, last, actor=actor), last
-            # If this process dies during the call, status sync picks the attempt up after
-            # the grace period (longer than any live call) and asks the provider.
-            attempt = PaymentAttempt.objects.create(
-                payment=locked, provider_account=account, status=AttemptStatus.PENDING,
-                next_sync_at=timezone.now() + dt.timedelta(
-                    seconds=settings.STATUS_SYNC_PENDING_GRACE_SECONDS))
-            sm.transition_payment(
-                locked, None, event=EventType.ATTEMPT_STARTED, actor=actor,
-                updates={"provider_account": account},
-                data={"attempt": attempt.id, "provider": account.name})
-        request = authorize_request(locked, attempt, card)
-        last = call_provider(account, "authorize", request)
-        _record_stats(account, last)
-        payment = attempts.record_answer(locked, attempt, last, actor=actor)
+        if attempt is None:
+            with transaction.atomic():
+                locked = sm.lock_payment(payment.pk)
+                if locked.status != S.PROCESSING:
+                    return locked, last
+                account = attempts.next_account(locked)
+                if account is None:
+                    return _give_up(locked, last, actor=actor), last
+                attempt = start_attempt(locked, account, actor=actor)
+            payment = locked
+        request = authorize_request(payment, attempt, card, holder_name=holder_name)
+        last = call_provider(attempt.provider_account, "authorize", request)
+        _record_stats(attempt.provider_account, last)
+        payment = attempts.record_answer(payment, attempt, last, actor=actor)
         if payment.status != S.PROCESSING:
             return payment, last
+        attempt = None
+
+
+def start_attempt(payment: Payment, account: ProviderAccount, *, actor: str) -> PaymentAttempt:
+    """Record the next try at `account` (`pending`), inside the caller's transaction with the
+    payment locked, before anything is sent."""
+    # If this process dies during the call, status sync picks the attempt up after the grace
+    # period (longer than any live call) and asks the provider.
+    attempt = sm.start_attempt(payment, account, next_sync_at=timezone.now() + dt.timedelta(
+        seconds=settings.STATUS_SYNC_PENDING_GRACE_SECONDS))
+    sm.transition_payment(
+        payment, None, event=EventType.ATTEMPT_STARTED, actor=actor,
+        updates={"provider_account": account},
+        data={"attempt": attempt.id, "provider": account.name})
+    return attempt
 
 
 def apply_lookup(attempt: PaymentAttempt, found: base.LookupResult, *, card: base.Card,
@@ -88,9 +101,15 @@ def apply_lookup(attempt: PaymentAttempt, found: base.LookupResult, *, card: bas
     return payment
 
 
-def authorize_request(payment: Payment, attempt: PaymentAttempt,
-                      card: base.Card) -> base.AuthorizeRequest:
+def _holder_name(payment: Payment) -> str:
     billing = (payment.payment_method.billing_details or {}) if payment.payment_method else {}
+    return str(billing.get("name", ""))
+
+
+def authorize_request(payment: Payment, attempt: PaymentAttempt, card: base.Card, *,
+                      holder_name: str | None = None) -> base.AuthorizeRequest:
+    """What is sent for the attempt; `holder_name` when the caller has read the card's
+    billing details already."""
     return base.AuthorizeRequest(
         reference=attempt.provider_idempotency_key,
         amount=payment.amount,
@@ -98,7 +117,7 @@ def authorize_request(payment: Payment, attempt: PaymentAttempt,
         card=card,
         capture=payment.capture_method == "automatic",
         description=payment.description,
-        holder_name=billing.get("name", ""),
+        holder_name=_holder_name(payment) if holder_name is None else holder_name,
     )
 
 

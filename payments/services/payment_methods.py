@@ -94,6 +94,10 @@ def card_for_authorization(card: Card, pm: PaymentMethod, *, cvc: str | None = N
     vaulted, which is erased now. Call inside the transaction that starts the authorization,
     so that the CVC is erased exactly when it is used (and kept if that transaction rolls
     back). Only the first authorization of a card ever gets the stored CVC."""
+    if "encrypted_cvc" not in pm.get_deferred_fields() and pm.encrypted_cvc is None:
+        # Nothing to erase, now or later: a CVC is kept only when the card is vaulted (and
+        # re-encrypted only where one is kept), so a card read without one has none.
+        return dataclasses.replace(card, cvc=cvc)
     stored = PaymentMethod.objects.select_for_update().filter(pk=pm.pk).values_list(
         "key_version", "encrypted_cvc").first()
     if stored is not None and stored[1] is not None:

@@ -19,7 +19,14 @@ from django.db import transaction
 from payments import state_machine as sm
 from payments.errors import CardDeclined, InvalidRequest, ProviderFailed, StateConflict
 from payments.events import EventType
-from payments.models import AttemptStatus, Merchant, Payment, PaymentMethod, PaymentStatus
+from payments.models import (
+    AttemptStatus,
+    Merchant,
+    Payment,
+    PaymentAttempt,
+    PaymentMethod,
+    PaymentStatus,
+)
 from payments.services import authorization, idempotency
 from payments.services.payment_methods import card_for_authorization, card_for_provider
 from payments.services.provider_calls import CallKind, CallOutcome, merchant_message
@@ -67,6 +74,7 @@ def payment_create(
     # Decrypt before anything moves: a vault failure must leave nothing behind.
     decrypted = card_for_provider(to_confirm) if to_confirm is not None else None
     card: Card | None = None
+    attempt: PaymentAttempt | None = None
     with transaction.atomic():
         # Creating and starting the confirmation is one transaction: a confirmation that
         # cannot start (no account to route to) rolls the payment back, so the 400 changes
@@ -86,9 +94,10 @@ def payment_create(
         )
         idempotency.record_object(payment)
         if to_confirm is not None and decrypted is not None:
-            card = _start_confirmation(payment, to_confirm, decrypted, actor="api", cvc=cvc)
-    if card is not None:
-        return _authorize(payment, card, actor="api")
+            card, attempt = _start_confirmation(payment, to_confirm, decrypted, actor="api",
+                                                cvc=cvc)
+    if card is not None and attempt is not None:
+        return _authorize(payment, card, attempt, actor="api")
     return payment
 
 
@@ -168,15 +177,16 @@ def payment_confirm(*, payment: Payment, payment_method: PaymentMethod | None = 
     # in processing.
     decrypted = card_for_provider(pm)
     with transaction.atomic():
-        card = _start_confirmation(payment, pm, decrypted, actor=actor, cvc=cvc)
+        card, attempt = _start_confirmation(payment, pm, decrypted, actor=actor, cvc=cvc)
         idempotency.record_object(payment)
-    return _authorize(payment, card, actor=actor)
+    return _authorize(payment, card, attempt, actor=actor)
 
 
 def _start_confirmation(payment: Payment, pm: PaymentMethod, card: Card, *, actor: str,
-                        cvc: str | None = None) -> Card:
-    """Lock, check, route and move to processing (inside the caller's transaction); the
-    card for the authorization, with its CVC (erased from the vault now, if kept there)."""
+                        cvc: str | None = None) -> tuple[Card, PaymentAttempt]:
+    """Lock, check, route, move to processing and record the first attempt (inside the
+    caller's transaction, which `payment` is updated to); the card for the authorization,
+    with its CVC (erased from the vault now, if kept there), and the attempt."""
     locked = sm.lock_payment(payment.pk)
     if locked.status != S.REQUIRES_CONFIRMATION:
         raise StateConflict(f"This payment is {locked.status}; only a payment that "
@@ -187,11 +197,17 @@ def _start_confirmation(payment: Payment, pm: PaymentMethod, card: Card, *, acto
         updates={"payment_method": pm, "provider_account": account, "routing": routing},
         data={"candidates": routing["order"]},
     )
-    return card_for_authorization(card, pm, cvc=cvc)
+    card = card_for_authorization(card, pm, cvc=cvc)
+    # the first candidate, in this transaction: routing just read it (enabled, in budget)
+    attempt = authorization.start_attempt(locked, account, actor=actor)
+    if payment is not locked:
+        payment.__dict__.update(locked.__dict__)
+    return card, attempt
 
 
-def _authorize(payment: Payment, card: Card, *, actor: str) -> Payment:
-    payment, outcome = authorization.authorize(payment, card, actor=actor)
+def _authorize(payment: Payment, card: Card, attempt: PaymentAttempt, *,
+               actor: str) -> Payment:
+    payment, outcome = authorization.authorize(payment, card, actor=actor, started=attempt)
     return raise_for_failure(payment, outcome)
 
 
