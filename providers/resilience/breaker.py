@@ -32,7 +32,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import pybreaker
 import redis
@@ -119,6 +119,48 @@ class BreakerOpen(ProviderUnavailable):
     code = "breaker_open"
 
 
+class Admission(NamedTuple):
+    """How a call was admitted: CLOSED (token None) or PROBE (the trial slot's token); and
+    the failure count read with a closed state (None: not read), so that a success need not
+    read it again to know whether there is a count to reset."""
+
+    mode: str
+    token: str | None
+    failures: int | None = None
+
+
+# Routing reads every candidate's breaker (one MGET) just before the payment's first call.
+# A CLOSED state it read moments ago admits that call without reading the state again: it is
+# the reading a fresh one would repeat, as old as the transaction between them (the same race
+# as a breaker tripping just after any admission). Used once, by the thread that read it, and
+# only within this many seconds; a state this process changes is forgotten at once.
+ROUTING_READ_MAX_AGE_SECONDS = 0.5
+_routing_reads = threading.local()
+
+
+def _remember_closed(account_id: str, failures: int) -> None:
+    reads = getattr(_routing_reads, "by_account", None)
+    if reads is None:
+        reads = _routing_reads.by_account = {}
+    reads[account_id] = (time.monotonic(), failures)
+
+
+def _recent_closed_read(account_id: str) -> int | None:
+    """The failure count of a CLOSED state routing just read (taken: used once), or None."""
+    reads = getattr(_routing_reads, "by_account", None)
+    entry = reads.pop(account_id, None) if reads else None
+    if entry is None or time.monotonic() - entry[0] > ROUTING_READ_MAX_AGE_SECONDS:
+        return None
+    failures: int = entry[1]
+    return failures
+
+
+def _forget_reads(account_id: str) -> None:
+    reads = getattr(_routing_reads, "by_account", None)
+    if reads:
+        reads.pop(account_id, None)
+
+
 class AccountBreaker(pybreaker.CircuitBreaker):
     """pybreaker's breaker and storage, with admission and recording split around the call."""
 
@@ -131,16 +173,19 @@ class AccountBreaker(pybreaker.CircuitBreaker):
         self.probe_slot = probe_slot
 
     # -- the concurrent replacement for pybreaker's call() -----------------------------------
-    def admit(self) -> tuple[str, str | None]:
-        """Decide whether a call may go out now: (CLOSED, None) or (PROBE, slot token).
-        Raises BreakerOpen otherwise."""
+    def admit(self) -> Admission:
+        """Decide whether a call may go out now: (CLOSED, None, failures) or (PROBE, slot
+        token). Raises BreakerOpen otherwise."""
+        failures = _recent_closed_read(str(self.name))
+        if failures is not None:
+            return Admission(CLOSED, None, failures)
         with self._lock:
-            # current_state reads the shared storage. (pybreaker's `state` property would also
-            # "sync" the local state object, which resets the shared failure counter whenever
+            # read from the shared storage. (pybreaker's `state` property would also "sync"
+            # the local state object, which resets the shared failure counter whenever
             # another process changed the state: failures counted elsewhere would be lost.)
-            state = self.current_state
+            state, failures = self._state_and_failures()
             if state == pybreaker.STATE_CLOSED:
-                return CLOSED, None
+                return Admission(CLOSED, None, failures)
             if state == pybreaker.STATE_OPEN and not self._reset_timeout_elapsed():
                 raise self._refusal("open")
             token = self.probe_slot.acquire()
@@ -148,11 +193,28 @@ class AccountBreaker(pybreaker.CircuitBreaker):
                 raise self._refusal("half-open, a trial call is in flight")
             if state == pybreaker.STATE_OPEN:
                 self.half_open()
-            return PROBE, token
+            return Admission(PROBE, token)
 
-    def record(self, admission: tuple[str, str | None], exc: BaseException | None) -> None:
+    def _state_and_failures(self) -> tuple[str, int | None]:
+        """The shared state and failure count, in one round trip on Redis."""
+        if not isinstance(self.storage, pybreaker.CircuitRedisStorage):
+            return self.current_state, None
+        keys = _storage_keys(str(self.name))
+        try:
+            state, failures = self.storage._redis.mget([keys["state"], keys["fail_counter"]])
+        except redis.RedisError:
+            # as pybreaker's storage does: a closed breaker, and no count known
+            logger.exception("breaker state unavailable in Redis; treating it as closed")
+            return pybreaker.STATE_CLOSED, None
+        if state is None:  # never written: pybreaker's read initializes it
+            return self.current_state, None
+        return (state.decode() if isinstance(state, bytes) else str(state)), int(failures or 0)
+
+    def record(self, admission: tuple[str, str | None] | Admission,
+               exc: BaseException | None) -> None:
         """Record how an admitted call ended (exc None: it returned)."""
-        mode, token = admission
+        mode, token = admission[0], admission[1]
+        seen = admission[2] if len(admission) > 2 else None
         with self._lock:
             try:
                 if exc is not None and not isinstance(exc, ProviderError):
@@ -160,6 +222,8 @@ class AccountBreaker(pybreaker.CircuitBreaker):
                     # nothing about the provider either way, so it neither counts nor resets.
                     return
                 failed = exc is not None and self.is_system_error(exc)
+                if failed:  # what routing read of this breaker may no longer hold
+                    _forget_reads(str(self.name))
                 for listener in self.listeners:
                     if failed and exc is not None:
                         listener.failure(self, exc)
@@ -174,8 +238,11 @@ class AccountBreaker(pybreaker.CircuitBreaker):
                         logger.info("breaker %s: trial call succeeded, closed", self.name)
                     return
                 if not failed:
-                    if self.storage.counter:
-                        self.storage.reset_counter()  # failures must be consecutive
+                    # failures must be consecutive: a count read at admission (when there
+                    # was one) need not be read again. (A failure another call records while
+                    # this one is out is then reset by the next success admitted after it.)
+                    if (self.storage.counter if seen is None else seen):
+                        self.storage.reset_counter()
                     return
                 if self.current_state != pybreaker.STATE_CLOSED:
                     # Admitted before the breaker tripped: its failure is already old news, and
@@ -257,6 +324,7 @@ def breaker_reset(account: ProviderAccount) -> str:
     that did not happen must not look as if it had (pybreaker's storage would only log)."""
     breaker = breaker_for(account)
     client = store.redis_client()
+    _forget_reads(account.id)
     with breaker._lock:
         before = breaker.current_state
         if client is not None:
@@ -288,11 +356,10 @@ def refusing(accounts: Iterable[ProviderAccount]) -> set[str]:
                         account.breaker_reset_timeout, breaker.probe_slot.taken):
                 refused.add(account.id)
         return refused
-    base = pybreaker.CircuitRedisStorage.BASE_NAMESPACE
     keys = []
     for account in accounts:
-        namespace = store.account_key(account.id, "breaker")
-        keys += [f"{namespace}:{base}:state", f"{namespace}:{base}:opened_at",
+        names = _storage_keys(account.id)
+        keys += [names["state"], names["opened_at"], names["fail_counter"],
                  store.account_key(account.id, "breaker", "probe")]
     try:
         # one MGET for every account (the single Redis that store.py connects to)
@@ -302,12 +369,22 @@ def refusing(accounts: Iterable[ProviderAccount]) -> set[str]:
         return set()
     refused = set()
     for i, account in enumerate(accounts):
-        state, opened_at, probe = values[3 * i: 3 * i + 3]
+        state, opened_at, failures, probe = values[4 * i: 4 * i + 4]
         name = (state.decode() if isinstance(state, bytes) else state) or pybreaker.STATE_CLOSED
         opened = datetime.fromtimestamp(int(opened_at), UTC) if opened_at else None
         if _refuses(name, opened, account.breaker_reset_timeout, _is_set(probe)):
             refused.add(account.id)
+        elif state is not None and name == pybreaker.STATE_CLOSED:
+            _remember_closed(account.id, int(failures or 0))  # for this payment's call
     return refused
+
+
+def _storage_keys(account_id: str) -> dict[str, str]:
+    """The Redis keys pybreaker's storage keeps an account's breaker in."""
+    namespace = store.account_key(account_id, "breaker")
+    base = pybreaker.CircuitRedisStorage.BASE_NAMESPACE
+    return {name: f"{namespace}:{base}:{name}"
+            for name in ("state", "opened_at", "fail_counter")}
 
 
 def _is_set(value: object) -> Callable[[], bool]:

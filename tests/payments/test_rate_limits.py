@@ -83,3 +83,19 @@ def test_concurrent_test_mode_requests_cannot_exceed_the_limit_nor_touch_live(
     statuses = in_threads(12, lambda i: Api(test_key).get("/v1/payments").status_code)
     assert sorted(statuses) == [200] * 5 + [429] * 7
     assert Api(live_key).get("/v1/payments").status_code == 200
+
+
+def test_a_request_is_counted_with_its_window_expiry_in_one_round_trip(api):
+    """The window counter and its expiry are written together (MULTI/EXEC): one Redis round
+    trip per request, and no counter is ever left without an expiry."""
+    from django.core.cache import cache
+
+    from tests.counting import count_work
+
+    with count_work() as work:
+        assert api.get("/v1/payments").status_code == 200
+    assert [command for _, command in work.commands] == ["PIPELINE INCRBY,EXPIRE"]
+    client = cache._cache.get_client()
+    keys = client.keys("*ratelimit*")
+    assert len(keys) == 1 and int(client.get(keys[0])) == 1
+    assert 0 < client.ttl(keys[0]) <= 120

@@ -65,6 +65,57 @@ def backend(request, settings):
 
 
 # --- circuit breaker -----------------------------------------------------------------------
+def test_routings_closed_read_admits_the_next_call_once_and_no_failure_is_bypassed(
+        monkeypatch):
+    """Routing reads every candidate's breaker just before the payment's first call; a
+    CLOSED state it read admits that call without a second read, once, while it is fresh,
+    and never after a failure this process recorded."""
+    from providers.resilience import breaker as module
+    from tests.counting import count_work
+
+    account = make_account(breaker_fail_max=2)
+    breaker = breaker_for(account)
+    assert guarded(breaker) == "ok"  # the breaker's state exists in Redis
+
+    assert module.refusing([account]) == set()  # routing's read: closed
+    with count_work() as work:
+        first = breaker.admit()
+        second = breaker.admit()
+    assert first.mode == second.mode == "closed"
+    assert work.ours.redis == 1  # the first admission used routing's read; the second read
+
+    module.refusing([account])
+    monkeypatch.setattr(module, "ROUTING_READ_MAX_AGE_SECONDS", 0.0)
+    time.sleep(0.01)
+    with count_work() as work:
+        breaker.admit()
+    assert work.ours.redis == 1  # too old: read again
+    monkeypatch.undo()
+
+    in_flight = [breaker.admit(), breaker.admit()]  # two calls out
+    module.refusing([account])  # routing reads: closed
+    for admission in in_flight:
+        breaker.record(admission, ProviderUnavailable())  # both fail: open
+    with pytest.raises(BreakerOpen):
+        breaker.admit()  # routing's read is not used after a failure recorded here
+
+
+def test_a_success_resets_failures_counted_before_its_admission():
+    """A success admitted while failures were counted resets them (failures must be
+    consecutive), without reading the count again."""
+    account = make_account(breaker_fail_max=3)
+    breaker = breaker_for(account)
+    fail(breaker, ProviderUnavailable())
+    fail(breaker, ProviderUnavailable())
+    admission = breaker.admit()
+    assert admission.failures == 2
+    breaker.record(admission, None)
+    assert breaker.fail_counter == 0
+    fail(breaker, ProviderUnavailable())
+    fail(breaker, ProviderUnavailable())
+    assert breaker.current_state == "closed"  # 2 of 3 since the success
+
+
 def test_an_operator_reset_closes_the_breaker_and_frees_the_trial_slot(backend):
     account = make_account(breaker_fail_max=2, breaker_reset_timeout=30)
     breaker = breaker_for(account)
