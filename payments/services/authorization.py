@@ -78,10 +78,7 @@ def authorize(payment: Payment, card: base.Card, *, actor: str,
 def start_attempt(payment: Payment, account: ProviderAccount, *, actor: str) -> PaymentAttempt:
     """Record the next try at `account` (`pending`), inside the caller's transaction with the
     payment locked, before anything is sent."""
-    # If this process dies during the call, status sync picks the attempt up after the grace
-    # period (longer than any live call) and asks the provider.
-    attempt = sm.start_attempt(payment, account, next_sync_at=timezone.now() + dt.timedelta(
-        seconds=settings.STATUS_SYNC_PENDING_GRACE_SECONDS))
+    attempt = sm.start_attempt(payment, account, **first_attempt_fields())
     sm.transition_payment(
         payment, None, event=EventType.ATTEMPT_STARTED, actor=actor,
         updates={"provider_account": account},
@@ -99,6 +96,14 @@ def apply_lookup(attempt: PaymentAttempt, found: base.LookupResult, *, card: bas
     if go_on:
         payment, _ = authorize(payment, card, actor=actor)
     return payment
+
+
+def first_attempt_fields() -> dict[str, object]:
+    """What a new attempt is recorded with, before anything is sent."""
+    # If this process dies during the call, status sync picks the attempt up after the grace
+    # period (longer than any live call) and asks the provider.
+    return {"next_sync_at": timezone.now() + dt.timedelta(
+        seconds=settings.STATUS_SYNC_PENDING_GRACE_SECONDS)}
 
 
 def _holder_name(payment: Payment) -> str:

@@ -75,27 +75,21 @@ def payment_create(
     decrypted = card_for_provider(to_confirm) if to_confirm is not None else None
     card: Card | None = None
     attempt: PaymentAttempt | None = None
+    fields: dict[str, Any] = {
+        "merchant": merchant, "livemode": livemode, "amount": amount, "currency": currency,
+        "payment_method": payment_method, "capture_method": capture_method,
+        "description": description, "reference": reference, "metadata": metadata or {},
+        "provider_account": account, "pinned": account is not None}
     with transaction.atomic():
         # Creating and starting the confirmation is one transaction: a confirmation that
         # cannot start (no account to route to) rolls the payment back, so the 400 changes
         # nothing — which is what lets it be released from the Idempotency-Key.
-        payment = sm.create_payment(
-            merchant=merchant,
-            livemode=livemode,
-            amount=amount,
-            currency=currency,
-            payment_method=payment_method,
-            capture_method=capture_method,
-            description=description,
-            reference=reference,
-            metadata=metadata or {},
-            provider_account=account,
-            pinned=account is not None,
-        )
-        idempotency.record_object(payment)
         if to_confirm is not None and decrypted is not None:
-            card, attempt = _start_confirmation(payment, to_confirm, decrypted, actor="api",
-                                                cvc=cvc)
+            payment, card, attempt = _create_and_start(fields, to_confirm, decrypted,
+                                                       actor="api", cvc=cvc)
+        else:
+            payment = sm.create_payment(**fields)
+            idempotency.record_object(payment)
     if card is not None and attempt is not None:
         return _authorize(payment, card, attempt, actor="api")
     return payment
@@ -203,6 +197,21 @@ def _start_confirmation(payment: Payment, pm: PaymentMethod, card: Card, *, acto
     if payment is not locked:
         payment.__dict__.update(locked.__dict__)
     return card, attempt
+
+
+def _create_and_start(fields: dict[str, Any], pm: PaymentMethod, card: Card, *, actor: str,
+                      cvc: str | None) -> tuple[Payment, Card, PaymentAttempt]:
+    """A new payment confirmed at once (inside the caller's transaction): routed first (on
+    the payment as it is about to be created), then created in `processing` with its first
+    attempt, as creating it and `_start_confirmation` would (sm.create_processing_payment)."""
+    account, routing = _route(Payment(status=S.REQUIRES_CONFIRMATION, **fields), pm)
+    payment, attempt = sm.create_processing_payment(
+        **{name: value for name, value in fields.items() if name != "provider_account"},
+        account=account, routing=routing, actor=actor,
+        confirmed={"candidates": routing["order"]},
+        attempt_fields=authorization.first_attempt_fields())
+    idempotency.record_object(payment)
+    return payment, card_for_authorization(card, pm, cvc=cvc), attempt
 
 
 def _authorize(payment: Payment, card: Card, attempt: PaymentAttempt, *,

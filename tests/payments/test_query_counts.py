@@ -27,8 +27,8 @@ from tests.factories import payment_method
 pytestmark = pytest.mark.django_db(transaction=True)
 
 # (statements, transactions, Redis round trips) of our own
-CREATE_CONFIRM = Tally(statements=20, transactions=6, redis=3)
-CREATE_CONFIRM_NO_KEY = Tally(statements=17, transactions=4, redis=3)
+CREATE_CONFIRM = Tally(statements=17, transactions=6, redis=3)
+CREATE_CONFIRM_NO_KEY = Tally(statements=14, transactions=4, redis=3)
 CAPTURE = Tally(statements=24, transactions=6, redis=2)
 REFUND = Tally(statements=20, transactions=7, redis=2)
 
