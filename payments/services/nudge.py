@@ -73,13 +73,46 @@ def webhooks_nudge() -> None:
     if settings.CELERY_TASK_ALWAYS_EAGER:
         _in_process_webhooks.run_in(app, delay)
         return
+    if not _sent_nudges.claim(delay):
+        return
     try:
         # expires: a nudge that waited longer in a queue (workers down) is stale; the beat
         # pass after the workers are back does its work
         app.send_task(WEBHOOKS_TASK, countdown=delay, expires=delay + 60, retry=False)
     except Exception:  # noqa: BLE001 - an optimisation only: the periodic pass is the guarantee
+        _sent_nudges.forget()
         logger.warning("webhook delivery nudge not enqueued (the periodic pass will run it)",
                        exc_info=True)
+
+
+class _SentNudges:
+    """One relay nudge at a time per process: a commit whose events a relay pass asked for
+    by this process will relay anyway (it runs `delay` seconds after it was sent, so after
+    this commit) sends none of its own. A create+confirm commits events twice within a few
+    milliseconds: one publish to the broker instead of two, and under load at most one per
+    `delay` per process. A commit closer than MARGIN to that pass sends its own."""
+
+    MARGIN_SECONDS = 0.1
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._due = 0.0  # time.monotonic() at which the last nudge's pass runs
+
+    def claim(self, delay: float) -> bool:
+        """True: send a nudge now (recorded as pending); False: the pending one covers it."""
+        now = time.monotonic()
+        with self._lock:
+            if self._due - now > self.MARGIN_SECONDS:
+                return False
+            self._due = now + delay
+            return True
+
+    def forget(self) -> None:
+        with self._lock:
+            self._due = 0.0
+
+
+_sent_nudges = _SentNudges()
 
 
 class _InProcessWebhooks:

@@ -28,6 +28,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 # (statements, transactions, Redis round trips) of our own
 CREATE_CONFIRM = Tally(statements=17, transactions=6, redis=3)
+# as production sends it (Celery not eager): the relay nudge after the commits is a publish
+# to the broker (Redis), one per request (payments.services.nudge coalesces the second)
+CREATE_CONFIRM_NUDGED = Tally(statements=17, transactions=6, redis=4)
 CREATE_CONFIRM_NO_KEY = Tally(statements=14, transactions=4, redis=3)
 CAPTURE = Tally(statements=24, transactions=6, redis=2)
 REFUND = Tally(statements=20, transactions=7, redis=2)
@@ -61,6 +64,42 @@ def test_create_and_confirm(shop, keyed):
         _pay(api, pm, keyed=keyed)
     assert work.sandbox.statements > 0  # the sandbox's work is told apart, not lost
     _assert_pinned(work, CREATE_CONFIRM if keyed else CREATE_CONFIRM_NO_KEY)
+
+
+@pytest.fixture
+def broker(settings):
+    """The project's Celery app publishing to the suite's Redis, not eagerly, as in
+    production; the queue it fills is emptied after."""
+    import redis
+
+    from payments.services import nudge
+    from workers.celery import app
+
+    def use(url: str) -> None:
+        app.conf.broker_url = url
+        app._pool = None
+        app.amqp._producer_pool = None
+
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    # a pass due well after the request: whether the second commit is covered does not
+    # depend on how fast this machine is
+    settings.WEBHOOK_DELIVERY_DELAY_SECONDS = 60
+    before = app.conf.broker_url
+    use(settings.REDIS_URL)
+    yield nudge
+    redis.Redis.from_url(settings.REDIS_URL).delete("webhooks")
+    nudge._sent_nudges.forget()
+    use(before)
+
+
+def test_create_and_confirm_with_the_relay_nudge(shop, broker):
+    _, api, pm = shop
+    _pay(api, pm)  # warm-up
+    broker._sent_nudges.forget()  # the warm-up's pass has run
+    with count_work() as work:
+        _pay(api, pm)
+    assert [c for _, c in work.commands if c.startswith("LPUSH")], work.report()
+    _assert_pinned(work, CREATE_CONFIRM_NUDGED)
 
 
 def test_capture(shop):
