@@ -59,6 +59,9 @@ class _RequestHandler(WSGIRequestHandler):
 class ThreadingSandboxServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog of 5 refuses (drops the SYN of) a burst of concurrent
+    # connections, which a real provider does not: the client would see connect timeouts.
+    request_queue_size = 128
 
 
 def make_server(app, host: str = "127.0.0.1", port: int = 0) -> ThreadingSandboxServer:
