@@ -1,6 +1,8 @@
 # Switchyard developer tasks (GNU make).
 #
-#   make run       local server on 127.0.0.1:$${PORT:-8000} (SQLite, no services needed)
+#   make run       local server on 127.0.0.1:$${PORT:-8000} through gunicorn (gunicorn.conf.py;
+#                  SQLite, no services needed); make dev: Django's autoreloading server
+#   make bench     HTTP benchmark of the service against its floors (bench/README.md)
 #   make test      ruff + mypy + import contracts + pytest against local Postgres and Redis
 #                  (started if needed)
 #   make worker    Celery worker (needs REDIS_URL), make beat for the scheduler
@@ -24,10 +26,10 @@ CELERY_APP = workers.celery:app
 CELERY_QUEUES = payments,webhooks,default
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run env services test lint worker beat clean
+.PHONY: help venv run dev env services test lint worker beat bench clean
 
 help:
-	@echo "Targets: venv run test lint services worker beat clean"
+	@echo "Targets: venv run dev test lint services worker beat bench clean"
 	@echo "  make run                 PORT=8000 by default; SQLite unless DATABASE_URL is set"
 	@echo "  make test PYTEST_ARGS=... ruff, mypy, import contracts, pytest (settings.test; Postgres + Redis)"
 
@@ -60,7 +62,14 @@ env: venv
 run: venv env
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo
-	@$(LOCAL_WEBHOOKS) exec $(PY) manage.py runserver 127.0.0.1:$${PORT:-8000} --noreload
+	@$(LOCAL_WEBHOOKS) exec $(BIN)/gunicorn -c gunicorn.conf.py --bind 127.0.0.1:$${PORT:-8000} \
+	  settings.wsgi:application
+
+# The same, served by Django's development server, reloading on code changes.
+dev: venv env
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py seed_demo
+	@$(LOCAL_WEBHOOKS) exec $(PY) manage.py runserver 127.0.0.1:$${PORT:-8000}
 
 # --- Services for tests: local Postgres and Redis --------------------------------------
 services:
@@ -108,6 +117,16 @@ worker: venv env
 
 beat: venv env
 	$(BIN)/celery -A $(CELERY_APP) beat --loglevel=INFO
+
+# --- Benchmark ---------------------------------------------------------------------------
+# bench/http_bench.py: one bounded run (BENCH_SECONDS per measurement, BENCH_ROUNDS rounds),
+# its own databases and redis-server; writes its figures into bench/README.md. wrk is
+# installed with apt-get when missing.
+bench: venv services
+	@command -v wrk >/dev/null 2>&1 || { echo "Installing wrk..."; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y -qq wrk || { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wrk; }; }
+	$(PY) bench/http_bench.py
 
 # --- Housekeeping ------------------------------------------------------------------------
 # Keeps .env: its VAULT_KEYS are the only way to decrypt vaulted data elsewhere.

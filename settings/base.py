@@ -55,6 +55,8 @@ if SANDBOXES_ENABLED:
     INSTALLED_APPS.append("providers.sandboxes")
 
 MIDDLEWARE = [
+    # An X-Request-Id on every response, for the access log (gunicorn.conf.py).
+    "ops.request_id.RequestIdMiddleware",
     # First: a NUL or lone surrogate in the path, query or cookies is refused before anything
     # can send it to Postgres (payments/api/input_guard.py).
     "payments.api.input_guard.InputGuardMiddleware",
