@@ -40,4 +40,6 @@ USER switchyard
 
 EXPOSE 8000
 
-CMD ["gunicorn", "settings.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--timeout", "120"]
+# gunicorn.conf.py: gthread, WEB_CONCURRENCY processes (default: the CPUs gunicorn sees; set
+# it to the container's CPU limit) x GUNICORN_THREADS threads, bound to 0.0.0.0:$PORT (8000).
+CMD ["gunicorn", "-c", "gunicorn.conf.py", "settings.wsgi:application"]

@@ -47,29 +47,35 @@ def _int(name: str, default: int) -> int:
     return int(value) if value.strip() else default
 
 
-def _embedded_default() -> bool:
-    """True when the service runs on its embedded SQLite default (no DATABASE_URL in the
-    environment or in .env, as settings/base.py reads them)."""
-    if os.environ.get("DATABASE_URL"):
+def embedded_default(environ: dict[str, str] | os._Environ[str], env_file: str) -> bool:
+    """True when the service runs on its embedded SQLite default: no DATABASE_URL in the
+    environment or in .env (where settings/base.py reads it)."""
+    if environ.get("DATABASE_URL"):
         return False
     try:
-        with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".env")) as f:
+        with open(env_file) as f:
             return not any(line.startswith("DATABASE_URL=") and line.strip() != "DATABASE_URL="
                            for line in f)
     except OSError:
         return True
 
 
-EMBEDDED = _embedded_default()
+EMBEDDED = embedded_default(
+    os.environ, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".env"))
 
 bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{_int('PORT', 8000)}")
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
-# SQLite (the embedded default, `make run`): one process. SQLite has one writer at a time for
-# the whole file; threads of one process queue for it inside the process (IMMEDIATE
-# transactions, settings/base.py), whereas several processes writing at once spin on the
-# file lock and can fail with "database is locked". One process also keeps the embedded
-# default's in-process timers (merchant webhooks and their retries, status-sync nudges) in
-# one place, as they are written for.
+# The embedded default (`make run`: SQLite, local-memory cache, eager Celery) runs ONE
+# process with threads, never several processes:
+# - its shared state lives in process memory: the local-memory cache holds the merchant rate
+#   limits, the provider breakers and limits, the routing success rates, and the in-process
+#   timers (merchant-webhook delivery and its retries, status-sync nudges, sandbox webhooks)
+#   are one per process; several processes would each keep their own and disagree;
+# - SQLite has a single writer for the whole file: more processes add no write throughput,
+#   only more connections waiting on the lock (IMMEDIATE transactions wait up to 20 s,
+#   settings/base.py, and past that fail with "database is locked"). 8 threads serve a demo
+#   and a browser at once while writes queue on the one lock; connections beyond them wait
+#   in the listen backlog instead of being dropped.
 workers = _int("WEB_CONCURRENCY", 1 if EMBEDDED else multiprocessing.cpu_count())
 threads = _int("GUNICORN_THREADS", 8 if EMBEDDED else 16)
 # gevent (measured in bench/README.md, not the default): greenlets per process

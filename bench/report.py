@@ -125,22 +125,34 @@ def render_report(r: dict[str, Any]) -> str:
             f"60 ms = {fmt((zero['p99_ms'] or 0) + 2 * latency + 60)} ms: "
             f"**{'met' if ok else 'not met'}**.",
         ]
+    rate = r.get("model_rate")
     lines += [
         "",
-        "### Concurrency models (create+confirm over HTTP, wrk -t2 -c64, median of the rounds)",
+        "### Concurrency models (create+confirm over HTTP, 64 connections: closed loop, wrk "
+        f"-t2 -c64; constant rate {fmt(rate, 1)} req/s, 70 % of the closed-loop c figure, the "
+        "same for every model)",
         "",
-        f"| server | 0 ms: req/s | p50 / p99 ms | {latency} ms: req/s | p50 / p99 ms "
-        f"| {latency} ms / 0 ms throughput | non-2xx + errors | CPU ms/req |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| server | closed 0 ms: req/s, p99 ms | closed {latency} ms: req/s, p99 ms "
+        f"| {latency} ms / 0 ms throughput | constant 0 ms: p50 / p99 ms, errors "
+        f"| constant {latency} ms: p50 / p99 ms, errors | CPU ms/req (0 / {latency} ms) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for model, by_latency in r["models"].items():
         z, s = closed_summary(by_latency["0"]), closed_summary(by_latency[str(latency)])
+
+        def const(runs: list[dict[str, Any]]) -> str:
+            c = runs[0].get("constant")
+            if not c:
+                return "–"
+            errors = c["non_2xx"] + c["socket_errors"] + c["timeouts"]
+            return f"{fmt(c['p50_ms'])} / {fmt(c['p99_ms'])}, {errors} of {c['sent']}"
+
         lines.append(
-            f"| {model} | {fmt(z['rate'])} | {fmt(z['p50_ms'])} / {fmt(z['p99_ms'])} "
-            f"| {fmt(s['rate'])} | {fmt(s['p50_ms'])} / {fmt(s['p99_ms'])} "
+            f"| {model} | {fmt(z['rate'], 1)}, {fmt(z['p99_ms'])} "
+            f"| {fmt(s['rate'], 1)}, {fmt(s['p99_ms'])} "
             f"| {fmt(s['rate'] / z['rate'] if z['rate'] and s['rate'] else None, 2)} "
-            f"| {z['errors']} + {s['errors']} | {fmt(z['cpu_ms_per_req'], 1)} / "
-            f"{fmt(s['cpu_ms_per_req'], 1)} |")
+            f"| {const(by_latency['0'])} | {const(by_latency[str(latency)])} "
+            f"| {fmt(z['cpu_ms_per_req'], 1)} / {fmt(s['cpu_ms_per_req'], 1)} |")
     lines += [
         "",
         "### Per request, on the service's own code path (10 requests each, counted "

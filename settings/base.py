@@ -170,10 +170,10 @@ CVC_RETENTION_HOURS = env.int("CVC_RETENTION_HOURS", default=24)
 # How long an Idempotency-Key and its stored response are kept.
 IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
 # A key still in flight this long belongs to a request whose process died: a retry recovers
-# it (payments.services.idempotency). Longer than any request can last: gunicorn kills a
-# worker whose request runs past its --timeout of 120 s (Dockerfile, docker-compose.yml),
-# which a confirmation trying several provider accounts, each call up to its connect and
-# read timeouts plus bounded retries, can approach; 300 s adds room for clock differences
+# it (payments.services.idempotency). Longer than any request can last: a confirmation
+# trying several provider accounts, each call up to its connect and read timeouts plus
+# bounded retries, stays under about two minutes (gunicorn's gthread workers, gunicorn.conf.py,
+# do not cut a slow request short: it bounds itself); 300 s adds room for clock differences
 # between hosts. A bound too short would still not run anything twice (a request whose key
 # was taken over can no longer write its object; one that wrote it is answered from it),
 # but could answer a slow request's retry with 202 while it is still working.
