@@ -57,6 +57,7 @@ REDIS_DB = 14
 PG = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
 DB_SERVICE, DB_SANDBOX, DB_FLOOR = ("switchyard_bench", "switchyard_bench_sandbox",
                                     "switchyard_bench_floor")
+DB_PGBENCH = "switchyard_bench_pgbench"  # a copy of DB_SERVICE: pgbench's rows stay there
 LATENCY_MS = int(os.environ.get("BENCH_PROVIDER_LATENCY_MS", "150"))
 CONSTANT_STEPS = (0.5, 0.8, 1.0)  # fractions of the closed-loop figure
 CONSTANT_TIMEOUT = float(os.environ.get("BENCH_TIMEOUT", "2"))  # an answer later is an error
@@ -355,6 +356,7 @@ class Runner:
     def prepare(self) -> None:
         for name in (DB_SERVICE, DB_SANDBOX, DB_FLOOR):
             fresh_database(name)
+        psql("postgres", f'DROP DATABASE IF EXISTS "{DB_PGBENCH}"')
         run([PY, "manage.py", "migrate", "--noinput", "-v0"], self.bench.service_env())
         run([PY, "manage.py", "migrate", "--noinput", "-v0"],
             self.bench.service_env(DB_SANDBOX, redis=False))
@@ -368,6 +370,9 @@ class Runner:
         out = run([PY, str(BENCH / "http_bench_django.py"), "setup",
                    f"http://127.0.0.1:{self.sandbox_port}"], self.bench.service_env())
         self.setup = json.loads(out.strip().splitlines()[-1])
+        # pgbench replays the create+confirm SQL into a copy of the service's database (same
+        # schema, indexes and rows), so its payments never reach the service's arms.
+        psql("postgres", f'CREATE DATABASE "{DB_PGBENCH}" TEMPLATE "{DB_SERVICE}"')
 
     def floor_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GUNICORN_")}
@@ -555,7 +560,7 @@ class Runner:
         if rate:
             argv += ["-R", f"{rate:.0f}", "--latency-limit", str(int(CONSTANT_TIMEOUT * 1000))]
         before = children_cpu()
-        out = run(argv + [DB_SERVICE])
+        out = run(argv + [DB_PGBENCH])
         gen_cpu = children_cpu() - before
         latencies = []  # per transaction: 3rd field, µs (schedule lag included with -R)
         for path in logdir.iterdir():
@@ -747,7 +752,7 @@ def main() -> None:
             f"bench/results/http-{stamp}.json")
     finally:
         bench.stop_all()
-        for name in (DB_SERVICE, DB_SANDBOX, DB_FLOOR):
+        for name in (DB_SERVICE, DB_SANDBOX, DB_FLOOR, DB_PGBENCH):
             try:  # the connection budget is shared: leave nothing behind
                 psql("postgres", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                                  f"WHERE datname = '{name}' AND pid <> pg_backend_pid()")
