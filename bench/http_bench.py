@@ -486,8 +486,8 @@ class Runner:
         closed-loop rate, or a guess before the first)."""
         if arm not in ("capture", "refund"):
             return
-        runs = closed.get(arm)
-        rate = max(r["rate"] for r in runs) if runs else 60.0
+        runs = closed.get(arm) or closed.get("create")  # before its first: a create's rate
+        rate = max(r["rate"] for r in runs) * (1 if arm in closed else 2) if runs else 60.0
         needed = int(rate * seconds * 1.5) + 50
         if arm == "capture":
             self.top_up("requires_capture", needed)
@@ -517,8 +517,20 @@ class Runner:
                 "xacts_per_req": (after["xacts"] - before["xacts"]) / n,
                 "redis_cmds_per_req": (after["redis"] - before["redis"]) / n}
 
-    def settle(self) -> None:
-        time.sleep(1.2)  # lets backends report their transaction counts (pg_stat)
+    def settle(self, arm: str = "create") -> None:
+        """Wait until the server has finished what the load left queued (a closed loop of
+        64 connections leaves up to 64 requests in flight), so that the next measurement
+        starts on an idle server; then let backends report their counts to pg_stat."""
+        pids = self.our_pids(arm) + (self.sandbox.pids() if self.sandbox else [])
+        deadline = time.monotonic() + 30
+        last = proc_cpu_seconds(pids)
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            now = proc_cpu_seconds(pids)
+            if now - last < 0.05:  # under 10 % of a core over half a second
+                break
+            last = now
+        time.sleep(1.2)
 
     def closed(self, arm: str, connections: int = 16,
                seconds: float = SECONDS) -> dict[str, Any]:
@@ -529,9 +541,12 @@ class Runner:
         before = self.counters(arm)
         out = run(["wrk", "-t2", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s",
                    "-s", str(script), url, "--", "2"])
-        self.settle()
+        self.settle(arm)
         result = parse_wrk(out)
-        result.update(self.per_request(before, self.counters(arm), result["requests"]))
+        # after the drain, the counters include the requests still in flight when wrk
+        # stopped (one per connection), which the server finished anyway
+        result.update(self.per_request(before, self.counters(arm),
+                                       result["requests"] + connections))
         result["connections"] = connections
         return result
 
@@ -543,7 +558,7 @@ class Runner:
         out = run([PY, str(BENCH / "loadgen.py"), "--spec", str(spec_path), "--rate",
                    f"{rate:.1f}", "--duration", f"{SECONDS:g}", "--connections",
                    str(connections), "--timeout", str(CONSTANT_TIMEOUT)])
-        self.settle()
+        self.settle(arm)
         result = json.loads(out.strip().splitlines()[-1])
         result.update(self.per_request(before, self.counters(arm), result["sent"]))
         # the generator's own figure: without the interpreter's start-up
