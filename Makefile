@@ -30,7 +30,9 @@ CELERY_QUEUES = payments,webhooks,default
 
 help:
 	@echo "Targets: venv run dev test lint services worker beat bench clean"
-	@echo "  make run                 PORT=8000 by default; SQLite unless DATABASE_URL is set"
+	@echo "  make run                 PORT=8000 by default; SQLite unless DATABASE_URL is set; gunicorn"
+	@echo "  make dev                 the same on Django's autoreloading development server"
+	@echo "  make bench               HTTP benchmark (BENCH_SECONDS, BENCH_ROUNDS), figures in bench/README.md"
 	@echo "  make test PYTEST_ARGS=... ruff, mypy, import contracts, pytest (settings.test; Postgres + Redis)"
 
 # --- Virtualenv --------------------------------------------------------------------------

@@ -77,7 +77,8 @@ worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
 #   and a browser at once while writes queue on the one lock; connections beyond them wait
 #   in the listen backlog instead of being dropped.
 workers = _int("WEB_CONCURRENCY", 1 if EMBEDDED else multiprocessing.cpu_count())
-threads = _int("GUNICORN_THREADS", 8 if EMBEDDED else 16)
+# (only gthread uses threads: gunicorn turns "sync" with threads > 1 into gthread)
+threads = _int("GUNICORN_THREADS", (8 if EMBEDDED else 16) if worker_class == "gthread" else 1)
 # gevent (measured in bench/README.md, not the default): greenlets per process
 worker_connections = _int("GUNICORN_WORKER_CONNECTIONS", 64)
 timeout = _int("GUNICORN_TIMEOUT", 120)

@@ -68,7 +68,9 @@ START, END = "<!-- http-bench:start -->", "<!-- http-bench:end -->"
 # The concurrency models compared (each: gunicorn settings as environment variables).
 # The same budget of 32 requests in flight per instance (2 processes) where the model allows.
 MODELS = {
-    "sync (-w 2)": {"GUNICORN_WORKER_CLASS": "sync", "WEB_CONCURRENCY": "2"},
+    # threads=1: gunicorn silently runs gthread for "sync" with more than one thread
+    "sync (-w 2)": {"GUNICORN_WORKER_CLASS": "sync", "WEB_CONCURRENCY": "2",
+                    "GUNICORN_THREADS": "1"},
     "gthread (-w 2 --threads 16)": {"GUNICORN_WORKER_CLASS": "gthread", "WEB_CONCURRENCY": "2",
                                     "GUNICORN_THREADS": "16"},
     "gevent (-w 2, 16 greenlets)": {"GUNICORN_WORKER_CLASS": "gevent", "WEB_CONCURRENCY": "2",
@@ -715,7 +717,9 @@ def machine() -> dict[str, str]:
         except OSError:
             return "?"
 
-    dirty = cmd(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"])
+    dirty = [line for line in cmd(["git", "-C", str(ROOT), "status", "--porcelain",
+                                   "--untracked-files=no"]).splitlines()
+             if not line.endswith("bench/README.md")]  # this run rewrites it
     return {
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "commit": cmd(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
@@ -732,8 +736,11 @@ def machine() -> dict[str, str]:
 
 
 def main() -> None:
-    if not shutil.which("wrk"):
-        sys.exit("wrk is not installed (make bench installs it with apt-get).")
+    for tool, hint in (("wrk", "make bench installs it with apt-get"),
+                       ("pgbench", "Debian: apt-get install postgresql-client"),
+                       ("redis-server", "Debian: apt-get install redis-server")):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is not installed ({hint}).")
     RESULTS.mkdir(exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="switchyard-bench-"))
     bench = Bench(workdir)

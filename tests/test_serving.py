@@ -71,6 +71,12 @@ def test_environment_overrides():
     assert config["forwarded_allow_ips"] == "['10.0.0.0/8']"
 
 
+def test_other_worker_classes_get_one_thread():
+    """gunicorn runs gthread for "sync" with threads > 1: the threads default follows."""
+    config = _printed_config(_env(DATABASE_URL="postgres://x/y", GUNICORN_WORKER_CLASS="sync"))
+    assert (config["worker_class"], config["threads"]) == ("sync", "1")
+
+
 def test_embedded_default_is_one_process(tmp_path):
     embedded = CONF["embedded_default"]
     env_file = tmp_path / ".env"
