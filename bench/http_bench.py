@@ -725,13 +725,13 @@ def machine() -> dict[str, str]:
         "commit": cmd(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
         + (" (with uncommitted changes)" if dirty else ""),
         "cpu": f"{os.cpu_count()} x {first('/proc/cpuinfo', 'model name')}",
-        "memory": first("/proc/meminfo", "MemTotal"),
+        "memory": f"{int(first('/proc/meminfo', 'MemTotal').split()[0]) / 2**20:.0f} GiB RAM",
         "kernel": platform.release(),
         "python": platform.python_version(),
         "postgres": psql("postgres", "SHOW server_version"),
         "redis": cmd(["redis-server", "--version"]).split(" v=")[-1].split()[0],
-        "wrk": cmd(["wrk", "--version"]).split("\n")[0][:40] or "wrk",
-        "loadavg": Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__(),
+        "wrk": cmd(["wrk", "--version"]).split("\n")[0].split(" Copyright")[0].strip() or "wrk",
+        "loadavg": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
     }
 
 
@@ -758,7 +758,7 @@ def main() -> None:
         runner = Runner(bench)
         runner.prepare()
         results = measure(runner)
-        info["loadavg_end"] = Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
+        info["loadavg_end"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
         results["machine"] = info
         results["seconds"], results["rounds"] = SECONDS, ROUNDS
         results["latency_ms"], results["timeout_s"] = LATENCY_MS, CONSTANT_TIMEOUT
