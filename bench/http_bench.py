@@ -246,6 +246,8 @@ class Bench:
         })
         if redis:
             env["REDIS_URL"] = f"redis://127.0.0.1:{REDIS_PORT}/{REDIS_DB}"
+        else:  # the sandbox: a thread per connection, so no connection worth keeping
+            env["CONN_MAX_AGE"] = "0"
         return env
 
     def start(self, name: str, argv: list[str], env: dict[str, str], port: int | None = None,
