@@ -13,9 +13,17 @@ class PaymentsConfig(AppConfig):
 
     def ready(self) -> None:
         checks.register(check_status_sync_window)
+        from django.db.models.signals import post_save
+
         # The audit log's admin and the provider models' audited admin live in their own
         # modules (payments/admin.py is the operator views'); the admin autodiscovery has run.
         from payments import admin_audit, admin_providers  # noqa: F401
+        from payments.models import Merchant
+        from payments.services.merchants import merchant_saved
+
+        # a merchant's settings are cached with its API keys in every web process
+        post_save.connect(merchant_saved, sender=Merchant,
+                          dispatch_uid="payments.merchant_saved")
 
 
 def check_status_sync_window(app_configs=None, **kwargs) -> list[checks.CheckMessage]:

@@ -164,6 +164,10 @@ CELERY_TASK_EAGER_PROPAGATES = True
 MAX_PAYMENT_AMOUNT = env.int("MAX_PAYMENT_AMOUNT", default=99_999_999)
 # Requests per merchant per minute, unless the merchant has its own limit.
 MERCHANT_RATE_LIMIT_PER_MINUTE = env.int("MERCHANT_RATE_LIMIT_PER_MINUTE", default=6000)
+# How long a process keeps an API key (and its merchant's settings) without asking Postgres;
+# a revocation or a saved merchant reaches every process at its next request regardless
+# (payments.services.merchants, "Authenticating a request"). 0 reads the key every request.
+API_KEY_CACHE_SECONDS = env.int("API_KEY_CACHE_SECONDS", default=60)
 # How long the CVC given when a card is vaulted is kept, encrypted, waiting for the card's
 # first authorization; erased then, or after this long (the hourly cleanup).
 CVC_RETENTION_HOURS = env.int("CVC_RETENTION_HOURS", default=24)

@@ -27,7 +27,7 @@ from payments.api import serializers as api_serializers
 from payments.api import views as api_views
 from payments.api import webhooks as api_webhooks
 from payments.errors import ProviderFailed
-from payments.models import AttemptStatus, Merchant
+from payments.models import AttemptStatus
 from tests.conftest import Api, make_card
 
 # docs/api.md paths and their methods, exactly.
@@ -801,7 +801,8 @@ def test_error_statuses_come_back_as_documented(schema, api, merchant, monkeypat
     replay = api.post(f"{P}/{payment['id']}/capture", {}, idempotency_key="capture-503")
     assert replay.status_code == 503 and replay["Idempotent-Replayed"] == "true"
 
-    Merchant.objects.filter(pk=merchant.pk).update(rate_limit_per_minute=1)
+    merchant.rate_limit_per_minute = 1
+    merchant.save(update_fields=["rate_limit_per_minute"])
     api.get(P)
     limited = api.get(P)
     assert limited.status_code == 429

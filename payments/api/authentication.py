@@ -15,14 +15,21 @@ class APIKeyAuthentication(authentication.BaseAuthentication):
         if scheme.lower() != "bearer" or not raw_key.strip():
             raise exceptions.AuthenticationFailed(
                 "Malformed Authorization header. Send 'Authorization: Bearer sk_test_…'.")
-        api_key = api_key_authenticate(raw_key.strip())
-        if api_key is None:
-            # never echo the key back: it may be a live secret pasted in the wrong place
-            raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
+        found = api_key_authenticate(raw_key.strip())
+        if found is None:
+            raise revoked()
+        api_key, generation = found
+        # the rate limit's round trip compares it with the shared one (throttling.py)
+        request.api_key_generation = generation
         return api_key.merchant, api_key
 
     def authenticate_header(self, request):
         return 'Bearer realm="api"'
+
+
+def revoked() -> exceptions.AuthenticationFailed:
+    # never echo the key back: it may be a live secret pasted in the wrong place
+    return exceptions.AuthenticationFailed("Invalid or revoked API key.")
 
 
 class IsMerchant(permissions.BasePermission):

@@ -32,7 +32,7 @@ def test_create_merchant_prints_each_key_once_and_stores_only_hashes():
     assert stored == {hash_key(k) for k in raw_keys}
     for raw in raw_keys:
         assert not APIKey.objects.filter(key_hash=raw).exists()
-        assert api_key_authenticate(raw).merchant == merchant
+        assert api_key_authenticate(raw)[0].merchant == merchant
     accounts = ProviderAccount.objects.filter(merchant=merchant)
     assert sorted((a.name, a.provider, a.livemode) for a in accounts) == [
         ("adyen-sandbox", "adyen", False),

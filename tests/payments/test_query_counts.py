@@ -27,13 +27,13 @@ from tests.factories import payment_method
 pytestmark = pytest.mark.django_db(transaction=True)
 
 # (statements, transactions, Redis round trips) of our own
-CREATE_CONFIRM = Tally(statements=17, transactions=6, redis=3)
+CREATE_CONFIRM = Tally(statements=16, transactions=5, redis=3)
 # as production sends it (Celery not eager): the relay nudge after the commits is a publish
 # to the broker (Redis), one per request (payments.services.nudge coalesces the second)
-CREATE_CONFIRM_NUDGED = Tally(statements=17, transactions=6, redis=4)
-CREATE_CONFIRM_NO_KEY = Tally(statements=14, transactions=4, redis=3)
-CAPTURE = Tally(statements=24, transactions=6, redis=2)
-REFUND = Tally(statements=20, transactions=7, redis=2)
+CREATE_CONFIRM_NUDGED = Tally(statements=16, transactions=5, redis=4)
+CREATE_CONFIRM_NO_KEY = Tally(statements=13, transactions=3, redis=3)
+CAPTURE = Tally(statements=23, transactions=5, redis=2)
+REFUND = Tally(statements=19, transactions=6, redis=2)
 
 
 @pytest.fixture
