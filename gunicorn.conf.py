@@ -115,3 +115,8 @@ def post_fork(server, worker):  # noqa: ARG001 - gunicorn's hook signature
         from psycogreen.gevent import patch_psycopg
 
         patch_psycopg()
+        # Django keeps a connection per thread, and under gevent every request is a new
+        # greenlet: a persistent connection (CONN_MAX_AGE > 0) would be left open by each
+        # finished greenlet until Postgres ran out of connections (seen in the benchmark).
+        # The settings are read after this hook (preload_app is False).
+        os.environ["CONN_MAX_AGE"] = "0"
