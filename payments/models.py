@@ -134,6 +134,9 @@ class Payment(PrefixedIdModel):
             # own rows, not found by walking every payment of the merchant
             models.Index(fields=["merchant", "livemode", "status", "-created_at", "-id"],
                          name="payment_status_list_idx"),
+            # the cleanup job's abandoned payments, oldest first (a small slice of the table)
+            models.Index(fields=["created_at"], name="payment_awaiting_confirm_idx",
+                         condition=models.Q(status="requires_confirmation")),
         ]
         constraints = [
             models.CheckConstraint(
@@ -212,6 +215,8 @@ class PaymentEvent(models.Model):
 
     class Meta:
         ordering = ["id"]
+        # the daily settlement report reads a day's events by time
+        indexes = [models.Index(fields=["created_at"], name="payment_event_created_idx")]
 
 
 class ModificationStatus(models.TextChoices):
@@ -341,6 +346,8 @@ class WebhookOutbox(models.Model):
             # by time (the planner picks this or event_list_idx by how many rows match)
             models.Index(fields=["merchant", "livemode", "created_at"],
                          name="event_created_list_idx"),
+            # retention: the oldest events of every merchant
+            models.Index(fields=["created_at"], name="event_created_idx"),
         ]
 
     def __str__(self) -> str:
@@ -501,7 +508,50 @@ class ProviderWebhookEvent(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["account", "event_id"],
                                                name="uniq_provider_event_per_account")]
+        # retention: events applied longest ago
+        indexes = [models.Index(fields=["processed_at"], name="provider_event_processed_idx")]
         ordering = ["-received_at"]
 
     def __str__(self) -> str:
         return f"{self.raw_type or self.kind} {self.reference} ({self.outcome or 'pending'})"
+
+
+class SettlementReport(PrefixedIdModel):
+    """One merchant's daily settlement report in one mode and currency (a UTC day), built
+    from the payments' event log by `payments.services.reports`; docs/api.md ("Reports")
+    says what each column means. Rebuilding a day replaces its rows in one transaction
+    (same id, new figures)."""
+
+    id_prefix = "rpt"
+    merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="+")
+    livemode = models.BooleanField()
+    day = models.DateField()
+    currency = models.CharField(max_length=3)
+    # amounts in the currency's minor unit
+    payments_count = models.PositiveIntegerField(default=0)
+    amount_authorized = models.BigIntegerField(default=0)
+    captures_count = models.PositiveIntegerField(default=0)
+    amount_captured = models.BigIntegerField(default=0)
+    refunds_count = models.PositiveIntegerField(default=0)
+    amount_refunded = models.BigIntegerField(default=0)
+    fees = models.BigIntegerField(default=0)
+    net = models.BigIntegerField(default=0)
+    built_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["merchant", "livemode", "day", "currency"],
+                                               name="one_report_per_merchant_day_currency")]
+        indexes = [models.Index(fields=["merchant", "livemode", "-day", "-id"],
+                                name="report_list_idx")]
+
+
+class SettlementReportDay(models.Model):
+    """A UTC day whose settlement reports were built (for every merchant): the daily job
+    builds the days that have none, so a missed day is caught up."""
+
+    day = models.DateField(primary_key=True)
+    built_at = models.DateTimeField()
+    reports = models.PositiveIntegerField(default=0, help_text="How many reports it made")
+
+    def __str__(self) -> str:
+        return f"{self.day:%Y-%m-%d}"

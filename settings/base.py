@@ -266,6 +266,25 @@ PROVIDER_RETRY_MAX_SECONDS = env.float("PROVIDER_RETRY_MAX_SECONDS", default=2.0
 PROVIDER_RETRY_BACKOFF_SECONDS = env.float("PROVIDER_RETRY_BACKOFF_SECONDS", default=0.1)
 PROVIDER_RETRY_BACKOFF_MAX_SECONDS = env.float("PROVIDER_RETRY_BACKOFF_MAX_SECONDS", default=1.0)
 
+# --- Cleanup, retention and reports (payments.services.cleanup, .reports; workers/tasks.py) ---
+# A payment still requires_confirmation this long after it was created expires: canceled, with
+# cancellation_reason "abandoned" (the merchant gets payment.canceled).
+PAYMENT_EXPIRE_AFTER_SECONDS = env.int("PAYMENT_EXPIRE_AFTER_SECONDS", default=24 * 3600)
+# Merchant events (/v1/events) are kept this long, with their deliveries and delivery
+# attempts (Stripe keeps events 30 days); an event with a delivery still pending is kept until
+# it ends. Provider webhook events are kept this long after they were applied.
+WEBHOOK_EVENT_RETENTION_DAYS = env.int("WEBHOOK_EVENT_RETENTION_DAYS", default=30)
+PROVIDER_EVENT_RETENTION_DAYS = env.int("PROVIDER_EVENT_RETENTION_DAYS", default=30)
+# Cleanup jobs work in batches of this many rows (one transaction each) and stop claiming new
+# batches after CLEANUP_PASS_SECONDS (well inside the task time limit); the next run goes on.
+CLEANUP_BATCH_SIZE = env.int("CLEANUP_BATCH_SIZE", default=500)
+CLEANUP_PASS_SECONDS = env.float("CLEANUP_PASS_SECONDS", default=120.0)
+# Daily settlement reports (UTC days): a day is built once it has been over for this long
+# (transactions that began before midnight have committed), and a build catches up at most
+# this many missed days back.
+SETTLEMENT_REPORT_DELAY_SECONDS = env.int("SETTLEMENT_REPORT_DELAY_SECONDS", default=600)
+SETTLEMENT_REPORT_CATCH_UP_DAYS = env.int("SETTLEMENT_REPORT_CATCH_UP_DAYS", default=7)
+
 # --- REST framework ----------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["payments.api.authentication.APIKeyAuthentication"],

@@ -7,6 +7,7 @@ import logging
 import os
 
 from celery import Celery, signals
+from celery.schedules import crontab
 from django.conf import settings
 from kombu import Queue
 
@@ -30,6 +31,7 @@ app.conf.update(
         "switchyard.payments.*": {"queue": "payments"},
         "switchyard.webhooks.*": {"queue": "webhooks"},
         "switchyard.cleanup.*": {"queue": "default"},
+        "switchyard.reports.*": {"queue": "default"},
     },
     beat_schedule={
         "purge-idempotency-keys": {
@@ -51,6 +53,22 @@ app.conf.update(
             "schedule": 60.0,
             # a probe that could not start within its minute is stale: the next one is due
             "options": {"expires": 55.0},
+        },
+        "expire-abandoned-payments": {
+            "task": "switchyard.cleanup.expire_payments",
+            "schedule": 600.0,
+            "options": {"expires": 590.0},
+        },
+        "prune-retention": {
+            "task": "switchyard.cleanup.prune_retention",
+            "schedule": 3600.0,
+            "options": {"expires": 3590.0},
+        },
+        # hourly at :15 (UTC): the first run after midnight builds the day that just ended;
+        # the others build nothing unless a day was missed (beat or workers down)
+        "build-settlement-reports": {
+            "task": "switchyard.reports.build_settlement_reports",
+            "schedule": crontab(minute=15),
         },
     },
 )

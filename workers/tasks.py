@@ -1,9 +1,16 @@
-"""Periodic jobs. Each task is a thin wrapper around one service."""
+"""Periodic jobs. Each task is a thin wrapper around one service, run through the job wrapper
+(workers/jobs.py: logged with its counts and duration, counted in Prometheus, retried with
+exponential back-off and jitter, bounded). docs/architecture/worker.md lists each task's
+queue, schedule, retry policy and failure mode."""
 
-from workers.celery import app
+from __future__ import annotations
+
+from typing import Any
+
+from workers.jobs import job
 
 
-@app.task(name="switchyard.cleanup.purge_idempotency_keys")
+@job("switchyard.cleanup.purge_idempotency_keys", retry_backoff=60.0)
 def purge_idempotency_keys() -> int:
     from payments.services.idempotency import purge_expired
     from payments.services.payment_methods import payment_methods_erase_stale_cvcs
@@ -12,14 +19,18 @@ def purge_idempotency_keys() -> int:
     return purge_expired()
 
 
-@app.task(name="switchyard.providers.probe_accounts", ignore_result=True)
+# Jobs that beat sends every few seconds retry soon and little: the next scheduled run is
+# as good as a retry.
+@job("switchyard.providers.probe_accounts", ignore_result=True, max_retries=2,
+     retry_backoff=5.0, retry_backoff_max=20.0)
 def probe_accounts() -> int:
     from providers.health import probe_all
 
     return probe_all()
 
 
-@app.task(name="switchyard.payments.sync_unknown_outcomes", ignore_result=True)
+@job("switchyard.payments.sync_unknown_outcomes", ignore_result=True, max_retries=2,
+     retry_backoff=2.0, retry_backoff_max=10.0)
 def sync_unknown_outcomes() -> int:
     """Ask providers about due unknown outcomes (claims rows with SKIP LOCKED, so any number
     of workers can run it at once)."""
@@ -28,8 +39,8 @@ def sync_unknown_outcomes() -> int:
     return sync_due()
 
 
-@app.task(name="switchyard.webhooks.relay_events", ignore_result=True, acks_late=True,
-          reject_on_worker_lost=True)
+@job("switchyard.webhooks.relay_events", ignore_result=True, acks_late=True,
+     reject_on_worker_lost=True, max_retries=2, retry_backoff=1.0, retry_backoff_max=5.0)
 def relay_events() -> int:
     """Fan new merchant events out into deliveries, then send the due deliveries (both claim
     rows with SKIP LOCKED; a delivery is leased before it is sent, so a worker killed mid-send
@@ -39,3 +50,37 @@ def relay_events() -> int:
 
     relay_due()
     return deliver_due()
+
+
+@job("switchyard.cleanup.expire_payments", retry_backoff=30.0)
+def expire_payments() -> dict[str, int]:
+    """Cancel payments left in requires_confirmation past PAYMENT_EXPIRE_AFTER_SECONDS."""
+    from payments.services.cleanup import payments_expire_abandoned
+
+    return {"expired": payments_expire_abandoned()}
+
+
+@job("switchyard.cleanup.prune_retention", retry_backoff=60.0)
+def prune_retention() -> dict[str, Any]:
+    """Delete merchant events (with deliveries and attempts) and applied provider webhook
+    events past their retention."""
+    from dataclasses import asdict
+
+    from payments.services.cleanup import retention_prune
+
+    return asdict(retention_prune())
+
+
+@job("switchyard.reports.build_settlement_reports", retry_backoff=60.0,
+     retry_backoff_max=1800.0)
+def build_settlement_reports(day: str | None = None) -> dict[str, int]:
+    """Build the daily settlement reports of every day not built yet (up to yesterday), or
+    rebuild `day` (YYYY-MM-DD) when given."""
+    import datetime as dt
+
+    from payments.services.reports import report_build_day, reports_build_due
+
+    if day is not None:
+        return {"days_built": 1,
+                "reports": len(report_build_day(day=dt.date.fromisoformat(day)))}
+    return reports_build_due()

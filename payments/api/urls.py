@@ -1,6 +1,6 @@
 from django.urls import path
 
-from payments.api import routing, views, webhooks
+from payments.api import reports, routing, views, webhooks
 
 urlpatterns = [
     path("payment_methods", views.PaymentMethodListView.as_view()),
@@ -25,4 +25,7 @@ urlpatterns = [
     path("events", webhooks.EventListView.as_view()),
     path("events/<str:event_id>", webhooks.EventDetailView.as_view()),
     path("events/<str:event_id>/redeliver", webhooks.EventRedeliverView.as_view()),
+    path("reports", reports.ReportListView.as_view()),
+    path("reports/<str:report_id>", reports.ReportDetailView.as_view()),
+    path("reports/<str:report_id>/csv", reports.ReportCSVView.as_view()),
 ]
