@@ -134,6 +134,9 @@ class Payment(PrefixedIdModel):
             # own rows, not found by walking every payment of the merchant
             models.Index(fields=["merchant", "livemode", "status", "-created_at", "-id"],
                          name="payment_status_list_idx"),
+            # the metrics scrape: how many are unresolved and since when (ops/metrics.py)
+            models.Index(fields=["updated_at"], name="payment_unresolved_idx",
+                         condition=models.Q(status="unresolved")),
         ]
         constraints = [
             models.CheckConstraint(
@@ -341,6 +344,9 @@ class WebhookOutbox(models.Model):
             # by time (the planner picks this or event_list_idx by how many rows match)
             models.Index(fields=["merchant", "livemode", "created_at"],
                          name="event_created_list_idx"),
+            # the metrics scrape: the relay's backlog (ops/metrics.py)
+            models.Index(fields=["created_at"], name="event_unrelayed_idx",
+                         condition=models.Q(relayed_at__isnull=True)),
         ]
 
     def __str__(self) -> str:
@@ -428,6 +434,9 @@ class WebhookDelivery(models.Model):
         verbose_name_plural = "webhook deliveries"
         constraints = [models.UniqueConstraint(fields=["event", "endpoint"],
                                                name="one_delivery_per_event_endpoint")]
+        # the metrics scrape: pending deliveries and the oldest's age (ops/metrics.py)
+        indexes = [models.Index(fields=["created_at"], name="delivery_pending_idx",
+                                condition=models.Q(status="pending"))]
 
 
 class WebhookDeliveryAttempt(models.Model):
