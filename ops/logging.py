@@ -87,7 +87,11 @@ class RequestContextFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not getattr(record, "request_id", None):
-            record.request_id = request_id.current() or "-"
+            # django.request logs a 4xx/5xx after the middleware returned: the id is then
+            # read from the request the record carries
+            record.request_id = (request_id.current()
+                                 or getattr(getattr(record, "request", None), "request_id", None)
+                                 or "-")
         task = _current_task()
         if task is not None:
             record.task_id = getattr(task.request, "id", None) or ""

@@ -117,6 +117,10 @@ def test_the_real_logging_config_writes_json_with_the_request_id(client, setting
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     warning = next(line for line in lines if line["logger"] == "ops.views")
     assert warning["request_id"] == "probe-42"
+    # django.request's line about the 503, logged once the middleware has returned
+    logged_after = next(line for line in lines if line["logger"] == "django.request")
+    assert logged_after["request_id"] == "probe-42"
+    assert logged_after["status_code"] == 503
     assert warning["level"] == "WARNING"
     assert warning["message"] == ("readiness: cache unavailable: ConnectionError: down "
                                   "[redacted]")

@@ -313,3 +313,41 @@ def test_clear_dead_keeps_the_files_of_running_processes(tmp_path):
                                                  f"histogram_{dead.pid}.db"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"counter_{os.getpid()}.db",
                                                           "notes.txt"]
+
+
+@pytest.mark.django_db
+def test_a_celery_worker_serves_its_pool_metrics_behind_the_same_rule(settings, tmp_path):
+    """WORKER_METRICS_PORT: the worker's main process serves what its pool processes wrote
+    into PROMETHEUS_MULTIPROC_DIR (here: one process that counted and exited), with the
+    token rule of /metrics and without the business gauges (the web serves those)."""
+    from ops import metrics
+
+    metrics_dir = tmp_path / "metrics"
+    subprocess.run([sys.executable, "-c", INCREMENT, "checkout", "5"], cwd=ROOT, check=True,
+                   env=_env(metrics_dir), capture_output=True, timeout=120)
+    settings.METRICS_TOKEN, settings.METRICS_ALLOWED_IPS = TOKEN, []
+    calls = []
+
+    def call(**environ):
+        body = metrics.worker_app(
+            {"PATH_INFO": "/metrics", "REMOTE_ADDR": "10.0.0.1", **environ},
+            lambda status, headers: calls.append((status, dict(headers))))
+        return calls[-1][0], b"".join(body).decode()
+
+    assert call()[0] == "401 Unauthorized"
+    assert calls[-1][1]["WWW-Authenticate"] == 'Bearer realm="metrics"'
+    assert call(HTTP_AUTHORIZATION="Bearer nope")[0] == "401 Unauthorized"
+    assert call(PATH_INFO="/other")[0] == "404 Not Found"
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    try:
+        status, text = call(HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+    finally:
+        del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    assert status == "200 OK"
+    found = samples(text)
+    assert value(found, "switchyard_compensations_total", provider="checkout") == 5
+    assert "switchyard_unresolved_payments" not in text
+
+    port = metrics.serve_worker_metrics(port=0, address="127.0.0.1")
+    assert _get(f"http://127.0.0.1:{port}/metrics", token=None)[0] == 401
+    assert _get(f"http://127.0.0.1:{port}/metrics")[0] == 200
