@@ -7,6 +7,7 @@ random ones into a git-ignored `.env` file, production injects real ones. Produc
 settings/production.py (this file without the sandboxes); the tests run settings/test.py.
 """
 
+import ipaddress
 from datetime import timedelta
 from pathlib import Path
 
@@ -373,6 +374,8 @@ LOGGING = {
 # REMOTE_ADDR, never a forwarded header). With neither set it answers nobody (403).
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])
+for _entry in METRICS_ALLOWED_IPS:  # a typo fails the start, not every scrape
+    ipaddress.ip_network(_entry.strip(), strict=False)
 # Several processes (gunicorn workers, Celery's pool) add their metrics up through files in
 # PROMETHEUS_MULTIPROC_DIR, which must be in the environment of every process before it starts
 # (prometheus_client reads it when it is imported); unset, each process counts alone.
