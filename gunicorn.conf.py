@@ -120,3 +120,19 @@ def post_fork(server, worker):  # noqa: ARG001 - gunicorn's hook signature
         # finished greenlet until Postgres ran out of connections (seen in the benchmark).
         # The settings are read after this hook (preload_app is False).
         os.environ["CONN_MAX_AGE"] = "0"
+
+
+# Metrics (ops/metrics.py, docs/operations/monitoring.md): with PROMETHEUS_MULTIPROC_DIR in
+# the environment, every worker writes its metrics there and a scrape of any one of them adds
+# them all up. The directory is cleared of the files of dead processes (an earlier run's) when
+# the server starts, and a worker that exits has its live gauges dropped.
+def on_starting(server):  # noqa: ARG001 - gunicorn's hook signature
+    from ops.prometheus_multiproc import clear_dead
+
+    clear_dead()
+
+
+def child_exit(server, worker):  # noqa: ARG001 - gunicorn's hook signature
+    from ops.prometheus_multiproc import mark_dead
+
+    mark_dead(worker.pid)

@@ -137,6 +137,9 @@ class Payment(PrefixedIdModel):
             # the cleanup job's abandoned payments, oldest first (a small slice of the table)
             models.Index(fields=["created_at"], name="payment_awaiting_confirm_idx",
                          condition=models.Q(status="requires_confirmation")),
+            # the metrics scrape: how many are unresolved and since when (ops/metrics.py)
+            models.Index(fields=["updated_at"], name="payment_unresolved_idx",
+                         condition=models.Q(status="unresolved")),
         ]
         constraints = [
             models.CheckConstraint(
@@ -348,6 +351,9 @@ class WebhookOutbox(models.Model):
                          name="event_created_list_idx"),
             # retention: the oldest events of every merchant
             models.Index(fields=["created_at"], name="event_created_idx"),
+            # the metrics scrape: the relay's backlog (ops/metrics.py)
+            models.Index(fields=["created_at"], name="event_unrelayed_idx",
+                         condition=models.Q(relayed_at__isnull=True)),
         ]
 
     def __str__(self) -> str:
@@ -435,6 +441,9 @@ class WebhookDelivery(models.Model):
         verbose_name_plural = "webhook deliveries"
         constraints = [models.UniqueConstraint(fields=["event", "endpoint"],
                                                name="one_delivery_per_event_endpoint")]
+        # the metrics scrape: pending deliveries and the oldest's age (ops/metrics.py)
+        indexes = [models.Index(fields=["created_at"], name="delivery_pending_idx",
+                                condition=models.Q(status="pending"))]
 
 
 class WebhookDeliveryAttempt(models.Model):

@@ -13,7 +13,8 @@ applies, outermost first:
    the breaker counts;
 3. the retry policy: only retries that cannot charge twice (providers/resilience/retry.py),
    each one re-sending the same request, so with the same idempotency key;
-4. the adapter (`providers.accounts.adapter_for`).
+4. the adapter (`providers.accounts.adapter_for`), each try timed
+   (`switchyard_provider_latency_seconds`, providers/metrics.py).
 
 It raises the adapter taxonomy (providers/base.py) and nothing else of its own: every refusal
 above is a ProviderUnavailable, raised before anything was sent.
@@ -25,6 +26,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Literal, TypeAlias, get_args, overload
 
+from providers import metrics
 from providers.accounts import adapter_for
 from providers.base import (
     AuthorizeRequest,
@@ -90,5 +92,11 @@ def call(account: ProviderAccount, operation: Operation, request: Request) -> Re
         raise ProviderBadRequest(f"Provider account {account.name!r} is misconfigured: "
                                  f"{type(exc).__name__}.", code="provider_misconfigured",
                                  raw_code=type(exc).__name__) from exc
+    latency = metrics.provider_latency.labels(provider=account.provider, operation=operation)
+
+    def send() -> Result:  # one try; its time, answered or not, is the provider's latency
+        with latency.time():
+            return method(request)
+
     with limits.limited(account), breaker_for(account).guard():
-        return retry.call_with_retry(account.provider, lambda: method(request))
+        return retry.call_with_retry(account.provider, send)

@@ -2,8 +2,9 @@
 """Create a local `.env` with freshly generated secrets, unless one already exists.
 
 Stdlib only, so it runs before any dependency is installed. Used by `make run`; safe to
-re-run: an existing `.env` is never touched (its VAULT_KEYS decrypt data already stored).
-The secrets are never printed.
+re-run: an existing `.env` keeps every value (its VAULT_KEYS decrypt data already stored); the
+only change ever made to one is appending a METRICS_TOKEN (the bearer token /metrics asks
+for) when it has none. The secrets are never printed.
 
 Usage: python3 scripts/init_env.py
 """
@@ -30,12 +31,31 @@ def render() -> str:
         f"VAULT_KEYS=k1={vault_key}\n"
         "VAULT_ACTIVE_KEY=k1\n"
         f"FINGERPRINT_KEY={secrets.token_urlsafe(32)}\n"
+        + metrics_token_lines()
     )
+
+
+def metrics_token_lines() -> str:
+    return ("# Bearer token for GET /metrics (docs/operations/monitoring.md).\n"
+            f"METRICS_TOKEN={secrets.token_urlsafe(32)}\n")
+
+
+def add_metrics_token() -> bool:
+    """Append a METRICS_TOKEN to an existing .env that has none. True if it did."""
+    text = ENV_PATH.read_text(encoding="utf-8")
+    if any(line.startswith("METRICS_TOKEN=") for line in text.splitlines()):
+        return False
+    with ENV_PATH.open("a", encoding="utf-8") as fh:
+        fh.write(("" if text.endswith("\n") or not text else "\n") + metrics_token_lines())
+    return True
 
 
 def main() -> int:
     if ENV_PATH.exists():
-        print(f"{ENV_PATH.name} already exists; leaving it unchanged.")
+        if add_metrics_token():
+            print(f"{ENV_PATH.name} already exists; added a METRICS_TOKEN, nothing else.")
+        else:
+            print(f"{ENV_PATH.name} already exists; leaving it unchanged.")
         return 0
     try:
         # O_EXCL: fail rather than overwrite if the file appears meanwhile.

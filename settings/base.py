@@ -7,6 +7,7 @@ random ones into a git-ignored `.env` file, production injects real ones. Produc
 settings/production.py (this file without the sandboxes); the tests run settings/test.py.
 """
 
+import ipaddress
 from datetime import timedelta
 from pathlib import Path
 
@@ -39,6 +40,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI's assets, served by us (no CDN)
     "axes",  # admin login lockout (below)
+    "django_prometheus",  # /metrics: requests, latency, database (ops/metrics.py)
     "providers",
     "payments",
     "workers",
@@ -55,7 +57,10 @@ if SANDBOXES_ENABLED:
     INSTALLED_APPS.append("providers.sandboxes")
 
 MIDDLEWARE = [
-    # An X-Request-Id on every response, for the access log (gunicorn.conf.py).
+    # First and (but for axes) last: django-prometheus' request counts and latencies.
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # An X-Request-Id on every response, for the access log (gunicorn.conf.py), and in every
+    # log line of the request and of the Celery tasks it queues (ops/request_id.py).
     "ops.request_id.RequestIdMiddleware",
     # First: a NUL or lone surrogate in the path, query or cookies is refused before anything
     # can send it to Postgres (payments/api/input_guard.py).
@@ -68,6 +73,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
     # Last, as django-axes asks: turns a locked-out login into its lockout response.
     "axes.middleware.AxesMiddleware",
 ]
@@ -127,7 +133,7 @@ DATABASES["default"]["ATOMIC_REQUESTS"] = False  # services open their own trans
 # max_connections for every web and worker process and thread (0 closes after each request).
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("CONN_HEALTH_CHECKS", default=True)
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+if DATABASES["default"]["ENGINE"].endswith(".sqlite3"):
     # The embedded default writes from several threads at once (requests, the status-sync
     # nudge, the sandboxes' webhook timer). A deferred SQLite transaction that reads, then
     # writes while another holds the write lock fails at once with "database is locked" (no
@@ -135,6 +141,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # it begins waits for it instead, up to `timeout` seconds.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {"transaction_mode": "IMMEDIATE", "timeout": 20})
+# django-prometheus' wrappers of the same backends count queries, errors and connections
+# (django_db_*): the engine is otherwise Django's own, its options unchanged.
+_METRICS_ENGINES = {
+    "django.db.backends.postgresql": "django_prometheus.db.backends.postgresql",
+    "django.db.backends.sqlite3": "django_prometheus.db.backends.sqlite3",
+}
+DATABASES["default"]["ENGINE"] = _METRICS_ENGINES.get(DATABASES["default"]["ENGINE"],
+                                                      DATABASES["default"]["ENGINE"])
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")
@@ -348,17 +362,63 @@ STORAGES = {
 
 WHITENOISE_USE_FINDERS = True  # admin assets without collectstatic in the embedded default
 
+# --- Logs (ops/logging.py) ---------------------------------------------------------------
+# LOG_FORMAT=json: one JSON object per line (time, level, logger, message, request_id, and
+# task_id / task_name in a Celery task), for a log aggregator; the default of
+# settings.production. text: one readable line, the default here (`make run`, `make dev`).
+# Both carry the request id, and both pass the card-number scrubber.
+LOG_FORMAT = env.str("LOG_FORMAT", default="text")
+if LOG_FORMAT not in ("json", "text"):
+    raise ValueError(f"LOG_FORMAT must be json or text, not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"scrub_card_numbers": {"()": "ops.logging.CardNumberScrubFilter"}},
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "filters": {
+        "scrub_card_numbers": {"()": "ops.logging.CardNumberScrubFilter"},
+        "request_context": {"()": "ops.logging.RequestContextFilter"},
+    },
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {"()": "ops.logging.JsonFormatter"},
+    },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "formatter": "plain",
-            "filters": ["scrub_card_numbers"],
+            "formatter": LOG_FORMAT,
+            "filters": ["scrub_card_numbers", "request_context"],
         }
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
+
+# --- Metrics (ops/metrics.py, docs/operations/monitoring.md) --------------------------------
+# /metrics answers a scraper that sends `Authorization: Bearer <METRICS_TOKEN>` or connects
+# from an address in METRICS_ALLOWED_IPS (addresses or networks, matched against the TCP peer,
+# REMOTE_ADDR, never a forwarded header). With neither set it answers nobody (403).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])
+for _entry in METRICS_ALLOWED_IPS:  # a typo fails the start, not every scrape
+    ipaddress.ip_network(_entry.strip(), strict=False)
+# Several processes (gunicorn workers, Celery's pool) add their metrics up through files in
+# PROMETHEUS_MULTIPROC_DIR, which must be in the environment of every process before it starts
+# (prometheus_client reads it when it is imported); unset, each process counts alone.
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
+if PROMETHEUS_MULTIPROC_DIR:
+    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+# A Celery worker serves its pool's metrics on this port (same token or allowlist), when set
+# and PROMETHEUS_MULTIPROC_DIR is: a worker in its own container or host is scraped there.
+WORKER_METRICS_PORT = env.int("WORKER_METRICS_PORT", default=0)
+WORKER_METRICS_ADDRESS = env.str("WORKER_METRICS_ADDRESS", default="0.0.0.0")
+
+# --- Error tracking (ops/sentry.py) ---------------------------------------------------------
+# Sentry starts only when SENTRY_DSN is set; events are scrubbed of card numbers, CVCs, keys,
+# secrets and authorization headers before they leave, and carry no personal data.
+SENTRY_DSN = env.str("SENTRY_DSN", default="")
+SENTRY_ENVIRONMENT = env.str("SENTRY_ENVIRONMENT", default="production")
+SENTRY_RELEASE = env.str("SENTRY_RELEASE", default="")
+SENTRY_TRACES_SAMPLE_RATE = env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0)
+if SENTRY_DSN:
+    from ops.sentry import init_sentry
+
+    init_sentry(dsn=SENTRY_DSN, environment=SENTRY_ENVIRONMENT, release=SENTRY_RELEASE or None,
+                traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE)

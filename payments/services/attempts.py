@@ -374,7 +374,7 @@ def compensate(attempt: PaymentAttempt, found: base.LookupResult, *,
             if not is_reversed(payment, found.provider_reference):
                 sm.record_event(payment, EventType.DUPLICATE_CHARGE_REVERSED, actor=actor,
                                 data=data)
-                metrics.duplicate_charges_reversed.labels(
+                metrics.compensations.labels(
                     provider=attempt.provider_account.provider).inc()
                 logger.warning("reversed an extra charge payment=%s attempt=%s provider=%s",
                                payment.id, attempt.id, attempt.provider_account.provider)

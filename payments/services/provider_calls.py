@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Generic, Literal, TypeVar, overload
 
+from payments import metrics
 from providers import base, gateway
 from providers.models import ProviderAccount
 
@@ -81,7 +82,18 @@ def call_provider(account: ProviderAccount, operation: gateway.Operation,
     """Call `operation` (authorize, capture, cancel, refund, lookup, lookup_modification,
     release, reverse) on the account through the provider gateway (limits, circuit breaker,
     safe retries, adapter) and classify what happened. Never raises: every failure becomes an
-    outcome. Typed per operation, like `gateway.call`."""
+    outcome. Typed per operation, like `gateway.call`.
+
+    Every authorization's outcome is counted here (`switchyard_attempts_total`)."""
+    outcome = _call(account, operation, request)
+    if operation == "authorize":
+        metrics.count_attempt(provider=account.provider, outcome=outcome.kind.value,
+                              decline_code=outcome.error.decline_code if outcome.error else None)
+    return outcome
+
+
+def _call(account: ProviderAccount, operation: gateway.Operation,
+          request: gateway.Request) -> CallOutcome[gateway.Result]:
     try:
         # The overloads above pair each operation with its request exactly as gateway.call's
         # do; this implementation, which serves them all, cannot name the pair.

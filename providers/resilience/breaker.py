@@ -379,6 +379,25 @@ def refusing(accounts: Iterable[ProviderAccount]) -> set[str]:
     return refused
 
 
+def states(accounts: Iterable[ProviderAccount]) -> dict[str, str]:
+    """Each account's breaker state as every process sees it: closed | open | half-open (an
+    open breaker stays "open" past its reset timeout until a call takes the trial). Read-only,
+    one Redis command for all the accounts (the metrics scrape asks). Accounts whose state
+    cannot be read are left out."""
+    accounts = list(accounts)
+    client = store.redis_client()
+    if client is None:  # the embedded default: this process's own breakers
+        return {a.id: breaker_for(a).current_state for a in accounts}
+    keys = [_storage_keys(a.id)["state"] for a in accounts]
+    try:
+        values = client.mget(keys) if keys else []
+    except redis.RedisError:
+        logger.exception("breaker states unavailable in Redis")
+        return {}
+    return {a.id: ((v.decode() if isinstance(v, bytes) else v) or pybreaker.STATE_CLOSED)
+            for a, v in zip(accounts, values, strict=True)}
+
+
 def _storage_keys(account_id: str) -> dict[str, str]:
     """The Redis keys pybreaker's storage keeps an account's breaker in."""
     namespace = store.account_key(account_id, "breaker")

@@ -202,7 +202,7 @@ def _extra_charge(payment: Payment, account_name: str, *, capture: bool) -> Paym
 def _reversed_count() -> float:
     total = 0.0
     for provider in ("stripe", "adyen", "checkout"):
-        total += REGISTRY.get_sample_value("switchyard_duplicate_charges_reversed_total",
+        total += REGISTRY.get_sample_value("switchyard_compensations_total",
                                            {"provider": provider}) or 0.0
     return total
 

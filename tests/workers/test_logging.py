@@ -1,4 +1,5 @@
-"""Worker logs scrub card numbers as web logs do (issue #8, #12).
+"""Worker logs scrub card numbers as web logs do (issue #8, #12), and carry the id of the
+request that queued the task (issue #12).
 
 Celery's own logging set-up empties the root logger's handlers and installs its own, which
 had no card-number scrubber: a worker once printed a card number in clear. The worker now
@@ -139,3 +140,79 @@ def test_the_workers_logging_setup_keeps_the_scrubber(monkeypatch):
     assert CARD not in output
     assert "charging card [redacted]" in output
     assert "card [redacted] in a task logger" in output
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.filterwarnings("ignore::celery.exceptions.AlwaysEagerIgnored")  # send_task: sent
+def test_a_task_queued_in_a_request_logs_that_requests_id_in_json(tmp_path):
+    """A real worker with LOG_FORMAT=json (production's format): the task a request queued
+    writes JSON lines carrying the request's id and the task's id and name, scrubbed."""
+    import json
+
+    from django.http import HttpResponse
+    from django.test import RequestFactory
+
+    from ops.request_id import RequestIdMiddleware
+
+    endpoint = SandboxWebhookEndpoint.objects.create(
+        provider="adyen", merchant_account="ShopECOM",
+        url=f"http://127.0.0.1:9/hooks/{CARD}", hmac_key="00" * 32)
+    notification = SandboxNotification.objects.create(
+        endpoint=endpoint, body="{}", event_code="AUTHORISATION",
+        next_attempt_at=timezone.now() - dt.timedelta(seconds=1))
+
+    queue = f"test-json-logs-{uuid.uuid4().hex[:12]}"
+    log = tmp_path / "worker.log"
+    env = _worker_env()
+    env["LOG_FORMAT"] = "json"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers.celery:app", "worker",
+             "--loglevel=INFO", "--pool=prefork", "--concurrency=1", "-Q", queue,
+             "--without-heartbeat", "--without-gossip", "--without-mingle",
+             "--hostname", f"{queue}@%h"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_for(lambda: b"ready." in log.read_bytes(), STARTUP_SECONDS, "worker ready",
+                  proc, log)
+        from workers.celery import app
+
+        sent = []
+
+        def view(request):  # a request that queues a task, as a nudge does
+            sent.append(app.send_task("switchyard.providers.deliver_sandbox_webhooks",
+                                      queue=queue))
+            return HttpResponse("queued")
+
+        response = RequestIdMiddleware(view)(
+            RequestFactory().get("/", HTTP_X_REQUEST_ID="req-from-the-edge-7"))
+        assert response["X-Request-Id"] == "req-from-the-edge-7"
+
+        def delivered_once() -> bool:
+            notification.refresh_from_db()
+            return notification.attempts == 1
+        _wait_for(delivered_once, 30, "the task to run", proc, log)
+        _wait_for(lambda: b"retry in" in log.read_bytes(), 10, "the task's log line", proc,
+                  log)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    output = log.read_text(errors="replace")
+    assert CARD not in output
+    records = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    task_line = next(r for r in records if "retry in" in r["message"])
+    assert task_line["request_id"] == "req-from-the-edge-7"
+    assert task_line["task_id"] == sent[0].id
+    assert task_line["task_name"] == "switchyard.providers.deliver_sandbox_webhooks"
+    assert task_line["level"] == "INFO"
+    assert task_line["logger"] == "providers.sandboxes.webhooks"
+    assert "hooks/[redacted]" in task_line["message"]
+    # Celery's own lines about the task are JSON with the id too ("... succeeded in ...")
+    done = next(r for r in records if "succeeded in" in r["message"])
+    assert done["request_id"] == "req-from-the-edge-7"
+    assert set(task_line) >= {"time", "level", "logger", "message"}
