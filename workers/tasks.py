@@ -1,5 +1,7 @@
 """Periodic jobs. Each task is a thin wrapper around one service."""
 
+from django.db import DatabaseError
+
 from workers.celery import app
 
 
@@ -39,3 +41,18 @@ def relay_events() -> int:
 
     relay_due()
     return deliver_due()
+
+
+@app.task(name="switchyard.stats.aggregate_provider_hours", ignore_result=True, acks_late=True,
+          reject_on_worker_lost=True, autoretry_for=(DatabaseError,), max_retries=3,
+          retry_backoff=60, retry_backoff_max=600, retry_jitter=True)
+def aggregate_provider_hours() -> dict[str, object]:
+    """Hourly provider stats per account and hour (volume, outcomes, latency percentiles) and
+    routing's priors. One transaction under an advisory lock: a second run at once skips, a
+    run again recomputes the same numbers; a database error rolls back whole and is retried
+    with backoff."""
+    from payments.services.provider_stats import provider_stats_aggregate
+
+    run = provider_stats_aggregate()
+    return {"skipped": run.skipped, "hours": run.hours, "rows": run.rows,
+            "priors": run.priors}
