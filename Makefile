@@ -6,6 +6,7 @@
 #   make test      ruff + mypy + import contracts + pytest against local Postgres and Redis
 #                  (started if needed)
 #   make worker    Celery worker (needs REDIS_URL), make beat for the scheduler
+#   make audit     known vulnerabilities in the installed dependencies (pip-audit)
 #
 # Extra pytest arguments: make test PYTEST_ARGS="-k refunds -x"
 
@@ -26,7 +27,7 @@ CELERY_APP = workers.celery:app
 CELERY_QUEUES = payments,webhooks,default
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run dev env services test lint worker beat bench clean
+.PHONY: help venv run dev env services test lint worker beat bench clean audit
 
 help:
 	@echo "Targets: venv run dev test lint services worker beat bench clean"
@@ -34,6 +35,7 @@ help:
 	@echo "  make dev                 the same on Django's autoreloading development server"
 	@echo "  make bench               HTTP benchmark (BENCH_SECONDS, BENCH_ROUNDS), figures in bench/README.md"
 	@echo "  make test PYTEST_ARGS=... ruff, mypy, import contracts, pytest (settings.test; Postgres + Redis)"
+	@echo "  make audit               pip-audit of .venv: fails on a vulnerability and on an audit it could not do"
 
 # --- Virtualenv --------------------------------------------------------------------------
 venv: $(STAMP)
@@ -112,6 +114,13 @@ test: venv services
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache --no-logo
 	DJANGO_SETTINGS_MODULE=settings.test $(BIN)/pytest $(PYTEST_ARGS)
+
+# --- Dependency audit ----------------------------------------------------------------------
+# scripts/audit.py runs pip-audit over .venv (the pinned requirements and what they pull in):
+# exit 0 every package audited and none vulnerable, 1 vulnerabilities, 2 the audit could not be
+# done for every package (never taken for clean). CI's use: .ci/run, docs/operations/security.md.
+audit: venv
+	$(PY) scripts/audit.py
 
 # --- Celery ------------------------------------------------------------------------------
 worker: venv env

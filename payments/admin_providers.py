@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.urls import path, reverse
 from django.utils.html import format_html
 
 from payments.admin_audit import (
@@ -18,6 +19,7 @@ from payments.admin_audit import (
     audit_log_url,
     client_ip,
 )
+from payments.admin_health import provider_health_view
 from payments.audit import user_actor
 from payments.services.provider_accounts import (
     AccountSnapshot,
@@ -46,7 +48,24 @@ class ProviderAccountAdmin(AuditedModelAdmin, provider_admin.ProviderAccountAdmi
         return account_changes(before, AccountSnapshot.of(obj))
 
     def get_readonly_fields(self, request, obj=None):
-        return (*super().get_readonly_fields(request, obj), "audit_log")
+        return (*super().get_readonly_fields(request, obj), "audit_log", "health_page")
+
+    def get_list_display(self, request):
+        return (*super().get_list_display(request), "health_page")
+
+    # --- the provider health page (payments/admin_health.py) -------------------------------
+    def get_urls(self):
+        view = self.admin_site.admin_view(
+            lambda request, object_id: provider_health_view(request, object_id, self))
+        return [path("<path:object_id>/health/", view,
+                     name="providers_provideraccount_health"), *super().get_urls()]
+
+    @admin.display(description="health")
+    def health_page(self, account: ProviderAccount) -> str:
+        if not account.pk:
+            return "-"
+        return format_html('<a href="{}">Last 48 hours</a>', reverse(
+            "admin:providers_provideraccount_health", args=[account.pk]))
 
     @admin.display(description="audit log")
     def audit_log(self, account: ProviderAccount) -> str:

@@ -186,6 +186,10 @@ class PaymentAttempt(PrefixedIdModel):
     # set when status sync asked the provider to release (cancel) whatever it holds under the
     # attempt's reference: from then on the provider's answer to that decides the attempt
     release_requested_at = models.DateTimeField(null=True, blank=True)
+    # How long the authorization call took as payments saw it (payments.services.
+    # provider_calls: the gateway's safe retries included), in ms; None when it was never
+    # sent (our breaker or limits refused it) or recorded before this was measured.
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -564,3 +568,49 @@ class SettlementReportDay(models.Model):
 
     def __str__(self) -> str:
         return f"{self.day:%Y-%m-%d}"
+class ProviderHourlyStats(models.Model):
+    """Per provider account and UTC hour: the authorization attempts started in that hour, by
+    outcome, and their latency percentiles. Written only by the hourly aggregation
+    (payments.services.provider_stats, an upsert per account and hour); read by the admin's
+    provider health page and, summed over the last hours, by routing as its prior."""
+
+    id = models.BigAutoField(primary_key=True)
+    provider_account = models.ForeignKey("providers.ProviderAccount", on_delete=models.CASCADE,
+                                         related_name="+")
+    hour = models.DateTimeField(help_text="Start of the UTC hour")
+    attempts = models.PositiveIntegerField(default=0, help_text="Volume: every attempt")
+    approved = models.PositiveIntegerField(default=0)
+    declined_soft = models.PositiveIntegerField(default=0)
+    declined_hard = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(
+        default=0, help_text="Provider errors: not processed, or unknown then found so")
+    refused = models.PositiveIntegerField(
+        default=0, help_text="Never sent: our breaker or limits refused the call")
+    unknown = models.PositiveIntegerField(default=0, help_text="Outcome still unknown")
+    pending = models.PositiveIntegerField(default=0, help_text="Still in flight")
+    latency_samples = models.PositiveIntegerField(default=0)
+    latency_p50_ms = models.PositiveIntegerField(null=True, blank=True)
+    latency_p95_ms = models.PositiveIntegerField(null=True, blank=True)
+    latency_p99_ms = models.PositiveIntegerField(null=True, blank=True)
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "provider hourly stats"
+        verbose_name_plural = "provider hourly stats"
+        ordering = ["-hour", "provider_account_id"]
+        constraints = [models.UniqueConstraint(fields=["provider_account", "hour"],
+                                               name="uniq_provider_stats_hour")]
+        indexes = [models.Index(fields=["hour"], name="provider_stats_hour_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.provider_account_id} {self.hour:%Y-%m-%d %H:00}"
+
+    @property
+    def decided(self) -> int:
+        """Attempts with a final answer: approved, declined, or a provider error."""
+        return self.approved + self.declined_soft + self.declined_hard + self.errors
+
+    @property
+    def success_rate(self) -> float | None:
+        """approved / decided (None without a decided attempt)."""
+        return self.approved / self.decided if self.decided else None

@@ -233,6 +233,19 @@ ROUTING_SUCCESS_BUCKET_SECONDS = env.int("ROUTING_SUCCESS_BUCKET_SECONDS", defau
 ROUTING_MIN_SAMPLES = env.int("ROUTING_MIN_SAMPLES", default=20)
 ROUTING_NEUTRAL_SUCCESS_RATE = env.float("ROUTING_NEUTRAL_SUCCESS_RATE", default=0.9)
 ROUTING_MAX_RULES = env.int("ROUTING_MAX_RULES", default=500)
+# While an account's rolling window holds fewer than ROUTING_MIN_SAMPLES outcomes, it scores
+# its rate over the last ROUTING_PRIOR_HOURS completed hours (the hourly provider stats, if
+# they hold that many), handed to routing by the hourly aggregation; a prior not handed over
+# again within ROUTING_PRIOR_TTL_SECONDS lapses (the neutral rate then).
+ROUTING_PRIOR_HOURS = env.int("ROUTING_PRIOR_HOURS", default=24)
+ROUTING_PRIOR_TTL_SECONDS = env.int("ROUTING_PRIOR_TTL_SECONDS", default=3 * 3600)
+
+# --- Hourly provider stats (payments.services.provider_stats) -------------------------------
+# Each hourly run recomputes the last PROVIDER_STATS_RECOMPUTE_HOURS completed hours (outcomes
+# that were unknown or pending settle later), and every hour since the last one it stored,
+# at most PROVIDER_STATS_CATCHUP_HOURS back (a beat that was down for a day catches up).
+PROVIDER_STATS_RECOMPUTE_HOURS = env.int("PROVIDER_STATS_RECOMPUTE_HOURS", default=6)
+PROVIDER_STATS_CATCHUP_HOURS = env.int("PROVIDER_STATS_CATCHUP_HOURS", default=7 * 24)
 
 # --- Sandbox providers (used only when SANDBOXES_ENABLED) ---------------------------------
 # How long a sandbox served over HTTP stays silent for "times out before commit" (card

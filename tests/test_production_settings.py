@@ -67,6 +67,8 @@ def test_production_start_has_no_sandbox_tables_modules_or_jobs(tmp_path):
         "DATABASE_URL": f"sqlite:///{tmp_path / 'production.sqlite3'}",
         "SECRET_KEY": "test-only", "FINGERPRINT_KEY": "test-only", "VAULT_ACTIVE_KEY": "k1",
         "VAULT_KEYS": "k1=dGVzdC1vbmx5LXZhdWx0LWtleS1vbmUtMzJieXRlcyE=",
+        # required by production settings; nothing here may connect to it (port 1)
+        "REDIS_URL": "redis://127.0.0.1:1/0", "ALLOWED_HOSTS": "api.example.com",
     })
     result = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=120)

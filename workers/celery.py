@@ -32,6 +32,7 @@ app.conf.update(
         "switchyard.webhooks.*": {"queue": "webhooks"},
         "switchyard.cleanup.*": {"queue": "default"},
         "switchyard.reports.*": {"queue": "default"},
+        "switchyard.stats.*": {"queue": "default"},
     },
     beat_schedule={
         "purge-idempotency-keys": {
@@ -47,6 +48,13 @@ app.conf.update(
             "task": "switchyard.webhooks.relay_events",
             "schedule": 5.0,
             "options": {"expires": 4.5},
+        },
+        # five minutes past each hour: the hour just ended (its last calls have answered),
+        # the hours before it again, and any hour missed (payments.services.provider_stats)
+        "aggregate-provider-stats": {
+            "task": "switchyard.stats.aggregate_provider_hours",
+            "schedule": crontab(minute=5),
+            "options": {"expires": 50 * 60.0},
         },
         "probe-provider-accounts": {
             "task": "switchyard.providers.probe_accounts",

@@ -84,3 +84,17 @@ def build_settlement_reports(day: str | None = None) -> dict[str, int]:
         return {"days_built": 1,
                 "reports": len(report_build_day(day=dt.date.fromisoformat(day)))}
     return reports_build_due()
+
+
+@job("switchyard.stats.aggregate_provider_hours", retry_backoff=60.0, retry_backoff_max=600.0,
+     ignore_result=True, acks_late=True, reject_on_worker_lost=True)
+def aggregate_provider_hours() -> dict[str, object]:
+    """Hourly provider stats per account and hour (volume, outcomes, latency percentiles) and
+    routing's priors. One transaction under an advisory lock: a second run at once skips, a
+    run again recomputes the same numbers; a failed run rolls back whole and is retried with
+    backoff (the job wrapper)."""
+    from payments.services.provider_stats import provider_stats_aggregate
+
+    run = provider_stats_aggregate()
+    return {"skipped": run.skipped, "hours": run.hours, "rows": run.rows,
+            "priors": run.priors}

@@ -68,17 +68,20 @@ def record_answer(payment: Payment, attempt: PaymentAttempt,
                   actor: str) -> Payment:
     """Record one attempt's immediate answer and move the payment accordingly (`processing`
     means: go on with the next candidate)."""
+    # the call's latency, for the hourly provider stats; none for a call never sent
+    latency = None if retry_rules.refused_before_sending(outcome.error) else outcome.latency_ms
     with transaction.atomic():
         locked = sm.lock_payment(payment.pk)  # the payment first, then the attempt
         data = {"attempt": attempt.id, "outcome": outcome.kind}
         if outcome.kind == CallKind.APPROVED:
             result = outcome.authorization
             return mark_approved(locked, attempt, result.provider_reference,
-                                 captured=result.captured, actor=actor, data=data)
+                                 captured=result.captured, actor=actor, data=data,
+                                 attempt_updates={"latency_ms": latency})
         error = outcome.failure
         data["code"] = error.code
         details = {"error_code": error.code, "decline_code": error.decline_code or "",
-                   "error_message": error.message[:500]}
+                   "error_message": error.message[:500], "latency_ms": latency}
         if outcome.kind == CallKind.UNKNOWN:
             now = timezone.now()
             due = next_sync_time(now, sync_count=0, now=now)
@@ -102,12 +105,14 @@ def record_answer(payment: Payment, attempt: PaymentAttempt,
 
 
 def mark_approved(payment: Payment, attempt: PaymentAttempt, provider_reference: str, *,
-                  captured: bool, actor: str, data: dict[str, Any]) -> Payment:
+                  captured: bool, actor: str, data: dict[str, Any],
+                  attempt_updates: dict[str, Any] | None = None) -> Payment:
     """The provider authorized (or captured) this attempt: so is the payment. Inside the
-    caller's transaction."""
+    caller's transaction. `attempt_updates`: other fields of the attempt to write with it."""
     sm.lock_payment(payment.pk)
     sm.transition_attempt(attempt, A.CAPTURED if captured else A.AUTHORIZED, updates={
-        "provider_reference": provider_reference, "next_sync_at": None})
+        **(attempt_updates or {}), "provider_reference": provider_reference,
+        "next_sync_at": None})
     if captured:
         return sm.transition_payment(
             payment, S.SUCCEEDED, event=EventType.CAPTURED, actor=actor, data=data,

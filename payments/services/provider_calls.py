@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Generic, Literal, TypeVar, overload
 
@@ -36,6 +37,8 @@ class CallOutcome(Generic[R]):
     kind: CallKind
     result: R | None = None
     error: base.ProviderError | None = None
+    # how long the call took, the gateway's limits, breaker and safe retries included (ms)
+    latency_ms: int | None = None
 
     # The accessors below read an approved outcome's result; each is only offered (to the
     # type checker) on the outcomes of the operations that return it.
@@ -82,10 +85,13 @@ def call_provider(account: ProviderAccount, operation: gateway.Operation,
     """Call `operation` (authorize, capture, cancel, refund, lookup, lookup_modification,
     release, reverse) on the account through the provider gateway (limits, circuit breaker,
     safe retries, adapter) and classify what happened. Never raises: every failure becomes an
-    outcome. Typed per operation, like `gateway.call`.
+    outcome. Typed per operation, like `gateway.call`. The outcome carries how long the call
+    took (`latency_ms`), measured here, where every provider call is made.
 
     Every authorization's outcome is counted here (`switchyard_attempts_total`)."""
+    started = time.perf_counter()
     outcome = _call(account, operation, request)
+    outcome = replace(outcome, latency_ms=round((time.perf_counter() - started) * 1000))
     if operation == "authorize":
         metrics.count_attempt(provider=account.provider, outcome=outcome.kind.value,
                               decline_code=outcome.error.decline_code if outcome.error else None)

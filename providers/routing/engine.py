@@ -453,8 +453,10 @@ def _by_success_rate(eligible: list[ProviderAccount], rng: random.Random
         pick = rng.randrange(1, len(ordered))
         explored = ordered[pick].name
         ordered.insert(0, ordered.pop(pick))
+    # basis: window (the rolling rate), hourly (the prior from the last hours: the window
+    # held too few samples) or neutral (no prior either); kept for operators, not in the API
     scored = [{"account": a.name, "score": round(rates[a.id].rate, 4),
-               "samples": rates[a.id].samples} for a in ordered]
+               "samples": rates[a.id].samples, "basis": rates[a.id].basis} for a in ordered]
     return ordered, scored, explored
 
 

@@ -14,9 +14,14 @@ and the key expires after a window without traffic. Clocks are the callers' (NTP
 a bucket is 10 s, so skew does not matter). Without REDIS_URL the same counters live in
 process.
 
-An account with fewer than ROUTING_MIN_SAMPLES outcomes in the window scores the neutral prior
-ROUTING_NEUTRAL_SUCCESS_RATE (0.9): a handful of results proves nothing either way, and a new or
-idle account must not start first or last by accident. The engine moves a random account first
+An account with fewer than ROUTING_MIN_SAMPLES outcomes in the window scores its prior: a
+handful of results proves nothing either way. The prior is the account's rate over the last
+completed hours (ROUTING_PRIOR_HOURS, 24), in the same terms, when those hours hold at least
+ROUTING_MIN_SAMPLES outcomes: the hourly aggregation (payments.services.provider_stats, which
+owns those numbers; providers never imports payments) hands it over with `set_priors` every
+hour, and it lapses after ROUTING_PRIOR_TTL_SECONDS if that job stops. Without one (a new or
+idle account, or the job not run yet) the prior is the neutral ROUTING_NEUTRAL_SUCCESS_RATE
+(0.9), so that such an account does not start first or last by accident. The engine moves a random account first
 for a small exploration share of payments (ROUTING_EXPLORATION_RATE), so an account that
 recovered collects fresh samples and wins its traffic back.
 
@@ -31,7 +36,7 @@ import math
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -63,11 +68,13 @@ return n
 """
 
 _READ = """
--- KEYS: the accounts' counters; ARGV: oldest bucket in the window, newest.
--- Returns approved, soft, failed, hard for each account, flat.
+-- KEYS: the accounts' counters, then their priors (as many); ARGV: oldest bucket in the
+-- window, newest. Returns approved, soft, failed, hard, prior approved, prior samples for
+-- each account, flat.
 local oldest, newest = tonumber(ARGV[1]), tonumber(ARGV[2])
+local n = #KEYS / 2
 local out = {}
-for k = 1, #KEYS do
+for k = 1, n do
   local sums = {a = 0, s = 0, f = 0, h = 0}
   local flat = redis.call('HGETALL', KEYS[k])
   for i = 1, #flat, 2 do
@@ -77,11 +84,16 @@ for k = 1, #KEYS do
       sums[kind] = sums[kind] + tonumber(flat[i + 1])
     end
   end
-  local base = (k - 1) * 4
+  local base = (k - 1) * 6
   out[base + 1], out[base + 2], out[base + 3], out[base + 4] = sums.a, sums.s, sums.f, sums.h
+  local prior = redis.call('HMGET', KEYS[n + k], 'a', 'n')
+  out[base + 5], out[base + 6] = tonumber(prior[1]) or 0, tonumber(prior[2]) or 0
 end
 return out
 """
+
+# Where the rate comes from (Rate.basis)
+WINDOW, HOURLY, NEUTRAL = "window", "hourly", "neutral"
 
 
 @dataclass(frozen=True)
@@ -92,10 +104,21 @@ class Rate:
     soft: int = 0
     failed: int = 0
     hard: int = 0
+    # window: measured over the rolling window; hourly: the prior from the last hours;
+    # neutral: the neutral prior
+    basis: str = NEUTRAL
 
     @property
     def measured(self) -> bool:
         return self.samples >= min_samples()
+
+
+@dataclass(frozen=True)
+class Prior:
+    """An account's outcomes over the last completed hours, in the rolling rate's terms."""
+
+    approved: int
+    samples: int  # approvals + soft declines + failures
 
 
 def bucket_seconds() -> int:
@@ -114,6 +137,10 @@ def neutral_rate() -> float:
     return getattr(settings, "ROUTING_NEUTRAL_SUCCESS_RATE", 0.9)
 
 
+def prior_ttl_seconds() -> int:
+    return getattr(settings, "ROUTING_PRIOR_TTL_SECONDS", 3 * 3600)
+
+
 def _buckets(now: float | None) -> tuple[int, int]:
     """(oldest, newest) bucket of the window ending now; the current bucket counts."""
     size = bucket_seconds()
@@ -123,6 +150,10 @@ def _buckets(now: float | None) -> tuple[int, int]:
 
 def _key(account_id: str) -> str:
     return f"{KEY_PREFIX}:{{{account_id}}}:outcomes"
+
+
+def _prior_key(account_id: str) -> str:
+    return f"{KEY_PREFIX}:{{{account_id}}}:prior"
 
 
 @lru_cache(maxsize=8)
@@ -161,6 +192,17 @@ class _LocalCounters:
 
 
 _local = _LocalCounters()
+# account id → (prior, expires at: time.monotonic())
+_local_priors: dict[str, tuple[Prior, float]] = {}
+_local_priors_lock = threading.Lock()
+
+
+def _local_prior(account_id: str) -> Prior:
+    with _local_priors_lock:
+        entry = _local_priors.get(account_id)
+    if entry is None or entry[1] < time.monotonic():
+        return Prior(0, 0)
+    return entry[0]
 
 
 # --- API --------------------------------------------------------------------------------------
@@ -184,27 +226,61 @@ def record_outcome(account: ProviderAccount | str, kind: str, *, now: float | No
         logger.exception("could not record a routing outcome in Redis; dropped")
 
 
-def success_rates(accounts: Sequence[ProviderAccount | str], *,
-                  now: float | None = None) -> dict[str, Rate]:
-    """The rolling rate of each account (by id) over the window; one Redis round trip."""
-    ids = [_account_id(a) for a in accounts]
-    oldest, newest = _buckets(now)
-    enough, prior = min_samples(), neutral_rate()
+def set_priors(priors: Mapping[str, Prior], *, ttl: int | None = None) -> None:
+    """Hand routing each account's (by id) outcomes over the last completed hours: its score
+    while the rolling window is thin. Each lapses after `ttl` seconds
+    (ROUTING_PRIOR_TTL_SECONDS) unless handed over again. Advisory: a Redis error is logged
+    and the priors dropped."""
+    ttl = prior_ttl_seconds() if ttl is None else ttl
     client = store.redis_client()
     if client is None:
-        return {i: _rate(*_local.sums(i, oldest, newest), enough, prior) for i in ids}
+        expires = time.monotonic() + ttl
+        with _local_priors_lock:
+            _local_priors.update({i: (p, expires) for i, p in priors.items()})
+        return
     try:
-        flat = _scripts(client)[1](keys=[_key(i) for i in ids], args=[oldest, newest])
+        pipe = client.pipeline(transaction=False)
+        for account_id, prior in priors.items():
+            key = _prior_key(account_id)
+            pipe.hset(key, mapping={"a": prior.approved, "n": prior.samples})
+            pipe.expire(key, ttl)
+        pipe.execute()
+    except redis.RedisError:
+        logger.exception("could not store routing priors in Redis; dropped")
+
+
+def success_rates(accounts: Sequence[ProviderAccount | str], *,
+                  now: float | None = None) -> dict[str, Rate]:
+    """The rolling rate of each account (by id) over the window, or its prior while the
+    window is thin; one Redis round trip."""
+    ids = [_account_id(a) for a in accounts]
+    oldest, newest = _buckets(now)
+    enough, neutral = min_samples(), neutral_rate()
+    client = store.redis_client()
+    if client is None:
+        return {i: _rate(*_local.sums(i, oldest, newest), _local_prior(i), enough, neutral)
+                for i in ids}
+    try:
+        flat = _scripts(client)[1](keys=[_key(i) for i in ids] + [_prior_key(i) for i in ids],
+                                   args=[oldest, newest])
     except redis.RedisError:
         logger.exception("routing success rates unavailable in Redis; using the prior")
-        return {i: _rate(0, 0, 0, 0, enough, prior) for i in ids}
-    n = [int(count) for count in flat]  # approved, soft, failed, hard per account
-    return {i: _rate(n[4 * k], n[4 * k + 1], n[4 * k + 2], n[4 * k + 3], enough, prior)
+        return {i: _rate(0, 0, 0, 0, Prior(0, 0), enough, neutral) for i in ids}
+    # approved, soft, failed, hard, prior approved, prior samples per account
+    n = [int(count) for count in flat]
+    return {i: _rate(n[6 * k], n[6 * k + 1], n[6 * k + 2], n[6 * k + 3],
+                     Prior(n[6 * k + 4], n[6 * k + 5]), enough, neutral)
             for k, i in enumerate(ids)}
 
 
-def _rate(approved: int, soft: int, failed: int, hard: int, enough: int, prior: float) -> Rate:
+def _rate(approved: int, soft: int, failed: int, hard: int, prior: Prior, enough: int,
+          neutral: float) -> Rate:
     samples = approved + soft + failed
-    value = approved / samples if samples >= enough else prior
+    if samples >= enough:
+        value, basis = approved / samples, WINDOW
+    elif prior.samples >= enough:
+        value, basis = min(1.0, prior.approved / prior.samples), HOURLY
+    else:
+        value, basis = neutral, NEUTRAL
     return Rate(rate=value, samples=samples, approved=approved, soft=soft, failed=failed,
-                hard=hard)
+                hard=hard, basis=basis)

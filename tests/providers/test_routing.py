@@ -504,9 +504,12 @@ def test_success_rate_orders_by_the_rolling_rate(shop, three, settings, backend)
     assert names(decision) == ["adyen-main", "checkout-main", "stripe-main"]
     assert decision.record == {
         "rule": matching.id, "strategy": "success_rate", "explored": None,
-        "candidates": [{"account": "adyen-main", "score": 0.95, "samples": 100},
-                       {"account": "checkout-main", "score": 0.9, "samples": 5},
-                       {"account": "stripe-main", "score": 0.8, "samples": 100}],
+        "candidates": [{"account": "adyen-main", "score": 0.95, "samples": 100,
+                        "basis": "window"},
+                       {"account": "checkout-main", "score": 0.9, "samples": 5,
+                        "basis": "neutral"},
+                       {"account": "stripe-main", "score": 0.8, "samples": 100,
+                        "basis": "window"}],
         "skipped": [],
     }
 
@@ -589,7 +592,7 @@ def test_a_recovered_provider_wins_its_traffic_back(shop, three, settings, monke
     decision = route(ctx(shop), config=config, rng=random.Random(1))
     assert decision.candidates[0] == stripe
     assert decision.record["candidates"][0] == {"account": "stripe-main", "score": 1.0,
-                                                "samples": explored}
+                                                "samples": explored, "basis": "window"}
 
 
 # --- stats ------------------------------------------------------------------------------------

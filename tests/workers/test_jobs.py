@@ -11,6 +11,7 @@ from prometheus_client import REGISTRY
 from workers import jobs
 from workers.celery import app
 from workers.tasks import (
+    aggregate_provider_hours,
     build_settlement_reports,
     expire_payments,
     probe_accounts,
@@ -139,7 +140,8 @@ def test_counts_of_what_services_return():
 
 def test_every_periodic_task_runs_in_the_wrapper_and_is_scheduled():
     tasks = [purge_idempotency_keys, probe_accounts, sync_unknown_outcomes, relay_events,
-             expire_payments, prune_retention, build_settlement_reports]
+             expire_payments, prune_retention, build_settlement_reports,
+             aggregate_provider_hours]
     scheduled = {entry["task"] for entry in app.conf.beat_schedule.values()}
     for task in tasks:
         assert task.name in scheduled, task.name
@@ -149,5 +151,6 @@ def test_every_periodic_task_runs_in_the_wrapper_and_is_scheduled():
     wrapped = {t.name for t in tasks}
     assert scheduled - wrapped == {"switchyard.providers.deliver_sandbox_webhooks"}
     for name in ("switchyard.cleanup.expire_payments", "switchyard.cleanup.prune_retention",
-                 "switchyard.reports.build_settlement_reports"):
+                 "switchyard.reports.build_settlement_reports",
+                 "switchyard.stats.aggregate_provider_hours"):
         assert app.amqp.router.route({}, name)["queue"].name == "default"
