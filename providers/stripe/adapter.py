@@ -448,7 +448,7 @@ def _settlement_line(txn: dict[str, Any]) -> settlement.SettlementLine:
     return settlement.SettlementLine(
         line_id=str(txn.get("id") or ""), kind=kind,
         amount_minor=abs(WIRE.from_wire(amount, currency)), currency=currency,
-        fee_minor=WIRE.from_wire(fee, currency), fee_currency=currency,
+        fee_minor=settlement.wire_fee_to_minor(WIRE, fee, currency), fee_currency=currency,
         status=settlement.PENDING if txn.get("status") == "pending" else settlement.SETTLED,
         our_reference=str(meta.get(OPERATION_KEY) or "") if refund else "",
         payment_reference="" if refund else str(meta.get(REFERENCE_KEY) or ""),
