@@ -5,6 +5,27 @@ import django.utils.timezone
 from django.db import migrations, models
 
 
+NEW_MODELS = ("reconciliationrun", "reconciliationline", "discrepancy")
+
+
+def grant_views(apps, schema_editor):
+    """The groups of migration 0011 see the new models too (operators act on discrepancies
+    with change_payment, which they have)."""
+    from django.contrib.auth.management import create_permissions
+
+    app_config = apps.get_app_config("payments")
+    app_config.models_module = True  # as in 0011: historical apps have none
+    create_permissions(app_config, apps=apps, verbosity=0)
+    app_config.models_module = None
+    Group = apps.get_model("auth", "Group")
+    Permission = apps.get_model("auth", "Permission")
+    views = Permission.objects.filter(content_type__app_label="payments",
+                                      content_type__model__in=NEW_MODELS,
+                                      codename__startswith="view_")
+    for group in Group.objects.filter(name__in=("payment operators", "support")):
+        group.permissions.add(*views)
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -109,4 +130,5 @@ class Migration(migrations.Migration):
             model_name='discrepancy',
             constraint=models.UniqueConstraint(fields=('run', 'key'), name='uniq_discrepancy_per_run'),
         ),
+        migrations.RunPython(grant_views, migrations.RunPython.noop),
     ]

@@ -377,3 +377,62 @@ def test_a_run_that_lost_its_claim_records_nothing(api, merchant, monkeypatch):
     run = ReconciliationRun.objects.get(account=account)
     assert (run.status, run.claim_token, run.lines) == ("running", "taken-over", 0)
     assert not ReconciliationLine.objects.exists()
+
+
+# --- operators ---------------------------------------------------------------------------------
+def test_an_operator_resolves_a_discrepancy_from_needs_attention_with_a_reason(
+        api, merchant, client):
+    from django.contrib.auth.models import User
+
+    from payments.models import AuditLog
+    from tests.payments.test_admin_operator import NEEDS_ATTENTION, action_url, staff_in
+
+    account = account_of(merchant, "checkout")
+    ledger.plant_unrecorded_charge(
+        "checkout", merchant_account=sandbox_merchant_account(account), amount=4200,
+        currency="USD")
+    reconcile(account)
+    [discrepancy] = Discrepancy.objects.all()
+    resolve = action_url(discrepancy, "resolve")
+
+    support = staff_in(client, "sam", "support")  # sees it, cannot act
+    assert support.get(NEEDS_ATTENTION).status_code == 200
+    assert support.get(admin_url(discrepancy)).status_code == 200
+    assert support.post(resolve, {"reason": "x"}).status_code == 403
+
+    client.force_login(User.objects.create_superuser("olivia", "o@example.invalid", "pw"))
+    page = client.get(NEEDS_ATTENTION)
+    assert discrepancy.pk.encode() in page.content and resolve.encode() in page.content
+    assert b"(provider report vs our books) (1)" in page.content
+    assert client.get(admin_url(discrepancy)).status_code == 200
+
+    missing = client.post(resolve, {"reason": "   "})  # a reason is mandatory
+    assert missing.status_code == 200 and b"required" in missing.content
+    assert not AuditLog.objects.filter(action="discrepancy.resolve").exists()
+
+    done = client.post(resolve, {"reason": "A manual sale made in the Hub; booked by finance "
+                                           "(ticket FIN-42)."}, REMOTE_ADDR="198.51.100.7")
+    assert done.status_code == 302
+    discrepancy.refresh_from_db()
+    assert (discrepancy.status, discrepancy.resolved_by) == ("resolved", "user:olivia")
+    assert "FIN-42" in discrepancy.resolution
+    audit = AuditLog.objects.get(action="discrepancy.resolve")
+    assert (audit.actor, audit.object_id, audit.ip, audit.outcome) == (
+        "user:olivia", discrepancy.pk, "198.51.100.7", "ok")
+    assert audit.before["status"] == "open" and audit.after == {"status": "resolved"}
+    assert "FIN-42" in audit.reason
+    assert b"(provider report vs our books) (0)" in client.get(NEEDS_ATTENTION).content
+
+    # the resolution stands when the day is run again, and a second resolve is refused
+    reconcile(account)
+    discrepancy.refresh_from_db()
+    assert (discrepancy.status, discrepancy.resolved_by) == ("resolved", "user:olivia")
+    client.post(resolve, {"reason": "again"})
+    refused = AuditLog.objects.filter(action="discrepancy.resolve").exclude(pk=audit.pk).get()
+    assert refused.outcome.startswith("refused:")
+
+
+def admin_url(obj) -> str:
+    from tests.conftest import admin_change_url
+
+    return admin_change_url(obj)
