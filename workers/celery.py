@@ -30,6 +30,7 @@ app.conf.update(
         "switchyard.payments.*": {"queue": "payments"},
         "switchyard.webhooks.*": {"queue": "webhooks"},
         "switchyard.cleanup.*": {"queue": "default"},
+        "switchyard.reconciliation.*": {"queue": "default"},
     },
     beat_schedule={
         "purge-idempotency-keys": {
@@ -51,6 +52,13 @@ app.conf.update(
             "schedule": 60.0,
             # a probe that could not start within its minute is stale: the next one is due
             "options": {"expires": 55.0},
+        },
+        # daily work (each account's previous day, and missed days), checked hourly: a day
+        # is sent once it is due and until it is completed
+        "reconcile-settlements": {
+            "task": "switchyard.reconciliation.run_due",
+            "schedule": 3600.0,
+            "options": {"expires": 3000.0},
         },
     },
 )

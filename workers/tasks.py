@@ -39,3 +39,42 @@ def relay_events() -> int:
 
     relay_due()
     return deliver_due()
+
+
+# --- reconciliation (docs/operations/reconciliation.md) -------------------------------------
+RECONCILIATION_RETRIES = 5  # a day whose report cannot be read is also caught up by run_due
+
+
+@app.task(name="switchyard.reconciliation.run_due", ignore_result=True)
+def reconcile_due() -> int:
+    """Send one `switchyard.reconciliation.run` per account and day that is due (over for
+    RECONCILIATION_DELAY_HOURS, within RECONCILIATION_CATCH_UP_DAYS, not completed yet).
+    Returns how many were sent."""
+    from payments.services.reconciliation import due_runs
+
+    due = due_runs()
+    for account_id, day in due:
+        reconcile_day.delay(account_id, day.isoformat())
+    return len(due)
+
+
+@app.task(bind=True, name="switchyard.reconciliation.run", acks_late=True,
+          reject_on_worker_lost=True, max_retries=RECONCILIATION_RETRIES,
+          soft_time_limit=600, time_limit=660)
+def reconcile_day(self, account_id: str, day: str) -> str:
+    """Reconcile one account's settlement report of one UTC day (`YYYY-MM-DD`). A report
+    that cannot be read is retried with exponential back-off and jitter (1, 2, 4, 8, 16 min);
+    a worker killed mid-run leaves the run claimed until its lease runs out, then it is run
+    again (the run row makes that safe)."""
+    import datetime as dt
+    import random
+
+    from payments.services.reconciliation import ReconciliationFailed, reconciliation_run
+    from providers.models import ProviderAccount
+
+    account = ProviderAccount.objects.get(pk=account_id)
+    try:
+        return reconciliation_run(account=account, day=dt.date.fromisoformat(day)).status
+    except ReconciliationFailed as exc:
+        countdown = 60 * 2 ** self.request.retries
+        raise self.retry(exc=exc, countdown=random.uniform(countdown / 2, countdown)) from exc

@@ -125,6 +125,14 @@ def supports_settlement(account: ProviderAccount) -> bool:
         return False
 
 
+def due_runs(*, now: dt.datetime | None = None) -> list[tuple[str, dt.date]]:
+    """(account id, day) of every due day of every enabled account whose provider has a
+    settlement report, oldest day first per account."""
+    return [(account.id, day)
+            for account in ProviderAccount.objects.filter(enabled=True).order_by("id")
+            if supports_settlement(account) for day in due_days(account, now=now)]
+
+
 def reconcile_due(*, now: dt.datetime | None = None) -> list[RunResult]:
     """Reconcile every due day of every enabled account whose provider has a settlement
     report. A run that fails is recorded and logged; the others go on."""
