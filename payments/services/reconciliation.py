@@ -461,8 +461,10 @@ def _window(day: dt.date) -> dict[str, dt.datetime]:
 def _only_ours(account: ProviderAccount, day: dt.date, matched: set[str]) -> list[Found]:
     """What we hold as settled that day and no report of the account has shown."""
     window = _window(day)
+    # matched by this report, or by another day's (not by this day's previous run: its lines
+    # are replaced by this one's)
     seen = matched | set(ReconciliationLine.objects.filter(run__account=account).exclude(
-        matched_id="").values_list("matched_id", flat=True))
+        run__day=day).exclude(matched_id="").values_list("matched_id", flat=True))
     rows: list[tuple[str, str, int, str, str]] = []  # (type, id, amount, currency, payment)
     for attempt in PaymentAttempt.objects.select_related("payment").filter(
             provider_account=account, status=AttemptStatus.CAPTURED,

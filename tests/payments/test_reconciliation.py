@@ -436,3 +436,15 @@ def admin_url(obj) -> str:
     from tests.conftest import admin_change_url
 
     return admin_change_url(obj)
+
+
+def test_a_capture_the_report_loses_on_a_rerun_is_only_ours(api, merchant):
+    """The day ran clean; the provider's corrected report no longer has a capture: the
+    earlier run's own lines do not count as having seen it."""
+    account = account_of(merchant, "stripe")
+    paid = pay(api, provider="stripe-sandbox", amount=1000).json()
+    attempt = PaymentAttempt.objects.get(payment_id=paid["id"])
+    assert reconcile(account).open_discrepancies == 0
+    ledger.plant_settlement_fault("stripe", attempt.provider_reference, omit=True)
+    assert reconcile(account).open_discrepancies == 1
+    assert found(account) == {("only_ours", attempt.id)}
