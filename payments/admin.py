@@ -35,6 +35,8 @@ from payments.errors import PaymentsError, ProviderFailed
 from payments.models import (
     APIKey,
     AttemptStatus,
+    Discrepancy,
+    DiscrepancyStatus,
     IdempotencyKey,
     Merchant,
     Modification,
@@ -45,6 +47,8 @@ from payments.models import (
     PaymentMethod,
     PaymentStatus,
     ProviderWebhookEvent,
+    ReconciliationLine,
+    ReconciliationRun,
     Refund,
     RefundStatus,
     WebhookDelivery,
@@ -718,6 +722,8 @@ def needs_attention(now: dt.datetime | None = None) -> dict[str, QuerySet[Any]]:
         "endpoints": WebhookEndpoint.objects.filter(
             Q(failing_since__isnull=False) | (Q(disabled=True) & ~Q(disabled_reason="")))
         .select_related("merchant").order_by("failing_since", "created_at"),
+        "discrepancies": Discrepancy.objects.filter(status=DiscrepancyStatus.OPEN)
+        .select_related("account", "run").order_by("created_at", "id"),
     }
 
 
@@ -740,6 +746,8 @@ def needs_attention_view(request: HttpRequest) -> HttpResponse:
     refund_admin = site._registry[Refund]
     modification_admin = site._registry[Modification]
     key_admin = site._registry[IdempotencyKey]
+    discrepancy_admin = site._registry[Discrepancy]
+    assert isinstance(discrepancy_admin, OperatorActionsAdmin)
     assert isinstance(payment_admin, OperatorActionsAdmin)
     assert isinstance(refund_admin, OperatorActionsAdmin)
     assert isinstance(modification_admin, OperatorActionsAdmin)
@@ -772,8 +780,100 @@ def needs_attention_view(request: HttpRequest) -> HttpResponse:
          "rows": [{"cells": [_link(e), e.merchant, e.url, _age(e.failing_since, now),
                              e.disabled_reason or ("yes" if e.disabled else "no")],
                    "actions": []} for e in found["endpoints"]]},
+        {"title": "Reconciliation discrepancies (provider report vs our books)",
+         "headers": ["discrepancy", "kind", "account", "day", "about", "what", "age"],
+         "rows": [{"cells": [_link(d), d.get_kind_display(), d.account.name, d.run.day,
+                             d.payment_id or d.object_id or d.line_id, d.message,
+                             _age(d.created_at, now)],
+                   "actions": actions(discrepancy_admin, d)}
+                  for d in found["discrepancies"]]},
     ]
     context = {**site.each_context(request), "title": "Needs attention",
                "sections": sections,
                "threshold": settings.NEEDS_ATTENTION_UNRESOLVED_MINUTES}
     return TemplateResponse(request, "admin/payments/needs_attention.html", context)
+
+
+# --- reconciliation -------------------------------------------------------------------------------
+DISCREPANCY_ACTIONS = (
+    OperatorAction(
+        "resolve", "Resolve discrepancy",
+        "You looked into this difference between the provider's settlement report and our "
+        "books (docs/operations/reconciliation.md says what each kind means) and dealt with "
+        "it — e.g. settled or refunded the payment with its own action, or found it "
+        "explained (a report corrected later, a charge made by hand at the provider). Say "
+        "what you found. Only the discrepancy changes; the merchant receives nothing.",
+        lambda d, data, actor, ip: operator.discrepancy_resolve(
+            discrepancy=d, actor=actor, reason=data["reason"], ip=ip),
+        lambda d: d.status == DiscrepancyStatus.OPEN),
+)
+
+
+@admin.register(Discrepancy)
+class DiscrepancyAdmin(OperatorActionsAdmin):
+    list_display = ("id", "kind", "status", "account", "day", "payment", "message",
+                    "created_at")
+    list_filter = ("status", "kind", "account__provider")
+    list_select_related = ("account", "run", "payment")
+    search_fields = ("=id", "=object_id", "=payment__id", "=line_id")
+    search_help_text = "A discrepancy id, our id (att_…, mod_…, re_…, pay_…) or a report line."
+    ordering = ("-created_at", "-id")
+    operator_actions = DISCREPANCY_ACTIONS
+    readonly_fields = ("payment_link", "run_link", "ours_display", "theirs_display")
+    exclude = ("ours", "theirs", "payment", "run")
+
+    def summary(self, discrepancy: Discrepancy) -> list[tuple[str, str]]:
+        return [("Discrepancy", discrepancy.pk), ("Kind", discrepancy.get_kind_display()),
+                ("Account", str(discrepancy.account)), ("Day", str(discrepancy.run.day)),
+                ("What", discrepancy.message)]
+
+    @admin.display(description="day", ordering="run__day")
+    def day(self, discrepancy: Discrepancy) -> str:
+        return str(discrepancy.run.day)
+
+    @admin.display(description="payment")
+    def payment_link(self, discrepancy: Discrepancy) -> str:
+        return _link(discrepancy.payment)
+
+    @admin.display(description="reconciliation run")
+    def run_link(self, discrepancy: Discrepancy) -> str:
+        return _link(discrepancy.run, str(discrepancy.run))
+
+    @admin.display(description="ours")
+    def ours_display(self, discrepancy: Discrepancy) -> str:
+        return _json(discrepancy.ours)
+
+    @admin.display(description="the provider's report")
+    def theirs_display(self, discrepancy: Discrepancy) -> str:
+        return _json(discrepancy.theirs)
+
+
+class DiscrepancyInline(ReadOnlyInline):
+    model = Discrepancy
+    fields = ("link", "kind", "status", "message", "resolved_by")
+    readonly_fields = fields
+
+    @admin.display(description="id")
+    def link(self, discrepancy: Discrepancy) -> str:
+        return _link(discrepancy)
+
+
+class ReconciliationLineInline(ReadOnlyInline):
+    model = ReconciliationLine
+    verbose_name_plural = "Report lines (what each matched, what it settled)"
+    fields = ("line_id", "kind", "raw_type", "status", "amount", "currency", "fee",
+              "provider_reference", "operation_reference", "matched_type", "matched_id",
+              "settled")
+    readonly_fields = fields
+
+
+@admin.register(ReconciliationRun)
+class ReconciliationRunAdmin(ReadOnlyAdmin):
+    list_display = ("day", "account", "status", "lines", "matched", "settled",
+                    "open_discrepancies", "runs", "finished_at")
+    list_filter = ("status", "account__provider")
+    list_select_related = ("account",)
+    search_fields = ("=account__id", "account__name")
+    ordering = ("-day", "account")
+    exclude = ("claim_token",)
+    inlines = [DiscrepancyInline, ReconciliationLineInline]

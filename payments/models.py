@@ -614,3 +614,141 @@ class ProviderHourlyStats(models.Model):
     def success_rate(self) -> float | None:
         """approved / decided (None without a decided attempt)."""
         return self.approved / self.decided if self.decided else None
+# --- reconciliation against the providers' settlement reports --------------------------------
+class ReconciliationRunStatus(models.TextChoices):
+    PENDING = "pending"  # made, not run yet
+    RUNNING = "running"  # claimed by a worker until `claimed_until`
+    COMPLETED = "completed"
+    FAILED = "failed"  # the report could not be fetched or read (`error`); run again later
+
+
+class ReconciliationRun(models.Model):
+    """One provider account's settlement report of one UTC day, matched against our records
+    (`payments.services.reconciliation`). One row per account and day: running the day again
+    re-matches it in place."""
+
+    id = models.BigAutoField(primary_key=True)
+    account = models.ForeignKey("providers.ProviderAccount", on_delete=models.PROTECT,
+                                related_name="+")
+    day = models.DateField()
+    status = models.CharField(max_length=16, choices=ReconciliationRunStatus.choices,
+                              default=ReconciliationRunStatus.PENDING)
+    source = models.CharField(max_length=255, blank=True, help_text="The report read")
+    # the worker's claim: its token, and until when it holds the run (a dead worker's claim
+    # runs out by itself)
+    claim_token = models.CharField(max_length=32, blank=True, editable=False)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    runs = models.PositiveIntegerField(default=0, help_text="How often it was run")
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    lines = models.PositiveIntegerField(default=0, help_text="Lines in the report")
+    matched = models.PositiveIntegerField(default=0, help_text="Lines matched to our records")
+    settled = models.PositiveIntegerField(
+        default=0, help_text="Captures, refunds and attempts whose unknown or pending outcome "
+                             "the report settled")
+    open_discrepancies = models.PositiveIntegerField(default=0)
+    fees = models.JSONField(default=dict, blank=True,
+                            help_text="The provider's fees in the report, per currency "
+                                      "(minor units)")
+    error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-day", "account_id"]
+        constraints = [models.UniqueConstraint(fields=["account", "day"],
+                                               name="uniq_reconciliation_run")]
+
+    def __str__(self) -> str:
+        return f"{self.account_id} {self.day:%Y-%m-%d} ({self.status})"
+
+
+class ReconciliationLine(models.Model):
+    """One line of a run's report as read, and what of ours it matched (replaced when the day
+    is run again)."""
+
+    id = models.BigAutoField(primary_key=True)
+    run = models.ForeignKey(ReconciliationRun, on_delete=models.CASCADE,
+                            related_name="report_lines")
+    line_id = models.CharField(max_length=200)
+    kind = models.CharField(max_length=16)  # capture | refund | chargeback | fee | other
+    raw_type = models.CharField(max_length=64, blank=True)
+    status = models.CharField(max_length=16, blank=True)
+    our_reference = models.CharField(max_length=128, blank=True)
+    payment_reference = models.CharField(max_length=128, blank=True)
+    provider_reference = models.CharField(max_length=128, blank=True, db_index=True)
+    operation_reference = models.CharField(max_length=128, blank=True)
+    amount = models.BigIntegerField(default=0)
+    currency = models.CharField(max_length=3, blank=True)
+    fee = models.BigIntegerField(default=0)
+    fee_currency = models.CharField(max_length=3, blank=True)
+    occurred_at = models.DateTimeField(null=True, blank=True)
+    # attempt | modification | refund | reversal, and its id; empty: matched nothing of ours
+    matched_type = models.CharField(max_length=16, blank=True)
+    matched_id = models.CharField(max_length=64, blank=True, db_index=True)
+    payment = models.ForeignKey(Payment, null=True, blank=True, on_delete=models.PROTECT,
+                                related_name="+")
+    # what reconciliation settled from this line (e.g. "attempt_captured"), if anything
+    settled = models.CharField(max_length=32, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["run", "line_id"],
+                                               name="uniq_reconciliation_line")]
+
+    def __str__(self) -> str:
+        return f"{self.raw_type or self.kind} {self.line_id}"
+
+
+class DiscrepancyKind(models.TextChoices):
+    ONLY_OURS = "only_ours"  # we recorded it as done; the provider's report lacks it
+    ONLY_THEIRS = "only_theirs"  # the provider settled it; we have nothing that matches
+    AMOUNT_MISMATCH = "amount_mismatch"
+    CURRENCY_MISMATCH = "currency_mismatch"
+    STATUS_MISMATCH = "status_mismatch"  # settled at the provider; not done in our books
+    FEE_MISMATCH = "fee_mismatch"  # the provider's fee differs from the account's schedule
+
+
+class DiscrepancyStatus(models.TextChoices):
+    OPEN = "open"
+    RESOLVED = "resolved"
+
+
+class Discrepancy(PrefixedIdModel):
+    """A difference between a provider's settlement report and our records, for an operator
+    (docs/operations/reconciliation.md). One per run and `key` (its kind and what it is
+    about): running a day again finds the same one, never a second."""
+
+    id_prefix = "dsc"
+    run = models.ForeignKey(ReconciliationRun, on_delete=models.CASCADE,
+                            related_name="discrepancies")
+    account = models.ForeignKey("providers.ProviderAccount", on_delete=models.PROTECT,
+                                related_name="+")
+    kind = models.CharField(max_length=24, choices=DiscrepancyKind.choices)
+    key = models.CharField(max_length=200, editable=False)
+    payment = models.ForeignKey(Payment, null=True, blank=True, on_delete=models.PROTECT,
+                                related_name="+")
+    # ours: attempt | modification | refund (and its id); theirs: the report line's id
+    object_type = models.CharField(max_length=16, blank=True)
+    object_id = models.CharField(max_length=64, blank=True, db_index=True)
+    line_id = models.CharField(max_length=200, blank=True)
+    ours = models.JSONField(default=dict, blank=True)
+    theirs = models.JSONField(default=dict, blank=True)
+    message = models.CharField(max_length=500)
+    status = models.CharField(max_length=16, choices=DiscrepancyStatus.choices,
+                              default=DiscrepancyStatus.OPEN)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    # "user:<name>" for an operator; "reconciliation" when a later run no longer finds it
+    resolved_by = models.CharField(max_length=200, blank=True)
+    resolution = models.TextField(blank=True)
+
+    class Meta:
+        verbose_name_plural = "discrepancies"
+        ordering = ["-created_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["run", "key"],
+                                               name="uniq_discrepancy_per_run")]
+        indexes = [models.Index(fields=["status", "created_at"], name="discrepancy_open_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.id} {self.kind}"

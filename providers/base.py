@@ -249,6 +249,11 @@ class Adapter(Protocol):
     # Optional: `reverse(request: ModificationRequest)` (Adyen) cancels an authorization or
     # refunds it in full if it was captured, whichever applies when the provider gets to it:
     # used to reverse an extra charge whose capture may still be under way.
+    # Optional: `fetch_settlement(day: datetime.date) -> providers.settlement.SettlementReport`
+    # fetches one UTC day's settlement report in the provider's own format (Stripe balance
+    # transactions, Adyen's settlement details report, Checkout.com's Reconciliation API);
+    # reconciliation calls it directly, not through the gateway: a report that cannot be
+    # read must not count against the breaker that guards payments.
 
     def probe(self) -> None:
         """A cheap authenticated call for the health probe; raises a ProviderError if the

@@ -435,3 +435,12 @@ if SENTRY_DSN:
 
     init_sentry(dsn=SENTRY_DSN, environment=SENTRY_ENVIRONMENT, release=SENTRY_RELEASE or None,
                 traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE)
+# --- Reconciliation against provider settlement reports (docs/operations/reconciliation.md) --
+# A UTC day is reconciled once it has been over for this many hours (the providers' reports of
+# the day are complete by then) ...
+RECONCILIATION_DELAY_HOURS = env.int("RECONCILIATION_DELAY_HOURS", default=2)
+# ... and days missed (workers down, a provider's report unreadable) are caught up this far
+# back; older days are only run by hand (`manage.py reconcile`).
+RECONCILIATION_CATCH_UP_DAYS = env.int("RECONCILIATION_CATCH_UP_DAYS", default=7)
+# How long a worker's claim on a run lasts (a worker killed mid-run frees it after this).
+RECONCILIATION_LEASE_SECONDS = env.int("RECONCILIATION_LEASE_SECONDS", default=900)

@@ -33,6 +33,7 @@ app.conf.update(
         "switchyard.cleanup.*": {"queue": "default"},
         "switchyard.reports.*": {"queue": "default"},
         "switchyard.stats.*": {"queue": "default"},
+        "switchyard.reconciliation.*": {"queue": "default"},
     },
     beat_schedule={
         "purge-idempotency-keys": {
@@ -77,6 +78,13 @@ app.conf.update(
         "build-settlement-reports": {
             "task": "switchyard.reports.build_settlement_reports",
             "schedule": crontab(minute=15),
+        },
+        # daily work (each account's previous day, and missed days), checked hourly: a day
+        # is sent once it is due and until it is completed
+        "reconcile-settlements": {
+            "task": "switchyard.reconciliation.run_due",
+            "schedule": 3600.0,
+            "options": {"expires": 3000.0},
         },
     },
 )

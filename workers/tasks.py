@@ -98,3 +98,32 @@ def aggregate_provider_hours() -> dict[str, object]:
     run = provider_stats_aggregate()
     return {"skipped": run.skipped, "hours": run.hours, "rows": run.rows,
             "priors": run.priors}
+# --- reconciliation (docs/operations/reconciliation.md) -------------------------------------
+@job("switchyard.reconciliation.run_due", ignore_result=True, max_retries=2, retry_backoff=30.0)
+def reconcile_due() -> int:
+    """Send one `switchyard.reconciliation.run` per account and day that is due (over for
+    RECONCILIATION_DELAY_HOURS, within RECONCILIATION_CATCH_UP_DAYS, not completed yet).
+    Returns how many were sent."""
+    from payments.services.reconciliation import due_runs
+
+    due = due_runs()
+    for account_id, day in due:
+        reconcile_day.delay(account_id, day.isoformat())
+    return len(due)
+
+
+@job("switchyard.reconciliation.run", max_retries=5, retry_backoff=60.0,
+     retry_backoff_max=960.0, acks_late=True, reject_on_worker_lost=True,
+     soft_time_limit=600, time_limit=660)
+def reconcile_day(account_id: str, day: str) -> str:
+    """Reconcile one account's settlement report of one UTC day (`YYYY-MM-DD`). A report
+    that cannot be read is retried with exponential back-off and jitter (about 1, 2, 4, 8, 16
+    min); a worker killed mid-run leaves the run claimed until its lease runs out, then it is
+    run again (the run row makes that safe)."""
+    import datetime as dt
+
+    from payments.services.reconciliation import reconciliation_run
+    from providers.models import ProviderAccount
+
+    account = ProviderAccount.objects.get(pk=account_id)
+    return reconciliation_run(account=account, day=dt.date.fromisoformat(day)).status

@@ -33,12 +33,15 @@ from typing import Any, TypeVar
 
 from django.db import transaction
 from django.db.models import Max
+from django.utils import timezone
 
 from payments import state_machine as sm
 from payments.audit import audit_record
 from payments.errors import InvalidRequest, PaymentsError, StateConflict
 from payments.models import (
     AttemptStatus,
+    Discrepancy,
+    DiscrepancyStatus,
     IdempotencyKey,
     Modification,
     ModificationStatus,
@@ -430,3 +433,29 @@ def event_redeliver(*, event: WebhookOutbox, actor: str, reason: str, ip: str | 
                    object_id=event.event_id, reason=reason, ip=ip, change=change)
     return ActionResult(f"Event {event.event_id} ({event.type}) is due again for {due} "
                         f"endpoint(s). No new merchant event: the same one again.")
+
+
+def discrepancy_resolve(*, discrepancy: Discrepancy, actor: str, reason: str,
+                        ip: str | None = None) -> ActionResult:
+    """Mark a reconciliation discrepancy resolved: the operator looked into it (at the
+    provider, in our books) and dealt with it or found it explained — the reason says which.
+    Nothing else changes (a payment to settle is settled with its own action); a later run
+    of the same day keeps the resolution."""
+    reason = _require_reason(reason)
+
+    def change() -> tuple[None, dict[str, Any], dict[str, Any]]:
+        row = Discrepancy.objects.select_for_update().get(pk=discrepancy.pk)
+        before = {"status": row.status, "kind": row.kind, "account": row.account_id,
+                  "day": row.run.day.isoformat(), "object": row.object_id or row.line_id}
+        if row.status != DiscrepancyStatus.OPEN:
+            raise StateConflict(f"This discrepancy is {row.status} already.",
+                                changed_nothing=True)
+        row.status, row.resolved_at = DiscrepancyStatus.RESOLVED, timezone.now()
+        row.resolved_by, row.resolution = actor, reason
+        row.save(update_fields=["status", "resolved_at", "resolved_by", "resolution"])
+        return None, before, {"status": row.status}
+
+    _audited(actor=actor, action="discrepancy.resolve", object_type="discrepancy",
+             object_id=discrepancy.pk, reason=reason, ip=ip, change=change)
+    return ActionResult(f"Discrepancy {discrepancy.pk} ({discrepancy.kind}) resolved. No "
+                        f"merchant event.")

@@ -56,7 +56,8 @@ Operations
 - probe: `POST paymentMethods` with `merchantAccount` (harmless, authenticated).
 - settlement_report(batch): `GET /reports/download/MerchantAccount/{merchantAccount}/
   settlement_detail_report_batch_{N}.csv`, parsed by header name (docs/providers.md 2.9),
-  major-unit decimals turned back into minor units.
+  major-unit decimals turned back into minor units; fetch_settlement(day): the batch closed
+  that day (`batch_for`), normalized for reconciliation (providers.settlement).
 
 Outcomes (through providers.outcomes)
 - HTTP 200 for approvals and refusals alike: `resultCode` via `classify_result("adyen", …)`;
@@ -82,6 +83,7 @@ method, path, status and a request id.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import hashlib
 import io
 from contextlib import AbstractContextManager
@@ -95,7 +97,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import httpx
 import iso4217
 
-from providers import outcomes
+from providers import outcomes, settlement
 from providers.adyen.currencies import WIRE
 from providers.base import (
     AccountConfig,
@@ -142,6 +144,17 @@ class SettlementLine:
     created_at: datetime | None
     batch: str
     raw_type: str
+    # our reference of the capture or refund (`Modification Merchant Reference`), if any
+    modification_reference: str = ""
+
+
+# SettlementLine.type → the normalized kind (providers.settlement); anything else is OTHER
+_KINDS = {"capture": settlement.CAPTURE, "refund": settlement.REFUND,
+          "chargeback": settlement.CHARGEBACK, "chargeback_reversed": settlement.CHARGEBACK,
+          "SecondChargeback": settlement.CHARGEBACK, "Fee": settlement.FEE}
+# The sandbox closes one batch a day, batch 1 on this day (credential
+# `settlement_batch_epoch` for a real account: see `batch_for`).
+DEFAULT_BATCH_EPOCH = dt.date(2020, 1, 1)
 
 
 def wire_reference(reference: str) -> str:
@@ -263,17 +276,65 @@ class AdyenAdapter:
         self._call("POST", "paymentMethods", json={"merchantAccount": self.merchant_account})
 
     def settlement_report(self, batch: int) -> list[SettlementLine]:
-        """Download and parse settlement details report batch `batch`."""
+        """Download and parse settlement details report batch `batch`, as a report user:
+        HTTP Basic with credentials `report_username`/`report_password` when the account
+        has them (Adyen's report users, docs/providers.md 2.9), else its API key."""
         path = (f"/reports/download/MerchantAccount/{quote(self.merchant_account, safe='')}/"
                 f"settlement_detail_report_batch_{int(batch)}.csv")
+        username = self.config.credentials.get("report_username", "")
+        password = self.config.credentials.get("report_password", "")
+        auth = {"auth": httpx.BasicAuth(username, password)} if username else {}
+        headers = {} if username else {"X-API-Key": self._api_key}
         with self._session() as client:
             base = self.config.credentials.get("report_base_url") or str(
                 client.base_url.copy_with(path="/")).rstrip("/")
             response = send(client, "GET", base.rstrip("/") + path, provider=PROVIDER,
-                            headers={"X-API-Key": self._api_key})
+                            headers=headers, **auth)
         if not response.is_success:
             self._raise_error(response)
         return parse_settlement_report(response.text)
+
+    def batch_for(self, day: dt.date) -> int:
+        """The settlement batch closed on `day`. Adyen numbers a merchant account's batches
+        1, 2, 3, …; with the default daily batch schedule, batch N closes N - 1 days after
+        batch 1. The account's credential `settlement_batch_epoch` (ISO date, "the day batch
+        1 closed") anchors the count; the sandbox's is 2020-01-01. An account on another
+        batch schedule is not supported (docs/operations/reconciliation.md)."""
+        epoch_text = self.config.credentials.get("settlement_batch_epoch", "")
+        try:
+            epoch = dt.date.fromisoformat(epoch_text) if epoch_text else DEFAULT_BATCH_EPOCH
+        except ValueError:
+            raise ProviderBadRequest(f"settlement_batch_epoch {epoch_text!r} is not a date.",
+                                     code="provider_misconfigured") from None
+        batch = (day - epoch).days + 1
+        if batch < 1:
+            raise ProviderBadRequest(f"No settlement batch closed on {day} (batch 1 closed "
+                                     f"on {epoch}).", code="settlement_no_batch")
+        return batch
+
+    def fetch_settlement(self, day: dt.date) -> settlement.SettlementReport:
+        """The settlement details report of the batch closed on `day` (`batch_for`), its
+        lines normalized: a `Settled` line is a capture, `Refunded` a refund; Merchant
+        Reference is our attempt id, Modification Merchant Reference our capture's or
+        refund's id, Psp Reference the payment's, Modification Reference the modification's;
+        the fee is Commission + Markup + Scheme Fees + Interchange (NC)."""
+        batch = self.batch_for(day)
+        lines: list[settlement.SettlementLine] = []
+        seen: dict[str, int] = {}
+        for line in self.settlement_report(batch):
+            key = f"{batch}:{line.raw_type}:{line.provider_reference}:{line.operation_reference}"
+            seen[key] = seen.get(key, 0) + 1
+            lines.append(settlement.SettlementLine(
+                line_id=key if seen[key] == 1 else f"{key}:{seen[key]}",
+                kind=_KINDS.get(line.type, settlement.OTHER), amount_minor=line.amount,
+                currency=line.currency, fee_minor=line.fee, fee_currency=line.fee_currency,
+                our_reference=line.modification_reference,
+                payment_reference=line.reference, provider_reference=line.provider_reference,
+                operation_reference=line.operation_reference, occurred_at=line.created_at,
+                raw_type=line.raw_type))
+        return settlement.SettlementReport(
+            day=day, source=f"settlement_detail_report_batch_{batch}.csv "
+                            f"({self.merchant_account})", lines=tuple(lines))
 
     # --- wire -------------------------------------------------------------------------
     def _payment_body(self, request: AuthorizeRequest) -> dict[str, Any]:
@@ -408,6 +469,7 @@ def parse_settlement_report(text: str) -> list[SettlementLine]:
             currency=gross_currency, fee=fee, fee_currency=net_currency,
             created_at=_timestamp(row.get("Creation Date", ""), row.get("TimeZone", "")),
             batch=row.get("Batch Number", ""),
+            modification_reference=row.get("Modification Merchant Reference", ""),
         ))
     return lines
 

@@ -29,6 +29,12 @@ Wire format
 - Lookup: `GET /payments?reference=<ours>` (newest first); the response code of a declined
   payment comes from its Authorization action (`GET /payments/{id}/actions`).
 - Probe: `GET /payments?reference=switchyard-health-probe&limit=1`.
+- Settlement (`fetch_settlement`): the Reconciliation API, `GET /reporting/payments?from=&to=
+  &limit=` (UTC, `YYYY-MM-DDTHH:MM:SSZ`), every page by `_links.next` (its path and query,
+  sent to our own base URL: the key never goes to a host the answer names). Each payment
+  carries `actions[]` with a fee `breakdown[]` of decimal major-unit amounts; one line per
+  action (docs/providers.md 3.9). Credential `report_channel_name`: keep only the payments of
+  that channel (`channel_name`), for an account whose key sees several.
 
 How each outcome is mapped (data in providers/outcomes.py)
 - 201 `approved: true` → `classify_result("checkout", status)` (Authorized, Captured, Card
@@ -58,13 +64,16 @@ ProviderUnavailable or ProviderBadRequest (a GET never moves money).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from contextlib import AbstractContextManager
+from decimal import Decimal
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 import httpx
 
-from providers import outcomes
+from providers import outcomes, settlement
 from providers.base import (
     AccountConfig,
     AuthorizeRequest,
@@ -109,6 +118,12 @@ LOOKUP_STATUS = {
 }
 CAPTURED_STATUSES = {"Captured", "Partially Captured", "Partially Refunded", "Refunded", "Paid"}
 ACTION_PATHS = {"capture": "captures", "cancel": "voids", "refund": "refunds"}
+SETTLEMENT_PAGE = 200  # the Reconciliation API's default and our page size
+SETTLEMENT_PAGES = 1000  # pages read for one day, at most
+# Reconciliation API action `type` → SettlementLine.kind (docs/providers.md 3.9); other actions
+# (Authorization, Void, …) carry fees only: FEE when they do, else OTHER
+_ACTION_KINDS = {"capture": settlement.CAPTURE, "refund": settlement.REFUND,
+                 "chargeback": settlement.CHARGEBACK}
 
 
 def wire_reference(reference: str) -> str:
@@ -205,6 +220,43 @@ class CheckoutAdapter:
         if response.status_code >= 500 or response.status_code == 429:
             raise ProviderUnavailable(message, raw_code=str(response.status_code))
         raise ProviderBadRequest(message, raw_code=str(response.status_code))
+
+    def fetch_settlement(self, day: dt.date) -> settlement.SettlementReport:
+        """The payments whose actions Checkout.com processed on `day` (UTC), from the
+        Reconciliation API, one line per action that moved money or cost a fee."""
+        start, end = settlement.day_bounds(day)
+        stamp = "%Y-%m-%dT%H:%M:%SZ"
+        path = "/reporting/payments"
+        params: dict[str, Any] | None = {"from": start.strftime(stamp),
+                                         "to": end.strftime(stamp), "limit": SETTLEMENT_PAGE}
+        channel = self.config.credentials.get("report_channel_name", "")
+        lines: list[settlement.SettlementLine] = []
+        with self._session() as client:
+            for _ in range(SETTLEMENT_PAGES):
+                response = send(client, "GET", path, provider=PROVIDER,
+                                headers=self._headers(), params=params)
+                if response.status_code != 200:
+                    message = f"Reconciliation API: {self._describe(response)}."
+                    outcomes.raise_for(outcomes.http_outcome(response.status_code), message,
+                                       raw_code=str(response.status_code))
+                    raise ProviderBadRequest(message)  # pragma: no cover - raise_for raised
+                body = self._body(response, unknown=False)
+                for payment in _items(body.get("data")):
+                    if channel and payment.get("channel_name") != channel:
+                        continue
+                    lines += _settlement_lines(payment)
+                next_link = (body.get("_links") or {}).get("next")
+                href = next_link.get("href") if isinstance(next_link, dict) else None
+                if not href:
+                    break
+                parts = urlsplit(str(href))
+                path, params = parts.path + (f"?{parts.query}" if parts.query else ""), None
+            else:
+                raise ProviderBadRequest(f"More than {SETTLEMENT_PAGES} pages of payments on "
+                                         f"{day}.", code="settlement_too_large")
+        return settlement.SettlementReport(
+            day=day, source=f"GET /reporting/payments {day.isoformat()} (UTC)",
+            lines=tuple(lines))
 
     # --- authorization --------------------------------------------------------------------
     def _authorize_result(self, client: httpx.Client, request: AuthorizeRequest,
@@ -448,3 +500,73 @@ class CheckoutAdapter:
         message = f"Checkout.com refused the {what}: {self._describe(response)}."
         outcomes.raise_for(outcomes.http_outcome(status), message, raw_code=str(status))
         raise OutcomeUnknown(message, raw_code=str(status))  # pragma: no cover - 2xx handled
+
+
+# --- settlement -----------------------------------------------------------------------------
+def _items(value: Any) -> list[dict[str, Any]]:
+    """A list of objects, or one object, as the Reconciliation API's examples show both."""
+    if isinstance(value, dict):
+        return [value]
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _is_fee(breakdown_type: str) -> bool:
+    """A fee (or its tax) in an action's breakdown: "Interchange Fee", "Scheme Fixed Fee",
+    "Gateway Fee Tax ARE USD/GBP@0.76", …; not a rolling reserve movement."""
+    lowered = breakdown_type.lower()
+    return "fee" in lowered or lowered.startswith("tax") or " tax" in lowered
+
+
+def _is_reserve(breakdown_type: str) -> bool:
+    lowered = breakdown_type.lower()
+    return "rolling reserve" in lowered or lowered.split(" ")[0] in ("rr", "reserve")
+
+
+def _settlement_lines(payment: dict[str, Any]) -> list[settlement.SettlementLine]:
+    """One payment of the Reconciliation API → a line per action. The gross amount is the
+    sum of the breakdown lines that are neither fees nor reserve movements; the fee is minus
+    the sum of the fee lines (fees are debits); both in the processing currency, summed
+    exactly and rounded once to the minor unit."""
+    currency = str(payment.get("processing_currency") or "").upper()
+    lines: list[settlement.SettlementLine] = []
+    for action in _items(payment.get("actions")):
+        gross, fee = Decimal(0), Decimal(0)
+        for part in _items(action.get("breakdown")):
+            kind = str(part.get("type") or "")
+            value = settlement.decimal_major(part.get("processing_currency_amount"),
+                                             what=f"{kind} amount")
+            if _is_reserve(kind):
+                continue
+            if _is_fee(kind):
+                fee -= value
+            else:
+                gross += value
+        raw_type = str(action.get("type") or "")
+        kind_name = _ACTION_KINDS.get(raw_type.split(" ")[-1].lower())
+        if kind_name is None:
+            kind_name = settlement.FEE if fee and not gross else settlement.OTHER
+        code = str(action.get("response_code") or "")
+        processed = str(action.get("processed_on") or "")
+        lines.append(settlement.SettlementLine(
+            line_id=str(action.get("id") or f"{payment.get('id')}:{len(lines)}"),
+            kind=kind_name, amount_minor=abs(settlement.round_minor(gross, currency)),
+            currency=currency, fee_minor=settlement.round_minor(fee, currency),
+            fee_currency=currency,
+            status=settlement.SETTLED if not code or code.startswith("10")
+            else settlement.DECLINED,
+            payment_reference=str(payment.get("reference") or ""),
+            provider_reference=str(payment.get("id") or ""),
+            operation_reference=str(action.get("id") or ""),
+            occurred_at=_timestamp(processed), raw_type=raw_type))
+    return lines
+
+
+def _timestamp(value: str) -> dt.datetime | None:
+    """"2019-03-08T10:29:51.922" (UTC, as the Reconciliation API writes it) or with a Z."""
+    if not value:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)

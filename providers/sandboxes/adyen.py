@@ -76,7 +76,7 @@ from providers.adyen.webhooks import sign
 from providers.sandboxes import ledger
 from providers.sandboxes import webhooks as sandbox_webhooks
 from providers.sandboxes.catalog import BASE_PATHS
-from providers.sandboxes.models import SandboxCharge, SandboxOperation
+from providers.sandboxes.models import SandboxCharge
 from providers.sandboxes.wsgi import IdempotencyPolicy, Request, Response, idempotent, make_app
 
 PROVIDER = "adyen"
@@ -236,7 +236,7 @@ def _authorize(body: dict) -> Response:
         authorization = ledger.authorize(
             PROVIDER, reference=reference, amount=value, currency=currency,
             number=behaviour_number, capture=not manual, brand=_brand(number),
-            metadata=metadata)
+            metadata=metadata, merchant_account=body["merchantAccount"])
     except ledger.ServiceUnavailable:
         return unavailable()
     charge = authorization.charge
@@ -431,6 +431,8 @@ def major_units(amount: int, currency: str) -> str:
 
 
 def settlement_report(request: Request, merchant: str, batch: str) -> Response:
+    """The batch's captures and refunds of the merchant account in the path (each merchant
+    account has its own batches), with planted faults (`ledger.plant_settlement_fault`)."""
     number = int(batch)
     if number < 1:
         return service_error(404, "404", "Report not found", "validation")
@@ -438,7 +440,7 @@ def settlement_report(request: Request, merchant: str, batch: str) -> Response:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=SETTLEMENT_COLUMNS, lineterminator="\n")
     writer.writeheader()
-    for row in ledger.settlement(PROVIDER, since=since, until=until):
+    for row in ledger.settlement(PROVIDER, since=since, until=until, merchant_account=merchant):
         writer.writerow(_settlement_line(row, merchant, number))
     return Response(200, out.getvalue(), {
         "Content-Type": "text/csv; charset=utf-8",
@@ -450,15 +452,6 @@ def _settlement_line(row: dict, merchant: str, batch: int) -> dict:
     currency = row["currency"]
     charge = SandboxCharge.objects.get(provider=PROVIDER,
                                        provider_reference=row["provider_reference"])
-    modification_psp, modification_reference = row["operation_reference"], ""
-    if row["type"] == "capture":
-        capture = SandboxOperation.objects.filter(charge=charge, kind="capture").first()
-        if capture is not None:  # a manual capture; an automatic one has no modification
-            modification_psp, modification_reference = capture.provider_reference, \
-                capture.reference
-    else:
-        modification_reference = SandboxOperation.objects.get(
-            provider=PROVIDER, provider_reference=row["operation_reference"]).reference
     gross = major_units(row["amount"], currency)
     net = major_units(row["amount"] - row["fee"], currency)
     line = dict.fromkeys(SETTLEMENT_COLUMNS, "")
@@ -467,8 +460,8 @@ def _settlement_line(row: dict, merchant: str, batch: int) -> dict:
         "Psp Reference": row["provider_reference"], "Merchant Reference": row["reference"],
         "Payment Method": charge.card_brand, "Payment Method Variant": charge.card_brand,
         "Creation Date": row["created_at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
-        "TimeZone": "UTC", "Modification Reference": modification_psp,
-        "Modification Merchant Reference": modification_reference,
+        "TimeZone": "UTC", "Modification Reference": row["operation_reference"],
+        "Modification Merchant Reference": row["operation_merchant_reference"],
         "Gross Currency": currency, "Exchange Rate": "1", "Net Currency": currency,
         "Batch Number": str(batch),
     })

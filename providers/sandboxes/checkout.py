@@ -28,6 +28,11 @@ Speaks what `CheckoutAdapter` uses, in Checkout.com's wire format:
   `action_id`, `action_type`, `reference`, `processed_on` and a `breakdown` of decimal
   major-unit amounts (gross line, then the sandbox's fee split into a variable and a fixed
   line; debits negative), latest first. Declined, voided and uncaptured payments do not appear.
+- `GET /reporting/payments?from=&to=&limit=&after=` (the Reconciliation API of Checkout.com's
+  previous platform, docs/providers.md 3.9) → `{count, data, _links}`: each payment with an
+  action that moved money in the window, its `actions[]` and their fee `breakdown[]`
+  (decimal major units), paged by `_links.next`; built from `ledger.settlement`, planted
+  faults included.
 - Webhooks (docs/providers.md 3.8): `payment_approved` / `payment_declined` for every processed
   payment (…0408's too), `payment_captured` for one captured with its authorization, and
   `payment_captured` / `payment_voided` / `payment_refunded` for every action, sent to the endpoints of the payment's processing channel (`providers.sandboxes.
@@ -609,6 +614,103 @@ def _breakdown(breakdown_type: str, minor: int, currency: str) -> dict:
             "transaction_currency": currency, "transaction_currency_amount": amount}
 
 
+# --- the Reconciliation API (previous platform) ----------------------------------------------
+REPORT_PAGE_MAX = 500  # a sandbox choice: the documented default page is 200
+
+
+def reporting_payments(request: Request) -> Response:
+    """GET /reporting/payments?from=&to=&limit=&after=&reference=: the payments with an
+    action that moved money in [from, to) (UTC), each with those actions and their
+    breakdowns (decimal major units: the gross line, then the fee lines, debits negative),
+    oldest first, `limit` a page (default 200) and `_links.next` while more are left.
+    `channel_name` is the payment's processing channel id here (real ones are the names
+    given in the Hub). Planted faults (`ledger.plant_settlement_fault`) apply."""
+    since, until = _report_time(request.query.get("from")), _report_time(request.query.get("to"))
+    if since is False or until is False:
+        return _error(422, "request_invalid", "date_invalid")
+    limit = _int_param(request, "limit", 200)
+    if limit is None or not 1 <= limit <= REPORT_PAGE_MAX:
+        return _error(422, "request_invalid", "limit_invalid")
+    after = _decode_token(request.query.get("after"))
+    if after is None:
+        return _error(422, "request_invalid", "after_invalid")
+    reference = request.query.get("reference")
+    payments: dict[str, list[dict]] = {}
+    for row in ledger.settlement(PROVIDER, since=since or None, until=until or None):
+        if reference and row["reference"] != reference:
+            continue
+        payments.setdefault(row["provider_reference"], []).append(row)
+    items = [_report_payment(request, payment_id, rows) for payment_id, rows in payments.items()]
+    page = items[after:after + limit]
+    query = {k: v for k in ("from", "to", "reference") if (v := request.query.get(k))}
+    base = f"{_base_url(request)}/reporting/payments"
+    links = {"self": {"href": f"{base}?{urlencode({**query, 'limit': limit})}"}}
+    if after + limit < len(items):
+        token = base64.urlsafe_b64encode(str(after + limit).encode()).decode()
+        links["next"] = {"href": f"{base}?{urlencode({**query, 'limit': limit, 'after': token})}"}
+    return _ok(200, {"count": len(page), "data": page, "_links": links})
+
+
+def _report_time(value: str | None):
+    """An ISO 8601 time ("2019-05-17T16:48:52Z", or without the Z: UTC); None if absent,
+    False if unreadable."""
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _report_payment(request: Request, payment_id: str, rows: list[dict]) -> dict:
+    charge = ledger.get_charge(PROVIDER, payment_id)
+    currency = rows[0]["currency"]  # the charge's, unless a planted fault says otherwise
+    return {
+        "id": payment_id, "processing_currency": currency, "payout_currency": currency,
+        "requested_on": _report_ts(charge.created_at), "channel_name": charge.merchant_account,
+        "reference": charge.reference, "payment_method": (charge.card_brand or "").upper(),
+        "card_type": "CREDIT", "card_category": "Consumer", "issuer_country": "US",
+        "merchant_country": "GB", "mid": "sandbox",
+        "actions": [_report_action(charge, row) for row in rows],
+        "_links": {"payments": {"href": f"{_base_url(request)}/reporting/payments/{payment_id}"}},
+    }
+
+
+def _report_action(charge: SandboxCharge, row: dict) -> dict:
+    when, currency = _report_ts(row["created_at"]), row["currency"]
+
+    def part(kind: str, minor: int) -> dict:
+        amount = float(Decimal(minor).scaleb(-WIRE.unit(currency).exponent))
+        return {"type": kind, "date": when, "processing_currency_amount": amount,
+                "payout_currency_amount": amount}
+
+    if row["type"] == "capture":
+        action_id = row["operation_reference"]
+        if action_id == charge.provider_reference:  # captured with its authorization
+            action_id = _capture_action_id(charge)
+        breakdown = [part("Captured", row["amount"])]
+        if row["fee"]:
+            fixed = min(ledger.settlement_fee(0), row["fee"])  # the fee's fixed part
+            breakdown += [part("Premium Fee", -(row["fee"] - fixed)),
+                          part("Scheme Fixed Fee", -fixed)]
+        action_type = "Capture"
+    else:
+        action_id, action_type = row["operation_reference"], "Refund"
+        breakdown = [part("Refunded", -row["amount"])]
+        if row["fee"]:
+            breakdown.append(part("Refund Fee", -row["fee"]))
+    return {"type": action_type, "id": action_id, "processed_on": when,
+            "response_code": APPROVED[0], "response_description": APPROVED[1],
+            "breakdown": breakdown}
+
+
+def _report_ts(value: datetime) -> str:
+    """The Reconciliation API's times: UTC, milliseconds, no zone ("2019-03-08T10:29:51.922")."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + \
+        f"{value.astimezone(UTC).microsecond // 1000:03d}"
+
+
 # --- helpers --------------------------------------------------------------------------------
 def _charge(payment_id: str) -> SandboxCharge | None:
     try:
@@ -653,6 +755,7 @@ app = make_app(
         ("POST", _PAYMENT + r"/voids", void),
         ("POST", _PAYMENT + r"/refunds", refund),
         ("GET", r"/financial-actions", financial_actions),
+        ("GET", r"/reporting/payments", reporting_payments),
     ],
     not_found=lambda request: _error(404, "resource_not_found"),
     before=_before,

@@ -14,7 +14,12 @@ from dataclasses import dataclass
 from django.db import transaction
 
 from providers.sandboxes.cards import behaviour_for
-from providers.sandboxes.models import SandboxCharge, SandboxCondition, SandboxOperation
+from providers.sandboxes.models import (
+    SandboxCharge,
+    SandboxCondition,
+    SandboxOperation,
+    SandboxSettlementFault,
+)
 
 
 class ServiceUnavailable(Exception):
@@ -174,32 +179,96 @@ def modify(provider: str, kind: str, provider_reference: str, *, amount: int | N
         )
 
 
-def settlement(provider: str, *, since=None, until=None) -> list[dict]:
-    """What a settlement report lists: captured charges and refunds, with a flat test fee."""
-    rows = []
-    charges = SandboxCharge.objects.filter(provider=provider, status="captured")
-    refunds = SandboxOperation.objects.filter(provider=provider, kind="refund").select_related(
-        "charge")
+def settlement(provider: str, *, since=None, until=None,
+               merchant_account: str | None = None) -> list[dict]:
+    """What a settlement report lists: every capture and refund the ledger made in
+    [since, until), each at the time it was made — a charge captured with its authorization
+    at the charge's time, a later capture and a refund at the operation's — with the
+    sandbox's fee on captures (`settlement_fee`). `merchant_account`: only that account's
+    (the sandbox's accounts share one ledger). Planted faults (`plant_settlement_fault`)
+    apply. Each row: type (capture | refund), provider_reference (the charge's id),
+    operation_reference (the capture's or refund's id; the charge's for a charge captured
+    with its authorization), operation_merchant_reference (our reference of the operation),
+    reference (the charge's merchant reference), amount, currency, fee (the provider's
+    units), created_at."""
+    charges = SandboxCharge.objects.filter(provider=provider, status="captured").exclude(
+        operations__kind="capture")
+    operations = SandboxOperation.objects.filter(
+        provider=provider, kind__in=["capture", "refund"]).select_related("charge")
+    if merchant_account is not None:
+        charges = charges.filter(merchant_account=merchant_account)
+        operations = operations.filter(charge__merchant_account=merchant_account)
     if since is not None:
-        charges, refunds = charges.filter(created_at__gte=since), refunds.filter(
-            created_at__gte=since)
+        charges = charges.filter(created_at__gte=since)
+        operations = operations.filter(created_at__gte=since)
     if until is not None:
-        charges, refunds = charges.filter(created_at__lt=until), refunds.filter(
-            created_at__lt=until)
+        charges = charges.filter(created_at__lt=until)
+        operations = operations.filter(created_at__lt=until)
+    rows = []
     for charge in charges.order_by("created_at", "id"):
         rows.append({"type": "capture", "provider_reference": charge.provider_reference,
                      "operation_reference": charge.provider_reference,
+                     "operation_merchant_reference": "",
                      "reference": charge.reference, "amount": charge.amount_captured,
                      "currency": charge.currency, "fee": settlement_fee(charge.amount_captured),
                      "created_at": charge.created_at})
-    for op in refunds.order_by("created_at", "id"):
-        rows.append({"type": "refund", "provider_reference": op.charge.provider_reference,
+    for op in operations.order_by("created_at", "id"):
+        capture = op.kind == "capture"
+        rows.append({"type": op.kind, "provider_reference": op.charge.provider_reference,
                      "operation_reference": op.provider_reference,
+                     "operation_merchant_reference": op.reference,
                      "reference": op.charge.reference, "amount": op.amount,
-                     "currency": op.charge.currency, "fee": 0, "created_at": op.created_at})
-    return rows
+                     "currency": op.charge.currency,
+                     "fee": settlement_fee(op.amount) if capture else 0,
+                     "created_at": op.created_at})
+    rows.sort(key=lambda row: (row["created_at"], row["operation_reference"]))
+    return _with_faults(provider, rows)
 
 
 def settlement_fee(amount: int) -> int:
-    """The sandboxes charge 2.9 % + 30 minor units, rounded half up, on every capture."""
+    """The sandboxes' pricing: 2.9 % + 30 minor units, rounded half up, on every capture;
+    refunds are free."""
     return (amount * 29 + 500) // 1000 + 30
+
+
+# --- planted discrepancies (tests; never a real provider's behaviour) -----------------------
+def _with_faults(provider: str, rows: list[dict]) -> list[dict]:
+    faults = {f.operation_reference: f for f in SandboxSettlementFault.objects.filter(
+        provider=provider, operation_reference__in=[r["operation_reference"] for r in rows])}
+    shown = []
+    for row in rows:
+        fault = faults.get(row["operation_reference"])
+        if fault is None:
+            shown.append(row)
+            continue
+        if fault.omit:
+            continue
+        shown.append({**row,
+                      "amount": row["amount"] if fault.amount is None else fault.amount,
+                      "currency": fault.currency or row["currency"],
+                      "fee": row["fee"] if fault.fee is None else fault.fee})
+    return shown
+
+
+def plant_settlement_fault(provider: str, operation_reference: str, *, omit: bool = False,
+                           amount: int | None = None, currency: str = "",
+                           fee: int | None = None) -> SandboxSettlementFault:
+    """Make the settlement report show the line of `operation_reference` otherwise than the
+    ledger has it: left out (`omit`: a capture or refund the provider's books lack), or
+    with another amount, currency or fee (the provider's units)."""
+    fault, _ = SandboxSettlementFault.objects.update_or_create(
+        provider=provider, operation_reference=operation_reference,
+        defaults={"omit": omit, "amount": amount, "currency": currency.upper(), "fee": fee})
+    return fault
+
+
+def plant_unrecorded_charge(provider: str, *, merchant_account: str, amount: int,
+                            currency: str, reference: str = "") -> SandboxCharge:
+    """A charge the provider made and captured that the merchant's system never sent (made
+    by hand in the provider's dashboard, or by another integration): its settlement line
+    matches nothing of ours."""
+    return SandboxCharge.objects.create(
+        provider=provider, provider_reference=_new_id(_ID_FORMATS, provider),
+        reference=reference, amount=amount, currency=currency.upper(), status="captured",
+        amount_captured=amount, card_last4="4242", card_brand="visa",
+        merchant_account=merchant_account)

@@ -133,3 +133,28 @@ class SandboxCondition(models.Model):
     def __str__(self) -> str:
         return f"{self.provider}: outage={self.outage} latency={self.latency_ms}ms " \
                f"soft_decline_rate={self.soft_decline_rate}"
+
+
+class SandboxSettlementFault(models.Model):
+    """A discrepancy planted in a sandbox's settlement report (`ledger.plant_settlement_fault`):
+    the report shows one ledger line otherwise than the ledger has it (left out, another
+    amount, currency or fee), so that reconciliation can be shown to find each kind. A line
+    is named by its operation reference: the capture's or refund's id at the provider, or the
+    charge's own id for a charge captured with its authorization. Test data only."""
+
+    provider = models.CharField(max_length=16)
+    operation_reference = models.CharField(max_length=64)
+    omit = models.BooleanField(default=False, help_text="Leave the line out of the report")
+    amount = models.BigIntegerField(null=True, blank=True,
+                                    help_text="Report this amount (the provider's units)")
+    currency = models.CharField(max_length=3, blank=True, help_text="Report this currency")
+    fee = models.BigIntegerField(null=True, blank=True,
+                                 help_text="Report this fee (the provider's units)")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["provider", "operation_reference"],
+                                               name="uniq_sandbox_settlement_fault")]
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.operation_reference}"

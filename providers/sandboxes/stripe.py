@@ -53,7 +53,8 @@ Reproduced:
 - Settlement: `GET /v1/balance_transactions` (`type` charge/refund, `amount`/`fee`/`net` in
   minor units, refunds negative, `source` ch_…/re_…, `expand[]=data.source` for the charge or
   refund with its `payment_intent`; `created[…]`, `type`, `source`, `limit`,
-  `starting_after`) built from `ledger.settlement`, and `GET /v1/balance`.
+  `starting_after`) built from `ledger.settlement` (the key's account only: planted
+  faults, `ledger.plant_settlement_fault`, apply), and `GET /v1/balance`.
 
 Not reproduced (documented limits): unconfirmed PaymentIntents, 3-D Secure, multicapture,
 canceling a declined PaymentIntent, refunds that fail later (and their refund.updated /
@@ -925,8 +926,11 @@ def _balance_transaction(row: dict, expand_source: bool) -> dict:
     }
 
 
-def _settlement_rows(since=None, until=None) -> list[dict]:
-    rows = ledger.settlement(PROVIDER, since=since, until=until)
+def _settlement_rows(request: Request, since=None, until=None) -> list[dict]:
+    """The ledger's captures and refunds of the account the API key names (each Stripe
+    account sees its own balance), newest first, as Stripe lists balance transactions."""
+    rows = ledger.settlement(PROVIDER, since=since, until=until,
+                             merchant_account=account_for_key(_api_key(request)))
     return sorted(rows, key=lambda r: (r["created_at"], r["operation_reference"]), reverse=True)
 
 
@@ -940,7 +944,7 @@ def list_balance_transactions(request: Request) -> Response:
     since, until = _created_bounds(request.query)
     kind = _choice(request.query, "type", ("charge", "refund", "payment", "adjustment",
                                            "payout"), None)
-    txns = [_balance_transaction(row, False) for row in _settlement_rows(since, until)]
+    txns = [_balance_transaction(row, False) for row in _settlement_rows(request, since, until)]
     if kind:
         txns = [t for t in txns if t["type"] == kind]
     if request.query.get("source"):
@@ -950,7 +954,7 @@ def list_balance_transactions(request: Request) -> Response:
     page, has_more = _page(request, txns, id_field="balance_transaction", key=lambda t: t["id"])
     if expands:
         by_id = {_txn_id(r["type"], r["operation_reference"]): r
-                 for r in _settlement_rows(since, until)}
+                 for r in _settlement_rows(request, since, until)}
         page = [_balance_transaction(by_id[t["id"]], True) for t in page]
     return _answer(request, 200, {"object": "list", "url": "/v1/balance_transactions",
                                   "has_more": has_more, "data": page})
@@ -958,7 +962,7 @@ def list_balance_transactions(request: Request) -> Response:
 
 def get_balance(request: Request) -> Response:
     totals: dict[str, int] = {}
-    for row in ledger.settlement(PROVIDER):
+    for row in _settlement_rows(request):
         net = -row["amount"] if row["type"] == "refund" else row["amount"] - row["fee"]
         currency = row["currency"].lower()
         totals[currency] = totals.get(currency, 0) + net

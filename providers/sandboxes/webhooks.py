@@ -191,6 +191,10 @@ def connect_account(account, *, base_url: str = "") -> str:
         # its own merchant account / channel / key in the sandbox: its webhooks go to it alone
         credentials[setup.channel] = setup.own_channel(account.id)
     credentials.setdefault(setup.key, setup.new_key())
+    if account.provider == "checkout":
+        # the sandbox's accounts share one secret key: its Reconciliation API lists every
+        # channel's payments, each named by its channel; the account reads its own
+        credentials["report_channel_name"] = credentials[setup.channel]
     account.set_credentials(credentials)
     account.save()
     url = f"{base_url.rstrip('/')}/provider_webhooks/{account.id}"

@@ -58,6 +58,7 @@ messages quote Stripe's messages, which never echo card numbers.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
@@ -66,7 +67,7 @@ from urllib.parse import urlencode
 
 import httpx
 
-from providers import outcomes
+from providers import outcomes, settlement
 from providers.base import (
     AccountConfig,
     AuthorizeRequest,
@@ -103,6 +104,14 @@ _MODIFIED_STATUS = {
     "cancel": (("canceled",), ("requires_capture",), ("succeeded",)),
 }
 REFUND_PAGES = 10  # pages of 100 refunds read to find ours
+SETTLEMENT_PAGES = 1000  # pages of 100 balance transactions read for one day, at most
+# balance transaction `type` → SettlementLine.kind (the `type` enum of stripe-python's
+# `_balance_transaction.py`: `payment` is a charge of other payment methods, `payment_refund`
+# their refund); every other type (payout, adjustment, refund_failure, …) is OTHER
+_TXN_KINDS = {"charge": settlement.CAPTURE, "payment": settlement.CAPTURE,
+              "refund": settlement.REFUND, "payment_refund": settlement.REFUND,
+              "stripe_fee": settlement.FEE, "stripe_fx_fee": settlement.FEE,
+              "tax_fee": settlement.FEE, "application_fee": settlement.FEE}
 
 
 def form_encode(params: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
@@ -265,6 +274,33 @@ class StripeAdapter:
         with self._http() as client:
             self._get(client, "/v1/balance", None)
 
+    def fetch_settlement(self, day: dt.date) -> settlement.SettlementReport:
+        """The balance transactions created on `day` (UTC): `GET /v1/balance_transactions`
+        with `created[gte]`/`created[lt]`, 100 a page, `starting_after` while `has_more`, and
+        `expand[]=data.source` so that each line names its PaymentIntent (a charge's or a
+        refund's `payment_intent`) and our references (`metadata`). Amounts are Stripe's
+        integer minor units (`currencies.WIRE`); refunds are negative there, positive here."""
+        start, end = settlement.day_bounds(day)
+        query: dict[str, Any] = {"created[gte]": int(start.timestamp()),
+                                 "created[lt]": int(end.timestamp()), "limit": 100,
+                                 "expand[]": "data.source"}
+        lines: list[settlement.SettlementLine] = []
+        with self._http() as client:
+            for _ in range(SETTLEMENT_PAGES):
+                page = self._get(client, "/v1/balance_transactions", query)
+                transactions = _list_data(page)
+                lines += [_settlement_line(txn) for txn in transactions]
+                if not page.get("has_more") or not transactions:
+                    break
+                query = {**query, "starting_after": _field(transactions[-1], "id")}
+            else:
+                raise ProviderBadRequest(
+                    f"More than {SETTLEMENT_PAGES * 100} balance transactions on {day}: "
+                    "raise SETTLEMENT_PAGES.", code="settlement_too_large")
+        return settlement.SettlementReport(
+            day=day, source=f"GET /v1/balance_transactions created {day.isoformat()} (UTC)",
+            lines=tuple(lines))
+
     def _find_refund(self, client: httpx.Client, intent_id: str,
                      reference: str) -> dict[str, Any] | None:
         after = None
@@ -384,6 +420,40 @@ def _decline_of(error: object) -> outcomes.Outcome | None:
     if not raw:
         return None
     return outcomes.classify_decline(PROVIDER, str(raw))
+
+
+def _settlement_line(txn: dict[str, Any]) -> settlement.SettlementLine:
+    """One balance transaction (with its `source` expanded, or just its id) as a line."""
+    raw_type = str(txn.get("type") or "")
+    kind = _TXN_KINDS.get(raw_type, settlement.OTHER)
+    if str(txn.get("reporting_category") or "") == "dispute":
+        kind = settlement.CHARGEBACK
+    currency = str(txn.get("currency") or "").upper()
+    amount, fee = txn.get("amount"), txn.get("fee", 0)
+    if isinstance(amount, bool) or not isinstance(amount, int) or \
+            isinstance(fee, bool) or not isinstance(fee, int) or not currency:
+        raise ProviderBadRequest(f"Unreadable balance transaction {txn.get('id')!r}.",
+                                 code="settlement_unreadable")
+    found = txn.get("source")
+    source: dict[str, Any] = found if isinstance(found, dict) else {
+        "id": found if isinstance(found, str) else ""}
+    metadata = source.get("metadata")
+    meta: dict[str, Any] = metadata if isinstance(metadata, dict) else {}
+    intent = source.get("payment_intent")
+    intent_id = intent.get("id", "") if isinstance(intent, dict) else str(intent or "")
+    created = txn.get("created")
+    occurred = dt.datetime.fromtimestamp(created, tz=dt.UTC) \
+        if isinstance(created, int) and not isinstance(created, bool) else None
+    refund = kind == settlement.REFUND
+    return settlement.SettlementLine(
+        line_id=str(txn.get("id") or ""), kind=kind,
+        amount_minor=abs(WIRE.from_wire(amount, currency)), currency=currency,
+        fee_minor=settlement.wire_fee_to_minor(WIRE, fee, currency), fee_currency=currency,
+        status=settlement.PENDING if txn.get("status") == "pending" else settlement.SETTLED,
+        our_reference=str(meta.get(OPERATION_KEY) or "") if refund else "",
+        payment_reference="" if refund else str(meta.get(REFERENCE_KEY) or ""),
+        provider_reference=intent_id, operation_reference=str(source.get("id") or ""),
+        occurred_at=occurred, raw_type=raw_type)
 
 
 def _metadata_value(reference: str) -> str:

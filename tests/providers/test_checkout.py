@@ -591,3 +591,38 @@ def test_financial_actions_filters_partial_capture_zero_decimal_and_pagination(a
     assert page_one["data"][1]["action_id"] == refund_one.provider_reference
     assert [i["action_type"] for i in page_two["data"]] == ["Capture"]
     assert "next" not in page_two["_links"]
+
+
+# --- settlement: the Reconciliation API (previous platform) ----------------------------------
+def test_reconciliation_api_payments_with_actions_and_breakdowns(adapter):
+    captured = adapter.authorize(auth(capture=True, amount=1050, currency="EUR"))
+    refund = adapter.refund(mod(captured, 300, "refund"))
+    manual = adapter.authorize(auth(amount=2000, currency="EUR"))
+    capture = adapter.capture(mod(manual, 1500, "capture"))
+    adapter.authorize(auth(amount=999))  # authorized only: no money moved
+    with wire() as client:
+        first = client.get("/reporting/payments", params={"limit": 1}).json()
+        second = client.get(first["_links"]["next"]["href"]).json()
+        bad = client.get("/reporting/payments", params={"from": "yesterday"})
+        future = client.get("/reporting/payments", params={"from": "2999-01-01T00:00:00Z"})
+    assert (first["count"], second["count"]) == (1, 1)
+    assert "next" not in second["_links"] and bad.status_code == 422
+    assert future.json()["data"] == []
+    by_id = {p["id"]: p for p in first["data"] + second["data"]}
+    auto = by_id[captured.provider_reference]
+    assert (auto["processing_currency"], auto["channel_name"]) == ("EUR", "pc_sandbox")
+    assert [(a["type"], a["response_code"]) for a in auto["actions"]] == [
+        ("Capture", "10000"), ("Refund", "10000")]
+    fee = ledger.settlement_fee(1050)
+    assert [(b["type"], b["processing_currency_amount"])
+            for b in auto["actions"][0]["breakdown"]] == [
+        ("Captured", 10.5), ("Premium Fee", -(fee - 30) / 100), ("Scheme Fixed Fee", -0.3)]
+    assert auto["actions"][1]["id"] == refund.provider_reference
+    assert [(b["type"], b["processing_currency_amount"])
+            for b in auto["actions"][1]["breakdown"]] == [("Refunded", -3.0)]
+    [manual_capture] = by_id[manual.provider_reference]["actions"]
+    assert manual_capture["id"] == capture.provider_reference
+
+    report = adapter.fetch_settlement(charges().first().created_at.date())
+    assert sorted((line.kind, line.amount_minor) for line in report.lines) == [
+        ("capture", 1050), ("capture", 1500), ("refund", 300)]

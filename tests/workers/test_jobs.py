@@ -17,6 +17,7 @@ from workers.tasks import (
     probe_accounts,
     prune_retention,
     purge_idempotency_keys,
+    reconcile_due,
     relay_events,
     sync_unknown_outcomes,
 )
@@ -141,7 +142,7 @@ def test_counts_of_what_services_return():
 def test_every_periodic_task_runs_in_the_wrapper_and_is_scheduled():
     tasks = [purge_idempotency_keys, probe_accounts, sync_unknown_outcomes, relay_events,
              expire_payments, prune_retention, build_settlement_reports,
-             aggregate_provider_hours]
+             aggregate_provider_hours, reconcile_due]
     scheduled = {entry["task"] for entry in app.conf.beat_schedule.values()}
     for task in tasks:
         assert task.name in scheduled, task.name
@@ -152,5 +153,6 @@ def test_every_periodic_task_runs_in_the_wrapper_and_is_scheduled():
     assert scheduled - wrapped == {"switchyard.providers.deliver_sandbox_webhooks"}
     for name in ("switchyard.cleanup.expire_payments", "switchyard.cleanup.prune_retention",
                  "switchyard.reports.build_settlement_reports",
-                 "switchyard.stats.aggregate_provider_hours"):
+                 "switchyard.stats.aggregate_provider_hours",
+                 "switchyard.reconciliation.run_due"):
         assert app.amqp.router.route({}, name)["queue"].name == "default"
