@@ -126,7 +126,12 @@ def _raw_connection(settings_dict: dict[str, Any], dbname: str | None = None) ->
               "application_name": "switchyard-backup"}
     options = {k: v for k, v in (settings_dict.get("OPTIONS") or {}).items()
                if k in ("sslmode", "sslrootcert", "sslcert", "sslkey", "connect_timeout")}
-    return psycopg2.connect(**{k: v for k, v in params.items() if v is not None}, **options)
+    try:
+        return psycopg2.connect(**{k: v for k, v in params.items() if v is not None},
+                                **options)
+    except psycopg2.OperationalError as exc:
+        raise BackupError(f"Cannot connect to database {params['dbname']}: "
+                          f"{str(exc).strip()}") from None
 
 
 def _quote_ident(name: str) -> str:
@@ -564,6 +569,7 @@ class VerifyResult:
     tables: int = 0
     rows: int = 0
     consistency_summary: str = ""
+    scratch_created: bool = False  # (and dropped again: the scratch database never stays)
 
     @property
     def ok(self) -> bool:
@@ -577,9 +583,15 @@ def scratch_database(settings_dict: dict[str, Any], name: str) -> Iterator[str]:
     maintenance = _raw_connection(settings_dict, "postgres")
     maintenance.autocommit = True
     try:
-        with maintenance.cursor() as cursor:
-            cursor.execute(f"CREATE DATABASE {_quote_ident(name)} TEMPLATE template0 "
-                           "ENCODING 'UTF8'")
+        import psycopg2
+
+        try:
+            with maintenance.cursor() as cursor:
+                cursor.execute(f"CREATE DATABASE {_quote_ident(name)} TEMPLATE template0 "
+                               "ENCODING 'UTF8'")
+        except psycopg2.Error as exc:
+            raise BackupError(f"Cannot create the scratch database {name}: "
+                              f"{str(exc).strip()}") from None
         try:
             yield name
         finally:
@@ -628,6 +640,7 @@ def backup_verify(*, path: Path, actor: str, alias: str = "default",
         keys = configured_keys()
         check_decryptable(path, keys)
         with scratch_database(settings_dict, name):
+            result.scratch_created = True
             _pg_restore(path, keys, settings_dict, name, clean=False)
             restored = database_fingerprints(settings_dict, name)
             result.problems += compare_fingerprints(manifest["tables"], restored)

@@ -468,3 +468,23 @@ def test_a_forced_restore_blocked_by_a_running_session_fails_whole_and_says_why(
     finally:
         session.close()
     assert backups.database_fingerprints(_settings_dict()) == before
+
+
+def test_verify_backup_never_touches_a_database_that_already_has_the_scratch_name(
+        shop, tmp_path):
+    path, _ = _backup(tmp_path / "b")
+    existing = f"{PREFIX}_verify_taken"
+    _drop(existing)
+    admin = backups._raw_connection(_settings_dict(), "postgres")
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{existing}" TEMPLATE template0')
+    admin.close()
+    try:
+        out = StringIO()
+        with pytest.raises(CommandError, match="no scratch database was created"):
+            call_command("verify_backup", str(path), "--scratch-db", existing, stdout=out)
+        assert f"Cannot create the scratch database {existing}: " in out.getvalue()
+        assert existing in _databases()  # still there: not ours to drop
+    finally:
+        _drop(existing)

@@ -30,9 +30,11 @@ class Command(BaseCommand):
             self.stdout.write(f"PROBLEM {problem}")
         if result.consistency_summary:
             self.stdout.write(f"consistency: {result.consistency_summary}")
+        scratch = (f"scratch database {result.scratch_database} dropped"
+                   if result.scratch_created else "no scratch database was created")
         if not result.ok:
-            raise CommandError(f"{Path(file).name}: {len(result.problems)} problem(s); scratch "
-                               f"database {result.scratch_database} dropped.")
+            raise CommandError(f"{Path(file).name}: {len(result.problems)} problem(s); "
+                               f"{scratch}.")
         self.stdout.write(f"OK: {Path(file).resolve()} restores ({result.tables} tables, "
                           f"{result.rows} rows, as the manifest says) and is consistent; "
-                          f"scratch database {result.scratch_database} dropped.")
+                          f"{scratch}.")
