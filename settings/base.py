@@ -444,3 +444,20 @@ RECONCILIATION_DELAY_HOURS = env.int("RECONCILIATION_DELAY_HOURS", default=2)
 RECONCILIATION_CATCH_UP_DAYS = env.int("RECONCILIATION_CATCH_UP_DAYS", default=7)
 # How long a worker's claim on a run lasts (a worker killed mid-run frees it after this).
 RECONCILIATION_LEASE_SECONDS = env.int("RECONCILIATION_LEASE_SECONDS", default=900)
+
+# --- Backups and consistency checks (ops/backups.py, docs/operations/backups.md) ------------
+# Where `manage.py backup` writes (--dir overrides) and how many backups of the database it
+# keeps there (--keep overrides; 0 keeps all). Backups are readable by their owner only.
+BACKUP_DIR = env.str("BACKUP_DIR", default=str(BASE_DIR / "backups"))
+BACKUP_KEEP = env.int("BACKUP_KEEP", default=14)
+# 32 random bytes, base64: when set, backups are encrypted (AES-256-GCM, streamed) with it.
+# Keep it apart from the database and the backups (a secrets manager): without it no
+# encrypted backup can be restored. Retired keys, comma-separated, still decrypt old backups.
+BACKUP_ENCRYPTION_KEY = env.str("BACKUP_ENCRYPTION_KEY", default="")
+BACKUP_DECRYPTION_KEYS = env.list("BACKUP_DECRYPTION_KEYS", default=[])
+# pg_dump and pg_restore of the server's major version; empty: found on PATH.
+BACKUP_PG_BIN_DIR = env.str("BACKUP_PG_BIN_DIR", default="")
+# check_consistency's outbox rule looks at changes of the last N days (0: all), since outbox
+# rows older than their retention are pruned (the cleanup job): the retention by default.
+CONSISTENCY_OUTBOX_WINDOW_DAYS = env.int("CONSISTENCY_OUTBOX_WINDOW_DAYS",
+                                         default=WEBHOOK_EVENT_RETENTION_DAYS)

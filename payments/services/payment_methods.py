@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from django.db import transaction
 
@@ -14,9 +15,11 @@ from payments.cards import validate_card
 from payments.errors import ResourceMissing
 from payments.models import Merchant, Payment, PaymentMethod, WebhookEndpoint
 from payments.services import idempotency
-from payments.services.webhook_endpoints import webhook_endpoints_reencrypt
 from providers.base import Card
 from providers.ids import new_id
+from providers.models import ProviderAccount
+
+_Row = TypeVar("_Row", PaymentMethod, ProviderAccount, WebhookEndpoint)
 
 
 @transaction.atomic
@@ -123,89 +126,140 @@ def payment_methods_erase_stale_cvcs(*, now: dt.datetime | None = None) -> int:
                                         created_at__lt=cutoff).update(encrypted_cvc=None)
 
 
-def payment_methods_reencrypt(*, batch_size: int = 500) -> int:
-    """Re-encrypt every card not under the active vault key; returns how many.
+def _reencrypt_rows(model: type[_Row], *, key_field: str, batch_size: int,
+                    reencrypt: Callable[[_Row], list[str]], skip_empty: str = "") -> int:
+    """Re-encrypt the rows of `model` not under the active vault key, `batch_size` rows per
+    short transaction, skipping rows other transactions hold locked (SKIP LOCKED: a
+    payment in flight is never waited on, nor made to wait); returns how many. Rows skipped
+    are left for the next pass (`vault_keys_rotate` makes passes until none is left).
 
-    Runs online: each batch is a short transaction that skips rows locked by others, and a
-    card is readable under its old key until its row commits under the new one.
-    """
+    Runs online: a row stays readable under its old key until its transaction commits it
+    under the new one, and only the encrypted fields are written (a concurrent change to
+    any other field is never overwritten)."""
     from django.conf import settings
 
     active = settings.VAULT_ACTIVE_KEY
     done = 0
     while True:
         with transaction.atomic():
-            batch = list(
-                PaymentMethod.objects.select_for_update(skip_locked=True)
-                .exclude(key_version=active)
-                .order_by("pk")[:batch_size]
-            )
-            for pm in batch:
-                number = vault.decrypt(pm.key_version, pm.encrypted_number, associated=pm.id)
-                cvc = None
-                if pm.encrypted_cvc is not None:
-                    cvc = vault.decrypt(pm.key_version, bytes(pm.encrypted_cvc),
-                                        associated=_cvc_context(pm.id))
-                pm.key_version, pm.encrypted_number = vault.encrypt(number, associated=pm.id)
-                if cvc is not None:
-                    _, pm.encrypted_cvc = vault.encrypt(cvc, associated=_cvc_context(pm.id))
-                pm.save(update_fields=["key_version", "encrypted_number", "encrypted_cvc"])
+            rows = model.objects.select_for_update(skip_locked=True).exclude(
+                **{key_field: active})
+            if skip_empty:
+                rows = rows.exclude(**{skip_empty: b""})
+            batch = list(rows.order_by("pk")[:batch_size])
+            for row in batch:
+                row.save(update_fields=reencrypt(row))
         done += len(batch)
-        if len(batch) < batch_size:
+        if not batch:
             return done
 
 
-def provider_credentials_reencrypt() -> int:
-    """Re-encrypt provider-account credentials not under the active vault key."""
-    from django.conf import settings
-
-    from providers.models import ProviderAccount
-
-    done = 0
-    with transaction.atomic():
-        for account in (ProviderAccount.objects.select_for_update()
-                        .exclude(credentials_key_version=settings.VAULT_ACTIVE_KEY)
-                        .exclude(credentials_encrypted=b"")):
-            account.set_credentials(account.get_credentials())
-            account.save(update_fields=["credentials_encrypted", "credentials_key_version"])
-            done += 1
-    return done
+def _reencrypt_card(pm: PaymentMethod) -> list[str]:
+    number = vault.decrypt(pm.key_version, pm.encrypted_number, associated=pm.id)
+    cvc = None
+    if pm.encrypted_cvc is not None:
+        cvc = vault.decrypt(pm.key_version, bytes(pm.encrypted_cvc),
+                            associated=_cvc_context(pm.id))
+    pm.key_version, pm.encrypted_number = vault.encrypt(number, associated=pm.id)
+    if cvc is not None:
+        _, pm.encrypted_cvc = vault.encrypt(cvc, associated=_cvc_context(pm.id))
+    return ["key_version", "encrypted_number", "encrypted_cvc"]
 
 
-def vault_keys_rotate(*, actor: str, reason: str = "", batch_size: int = 500) -> tuple[int, int]:
-    """Re-encrypt cards and provider credentials under the active vault key (`rotate_keys`);
-    returns (cards, provider accounts). One audit row summarizes it, written in the
-    transaction that re-encrypts the credentials, after the cards' batches (each its own short
-    transaction, so the rotation runs online). If it fails part-way, a "failed" row says
-    what was still under old keys; running it again finishes the job."""
+def _reencrypt_account(account: ProviderAccount) -> list[str]:
+    account.set_credentials(account.get_credentials())
+    return ["credentials_encrypted", "credentials_key_version"]
+
+
+def _reencrypt_endpoint(endpoint: WebhookEndpoint) -> list[str]:
+    stored = endpoint.stored_secrets()
+    endpoint.set_secrets(stored["current"], previous=stored.get("previous", ""))
+    return ["secrets_encrypted", "secrets_key_version"]
+
+
+def payment_methods_reencrypt(*, batch_size: int = 500) -> int:
+    """Re-encrypt every card (and kept CVC) not under the active vault key; how many."""
+    return _reencrypt_rows(PaymentMethod, key_field="key_version", batch_size=batch_size,
+                           reencrypt=_reencrypt_card)
+
+
+def provider_credentials_reencrypt(*, batch_size: int = 1) -> int:
+    """Re-encrypt provider-account credentials not under the active vault key, one account
+    per transaction by default (an account row is also written by health probes and
+    operators)."""
+    return _reencrypt_rows(ProviderAccount, key_field="credentials_key_version",
+                           batch_size=batch_size, reencrypt=_reencrypt_account,
+                           skip_empty="credentials_encrypted")
+
+
+def webhook_endpoints_reencrypt(*, batch_size: int = 1) -> int:
+    """Re-encrypt webhook endpoints' signing secrets not under the active vault key."""
+    return _reencrypt_rows(WebhookEndpoint, key_field="secrets_key_version",
+                           batch_size=batch_size, reencrypt=_reencrypt_endpoint)
+
+
+class RotationIncomplete(Exception):
+    """Rows are still under old keys after every pass (held locked throughout, or written
+    back under an old key by a process still configured with it)."""
+
+
+def vault_keys_by_version() -> dict[str, dict[str, int]]:
+    """How many cards, webhook endpoints and provider accounts are under each key that is
+    not the active one (empty dicts: everything is under the active key)."""
     from django.conf import settings
     from django.db.models import Count
 
-    from providers.models import ProviderAccount
+    active = settings.VAULT_ACTIVE_KEY
+    cards = (PaymentMethod.objects.exclude(key_version=active).values("key_version")
+             .annotate(n=Count("pk")).order_by("key_version"))
+    accounts = (ProviderAccount.objects.exclude(credentials_key_version=active)
+                .exclude(credentials_encrypted=b"").values("credentials_key_version")
+                .annotate(n=Count("pk")).order_by("credentials_key_version"))
+    endpoints = (WebhookEndpoint.objects.exclude(secrets_key_version=active)
+                 .values("secrets_key_version").annotate(n=Count("pk"))
+                 .order_by("secrets_key_version"))
+    return {"cards": {row["key_version"]: row["n"] for row in cards},
+            "webhook_endpoints": {row["secrets_key_version"]: row["n"] for row in endpoints},
+            "provider_accounts": {row["credentials_key_version"]: row["n"]
+                                  for row in accounts}}
+
+
+def _wait_for_locked_rows(seconds: float) -> None:
+    """Between passes, while rows are left that others hold locked (tests replace it)."""
+    import time
+
+    time.sleep(seconds)
+
+
+def vault_keys_rotate(*, actor: str, reason: str = "", batch_size: int = 500,
+                      passes: int = 10, pause_seconds: float = 1.0) -> tuple[int, int]:
+    """Re-encrypt cards, provider credentials and webhook signing secrets under the active
+    vault key (`rotate_keys`), online, while the service runs; returns (cards, provider
+    accounts). Passes are made until nothing is left under an old key (rows held locked by
+    others are skipped, then retried after `pause_seconds`), at most `passes`. One audit row
+    summarizes it. If rows are still under old keys at the end, the audit row says "failed"
+    with what is left, and RotationIncomplete is raised: the old key must stay configured
+    (running it again finishes the job)."""
+    from django.conf import settings
 
     active = settings.VAULT_ACTIVE_KEY
-
-    def by_key() -> dict[str, dict[str, int]]:
-        cards = (PaymentMethod.objects.exclude(key_version=active).values("key_version")
-                 .annotate(n=Count("pk")).order_by("key_version"))
-        accounts = (ProviderAccount.objects.exclude(credentials_key_version=active)
-                    .exclude(credentials_encrypted=b"").values("credentials_key_version")
-                    .annotate(n=Count("pk")).order_by("credentials_key_version"))
-        endpoints = (WebhookEndpoint.objects.exclude(secrets_key_version=active)
-                     .values("secrets_key_version").annotate(n=Count("pk"))
-                     .order_by("secrets_key_version"))
-        return {"cards": {row["key_version"]: row["n"] for row in cards},
-                "webhook_endpoints": {row["secrets_key_version"]: row["n"]
-                                      for row in endpoints},
-                "provider_accounts": {row["credentials_key_version"]: row["n"]
-                                      for row in accounts}}
-
-    before = by_key()
+    before = vault_keys_by_version()
+    cards = accounts = endpoints = 0
     try:
-        cards = payment_methods_reencrypt(batch_size=batch_size)
+        for n in range(passes):
+            cards += payment_methods_reencrypt(batch_size=batch_size)
+            accounts += provider_credentials_reencrypt()
+            endpoints += webhook_endpoints_reencrypt()
+            left = vault_keys_by_version()
+            if not any(left.values()):
+                break
+            if n + 1 < passes:
+                _wait_for_locked_rows(pause_seconds)
+        else:
+            raise RotationIncomplete(
+                f"still under old keys after {passes} passes: {left}; keep the old key "
+                "configured and run rotate_keys again")
         with transaction.atomic():
-            accounts = provider_credentials_reencrypt()
-            endpoints = webhook_endpoints_reencrypt()
             audit_record(actor=actor, action="vault.rotate_keys", object_type="vault_key",
                          object_id=active, reason=reason, before={"under_old_keys": before},
                          after={"active_key": active, "cards": cards,
@@ -215,7 +269,10 @@ def vault_keys_rotate(*, actor: str, reason: str = "", batch_size: int = 500) ->
         with transaction.atomic():
             audit_record(actor=actor, action="vault.rotate_keys", object_type="vault_key",
                          object_id=active, reason=reason, before={"under_old_keys": before},
-                         after={"active_key": active, "under_old_keys": by_key()},
+                         after={"active_key": active, "cards": cards,
+                                "provider_accounts": accounts,
+                                "webhook_endpoints": endpoints,
+                                "under_old_keys": vault_keys_by_version()},
                          outcome=f"failed: {type(exc).__name__}")
         raise
     return cards, accounts

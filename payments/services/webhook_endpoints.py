@@ -20,7 +20,6 @@ import secrets
 from collections.abc import Iterable
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -87,19 +86,6 @@ def _audit(actor: str, action: str, endpoint: WebhookEndpoint, *,
 def _audited_fields(endpoint: WebhookEndpoint) -> dict[str, Any]:
     return {"url": endpoint.url, "enabled_events": endpoint.enabled_events,
             "disabled": endpoint.disabled, "livemode": endpoint.livemode}
-
-
-def webhook_endpoints_reencrypt() -> int:
-    """Re-encrypt the signing secrets not under the active vault key (`rotate_keys`)."""
-    done = 0
-    with transaction.atomic():
-        for endpoint in (WebhookEndpoint.objects.select_for_update()
-                         .exclude(secrets_key_version=settings.VAULT_ACTIVE_KEY)):
-            stored = endpoint.stored_secrets()
-            endpoint.set_secrets(stored["current"], previous=stored.get("previous", ""))
-            endpoint.save(update_fields=["secrets_encrypted", "secrets_key_version"])
-            done += 1
-    return done
 
 
 def webhook_endpoint_create(*, merchant_id: str, livemode: bool, url: str,
