@@ -244,10 +244,18 @@ class Bench:
             "MERCHANT_RATE_LIMIT_PER_MINUTE": "100000000",
             "PYTHONPATH": str(ROOT),
             "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
+            # plain HTTP on localhost, no TLS-terminating proxy in front: production's
+            # redirect to HTTPS would answer every request 301
+            "SECURE_SSL_REDIRECT": "false",
         })
         if redis:
             env["REDIS_URL"] = f"redis://127.0.0.1:{REDIS_PORT}/{REDIS_DB}"
-        else:  # the sandbox: a thread per connection, so no connection worth keeping
+        else:
+            # The sandbox (the provider's side, not the server measured): base settings, whose
+            # embedded defaults (local-memory cache, eager Celery) keep it off the bench's
+            # Redis, whose commands are the service's alone; production settings require
+            # REDIS_URL. A thread per connection, so no connection worth keeping.
+            env["DJANGO_SETTINGS_MODULE"] = "settings.base"
             env["CONN_MAX_AGE"] = "0"
         return env
 
