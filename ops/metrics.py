@@ -13,7 +13,11 @@ What a scrape returns:
 Access (`allowed`): `Authorization: Bearer <METRICS_TOKEN>` (compared in constant time) or a
 peer address in METRICS_ALLOWED_IPS; 401 without valid credentials when a token is set, 403
 from an address not allowed, 403 for everyone when neither is configured (metrics name
-provider accounts and volumes: they are not public).
+provider accounts and volumes: they are not public). The allowlist admits direct requests
+only: a request carrying a proxy's forwarding headers (X-Forwarded-For, X-Forwarded-Proto,
+Forwarded, X-Real-IP) was relayed for someone else, whose address REMOTE_ADDR is not (behind
+the TLS proxy every request from the internet comes from the proxy's address), so it needs
+the token.
 """
 
 from __future__ import annotations
@@ -41,8 +45,22 @@ BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
 
 
 # --- access ------------------------------------------------------------------------------
-def allowed(*, authorization: str | None, remote_addr: str | None) -> int:
-    """200 if the caller may read the metrics, else the status to refuse it with."""
+# Headers a proxy adds to a request it relays: such a request's REMOTE_ADDR is the proxy's,
+# not its sender's (as WSGI environ keys)
+FORWARDING_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST",
+                      "HTTP_FORWARDED", "HTTP_X_REAL_IP")
+
+
+def is_relayed(environ: Any) -> bool:
+    """Did a proxy relay this request (a WSGI environ or request.META)?"""
+    return any(environ.get(name) for name in FORWARDING_HEADERS)
+
+
+def allowed(*, authorization: str | None, remote_addr: str | None,
+            relayed: bool = False) -> int:
+    """200 if the caller may read the metrics, else the status to refuse it with. `relayed`:
+    the request came through a proxy, so `remote_addr` is the proxy's and the allowlist does
+    not apply."""
     token = settings.METRICS_TOKEN
     networks = _networks(tuple(settings.METRICS_ALLOWED_IPS))
     if not token and not networks:
@@ -52,7 +70,7 @@ def allowed(*, authorization: str | None, remote_addr: str | None) -> int:
         if scheme.lower() == "bearer" and hmac.compare_digest(
                 given.strip().encode(), token.encode()):
             return 200
-    if networks and remote_addr:
+    if networks and remote_addr and not relayed:
         try:
             address = ipaddress.ip_address(remote_addr)
         except ValueError:
@@ -195,7 +213,7 @@ def registry(*, business: bool = True) -> CollectorRegistry:
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """GET /metrics (ops/urls.py)."""
     status = allowed(authorization=request.headers.get("Authorization"),
-                     remote_addr=request.META.get("REMOTE_ADDR"))
+                     remote_addr=request.META.get("REMOTE_ADDR"), relayed=is_relayed(request.META))
     if status != 200:
         return _refusal(status)
     return HttpResponse(generate_latest(registry()), content_type=CONTENT_TYPE_LATEST)
@@ -209,7 +227,7 @@ def worker_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         start_response("404 Not Found", [("Content-Type", "text/plain")])
         return [b"Not found.\n"]
     status = allowed(authorization=environ.get("HTTP_AUTHORIZATION"),
-                     remote_addr=environ.get("REMOTE_ADDR"))
+                     remote_addr=environ.get("REMOTE_ADDR"), relayed=is_relayed(environ))
     if status != 200:
         headers = [("Content-Type", "text/plain")]
         if status == 401:

@@ -407,7 +407,8 @@ LOGGING = {
 # --- Metrics (ops/metrics.py, docs/operations/monitoring.md) --------------------------------
 # /metrics answers a scraper that sends `Authorization: Bearer <METRICS_TOKEN>` or connects
 # from an address in METRICS_ALLOWED_IPS (addresses or networks, matched against the TCP peer,
-# REMOTE_ADDR, never a forwarded header). With neither set it answers nobody (403).
+# REMOTE_ADDR, never a forwarded header; a request relayed by a proxy, which carries its
+# forwarding headers, needs the token). With neither set it answers nobody (403).
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])
 for _entry in METRICS_ALLOWED_IPS:  # a typo fails the start, not every scrape

@@ -24,7 +24,8 @@ figure is an integer in the currency's minor unit.
 lock per day: two builds of the same day run one after the other), replacing that day's
 reports: rebuilding a day gives the same reports, with the same ids. `reports_build_due`
 builds the days that have not been built, up to yesterday (once it has been over for
-SETTLEMENT_REPORT_DELAY_SECONDS), at most SETTLEMENT_REPORT_CATCH_UP_DAYS back.
+SETTLEMENT_REPORT_DELAY_SECONDS), at most SETTLEMENT_REPORT_CATCH_UP_DAYS back; a day built
+before that (by hand, while it was still going on) counts as not built.
 """
 
 from __future__ import annotations
@@ -197,22 +198,36 @@ def last_reportable_day(now: dt.datetime) -> dt.date:
     return settled.date() - dt.timedelta(days=1)
 
 
+def _built_when_over(day: dt.date, built_at: dt.datetime) -> bool:
+    """Was the day built once it had been over for SETTLEMENT_REPORT_DELAY_SECONDS? A build
+    made earlier (the task given a day not over yet) missed what was booked after it."""
+    return built_at >= day_bounds(day)[1] + dt.timedelta(
+        seconds=settings.SETTLEMENT_REPORT_DELAY_SECONDS)
+
+
+def _built_days(first: dt.date, last: dt.date) -> set[dt.date]:
+    return {day for day, built_at in SettlementReportDay.objects.filter(
+        day__gte=first, day__lte=last).values_list("day", "built_at")
+        if _built_when_over(day, built_at)}
+
+
 def reports_build_due(*, now: dt.datetime | None = None) -> dict[str, int]:
     """Build every day not built yet, oldest first, from SETTLEMENT_REPORT_CATCH_UP_DAYS back
-    to the last reportable day; each day in its own transaction. A day another run is
-    building is waited for and then skipped (built by then). Returns what it built."""
+    to the last reportable day; each day in its own transaction. A day built before it was
+    over counts as not built (it is built again, its reports replaced in place). A day
+    another run is building is waited for and then skipped (built by then). Returns what it
+    built."""
     now = now or timezone.now()
     last = last_reportable_day(now)
     first = last - dt.timedelta(days=settings.SETTLEMENT_REPORT_CATCH_UP_DAYS - 1)
-    built = set(SettlementReportDay.objects.filter(day__gte=first, day__lte=last)
-                .values_list("day", flat=True))
+    built = _built_days(first, last)
     days = reports = 0
     day = first
     while day <= last:
         if day not in built:
             with transaction.atomic():
                 _lock_day(day)
-                if not SettlementReportDay.objects.filter(day=day).exists():
+                if day not in _built_days(day, day):
                     reports += len(_build_locked(day, now))
                     days += 1
         day += dt.timedelta(days=1)
