@@ -33,6 +33,13 @@ def today() -> dt.date:
     return timezone.now().astimezone(dt.UTC).date()
 
 
+def noon_today() -> dt.datetime:
+    """A build time far from midnight: just after midnight UTC, yesterday is not over for
+    SETTLEMENT_REPORT_DELAY_SECONDS yet, and a test building "up to yesterday" must not
+    depend on when it runs."""
+    return dt.datetime.combine(today(), dt.time(12), tzinfo=dt.UTC)
+
+
 def figures(report) -> tuple:
     return tuple(getattr(report, name) for name in FIGURES)
 
@@ -162,7 +169,7 @@ def test_the_daily_build_catches_up_missed_days_once(api, merchant, settings, fe
     settings.SETTLEMENT_REPORT_CATCH_UP_DAYS = 3
     settings.SETTLEMENT_REPORT_DELAY_SECONDS = 600
     pm = make_card(api)
-    now = timezone.now()
+    now = noon_today()
     for back in (1, 2, 5):  # 5 days back: past the catch-up window
         payment = pay(api, pm, 1000 * back)
         move_events(payment["id"], now - dt.timedelta(days=back))
@@ -190,7 +197,7 @@ def test_a_day_is_built_once_it_has_been_over_for_the_delay(settings):
 def test_two_builds_at_once_build_each_day_once(api, merchant, settings, fees):
     settings.SETTLEMENT_REPORT_CATCH_UP_DAYS = 4
     pm = make_card(api)
-    now = timezone.now()
+    now = noon_today()
     for back in (1, 2, 3):
         move_events(pay(api, pm, 500 * back)["id"], now - dt.timedelta(days=back))
 
