@@ -36,22 +36,22 @@ def check_params(params, allowed: set[str]) -> None:
                              code="parameter_unknown", param=unknown[0])
 
 
-def paginate(queryset: QuerySet, params) -> tuple[list, bool]:
-    """One page of `queryset` (already scoped to the merchant and mode), newest first."""
+def paginate(queryset: QuerySet, params, *, by: str = "created_at") -> tuple[list, bool]:
+    """One page of `queryset` (already scoped to the merchant and mode), newest first by the
+    field `by` (then by id)."""
     limit = parse_int_param(params, "limit", default=10, low=1, high=100)
-    queryset = queryset.order_by("-created_at", "-id")
+    queryset = queryset.order_by(f"-{by}", "-id")
     cursor_id = params.get("starting_after")
     if cursor_id:
-        cursor = queryset.filter(id=cursor_id).values("created_at", "id").first()
+        cursor = queryset.filter(id=cursor_id).values(by, "id").first()
         if cursor is None:
             raise InvalidRequest(f"No such object for starting_after: {cursor_id[:60]!r}.",
                                  code="resource_missing", param="starting_after")
         # (the first condition is implied by the second; it is there for the index, which
         # Postgres cannot start from an OR: the page starts at the cursor instead of
         # walking down to it from the newest row)
-        queryset = queryset.filter(created_at__lte=cursor["created_at"]).filter(
-            Q(created_at__lt=cursor["created_at"])
-            | Q(created_at=cursor["created_at"], id__lt=cursor["id"])
+        queryset = queryset.filter(**{f"{by}__lte": cursor[by]}).filter(
+            Q(**{f"{by}__lt": cursor[by]}) | Q(**{by: cursor[by]}, id__lt=cursor["id"])
         )
     items = list(queryset[: limit + 1])
     return items[:limit], len(items) > limit

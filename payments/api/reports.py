@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from django.db.models import Q
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -21,7 +20,7 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
 from payments.api.fields import UnixTimeField
-from payments.api.pagination import check_params, parse_int_param
+from payments.api.pagination import check_params, paginate
 from payments.api.routing import object_constant
 from payments.api.schema import (
     ALLOW,
@@ -98,22 +97,6 @@ def _day_param(params, name: str) -> dt.date | None:
                              code="parameter_invalid", param=name) from None
 
 
-def _paginate(queryset, params) -> tuple[list[SettlementReport], bool]:
-    """Newest day first (then by id), with the contract's `limit` and `starting_after`."""
-    limit = parse_int_param(params, "limit", default=10, low=1, high=100)
-    queryset = queryset.order_by("-day", "-id")
-    cursor_id = params.get("starting_after")
-    if cursor_id:
-        cursor = queryset.filter(id=cursor_id).values("day", "id").first()
-        if cursor is None:
-            raise InvalidRequest(f"No such object for starting_after: {cursor_id[:60]!r}.",
-                                 code="resource_missing", param="starting_after")
-        queryset = queryset.filter(day__lte=cursor["day"]).filter(
-            Q(day__lt=cursor["day"]) | Q(day=cursor["day"], id__lt=cursor["id"]))
-    items = list(queryset[: limit + 1])
-    return items[:limit], len(items) > limit
-
-
 class ReportListView(MerchantView):
     @merchant_operation(
         operation_id="reports_list", method="get", summary="List settlement reports",
@@ -148,7 +131,7 @@ class ReportListView(MerchantView):
                 raise InvalidRequest("currency must be a three-letter ISO 4217 code.",
                                      code="parameter_invalid", param="currency")
             reports = reports.filter(currency=currency.upper())
-        items, has_more = _paginate(reports, params)
+        items, has_more = paginate(reports, params, by="day")
         return Response({"object": "list", "has_more": has_more,
                          "data": ReportOutput(items, many=True).data})
 
