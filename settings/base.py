@@ -8,6 +8,7 @@ settings/production.py (this file without the sandboxes); the tests run settings
 """
 
 import ipaddress
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,7 +17,11 @@ import environ
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+# The variables of `.env` (written by `make run`) fill in what the environment does not set;
+# ENV_FILE names another file (the tests of settings.production point it at nothing, so that
+# a developer's .env cannot supply what a production environment lacks).
+ENV_FILE = os.environ.get("ENV_FILE") or str(BASE_DIR / ".env")
+environ.Env.read_env(ENV_FILE, overwrite=False)
 
 # --- Secrets: required, never defaulted -------------------------------------------------
 SECRET_KEY = env.str("SECRET_KEY")

@@ -33,7 +33,8 @@ REQUIRED_ENVIRONMENT = (
     "REDIS_URL",
     "ALLOWED_HOSTS",
 )
-environ.Env.read_env(Path(__file__).resolve().parent.parent / ".env", overwrite=False)
+environ.Env.read_env(os.environ.get("ENV_FILE") or Path(__file__).resolve().parent.parent / ".env",
+                     overwrite=False)
 _missing = [name for name in REQUIRED_ENVIRONMENT if not os.environ.get(name, "").strip()]
 if _missing:
     raise ImproperlyConfigured(

@@ -45,6 +45,8 @@ def production_env(**overrides: str) -> dict[str, str]:
         "REDIS_URL": settings.REDIS_URL,
         "ALLOWED_HOSTS": "api.example.com,127.0.0.1",
         "CSRF_TRUSTED_ORIGINS": "https://ops.example.com",
+        # not the checkout's .env (`make run` writes one): only what this environment says
+        "ENV_FILE": os.devnull,
     })
     env.update(overrides)
     return {k: v for k, v in env.items() if v is not None}
