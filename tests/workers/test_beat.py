@@ -6,8 +6,6 @@ settlement report built without anyone sending a task by hand."""
 from __future__ import annotations
 
 import datetime as dt
-import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -20,19 +18,10 @@ from django.utils import timezone
 from payments.models import Payment, PaymentEvent, SettlementReport, WebhookOutbox
 from tests.conftest import make_card
 
+from .processes import start_worker, stop
 from .test_logging import _wait_for, _worker_env
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -53,13 +42,7 @@ def test_beat_sends_every_periodic_job_and_a_worker_runs_it(api, merchant, tmp_p
     queue = f"test-beat-{uuid.uuid4().hex[:12]}"
     env = {**_worker_env(), "BEAT_TEST_QUEUE": queue, "SETTLEMENT_REPORT_DELAY_SECONDS": "0"}
     worker_log, beat_log = tmp_path / "worker.log", tmp_path / "beat.log"
-    with worker_log.open("wb") as out:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.celery:app", "worker",
-             "--loglevel=INFO", "--pool=prefork", "--concurrency=2", "-Q", queue,
-             "--without-heartbeat", "--without-gossip", "--without-mingle",
-             "--hostname", f"{queue}@%h"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    worker = start_worker(queue, worker_log, env=env, concurrency=2)
     beat = None
     try:
         _wait_for(lambda: b"ready." in worker_log.read_bytes(), 60, "worker ready", worker,
@@ -84,8 +67,8 @@ def test_beat_sends_every_periodic_job_and_a_worker_runs_it(api, merchant, tmp_p
                   "yesterday's report", worker, worker_log)
     finally:
         if beat is not None:
-            _stop(beat)
-        _stop(worker)
+            stop(beat)
+        stop(worker)
 
     sent = beat_log.read_text(errors="replace")
     for job in jobs:

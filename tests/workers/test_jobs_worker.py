@@ -6,10 +6,6 @@ logged with its counts."""
 from __future__ import annotations
 
 import datetime as dt
-import os
-import signal
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -20,6 +16,7 @@ from django.utils import timezone
 from payments.models import Payment, PaymentEvent, SettlementReport, WebhookOutbox
 from tests.conftest import make_card
 
+from .processes import start_worker, stop
 from .test_logging import _wait_for, _worker_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,15 +40,8 @@ def test_a_real_worker_expires_abandoned_payments_and_builds_reports(api, mercha
 
     queue = f"test-jobs-{uuid.uuid4().hex[:12]}"  # ours alone: no other message runs
     log = tmp_path / "worker.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.celery:app", "worker",
-             "--loglevel=INFO", "--pool=prefork", "--concurrency=1", "-Q", queue,
-             "--without-heartbeat", "--without-gossip", "--without-mingle",
-             "--hostname", f"{queue}@%h"],
-            # (no delay: yesterday is reportable even just after midnight)
-            cwd=ROOT, env={**_worker_env(), "SETTLEMENT_REPORT_DELAY_SECONDS": "0"}, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True)
+    # (no delay: yesterday is reportable even just after midnight)
+    proc = start_worker(queue, log, env={**_worker_env(), "SETTLEMENT_REPORT_DELAY_SECONDS": "0"})
     try:
         _wait_for(lambda: b"ready." in log.read_bytes(), 60, "worker ready", proc, log)
         app.send_task("switchyard.cleanup.expire_payments", queue=queue)
@@ -64,12 +54,7 @@ def test_a_real_worker_expires_abandoned_payments_and_builds_reports(api, mercha
         _wait_for(lambda: b"job switchyard.reports.build_settlement_reports ok" in
                   log.read_bytes(), 30, "the report job's log line", proc, log)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc)
 
     payment = Payment.objects.get(pk=abandoned)
     assert payment.cancellation_reason == "abandoned"

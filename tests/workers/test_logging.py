@@ -17,46 +17,23 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 
 from providers.sandboxes.models import SandboxNotification, SandboxWebhookEndpoint
+
+from .processes import start_worker, wait_for, worker_env
 
 CARD = "4242424242424242"
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_SECONDS = 60
 
 
-def _worker_env() -> dict[str, str]:
-    db = connection.settings_dict
-    env = dict(os.environ)
-    env.update(
-        DJANGO_SETTINGS_MODULE="settings.test",
-        # the database pytest-django made for this run, so the worker sees the test's rows
-        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        REDIS_URL=settings.REDIS_URL,
-        CELERY_TASK_ALWAYS_EAGER="false",
-        PYTHONUNBUFFERED="1",
-    )
-    return env
-
-
-def _wait_for(predicate, seconds: float, what: str, proc: subprocess.Popen, log: Path):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        if proc.poll() is not None:
-            pytest.fail(f"the worker exited ({proc.returncode}) before {what}:\n"
-                        f"{log.read_text(errors='replace')}")
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}:\n{log.read_text(errors='replace')}")
+_worker_env, _wait_for = worker_env, wait_for  # (other worker tests import them from here)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -74,14 +51,7 @@ def test_a_real_worker_running_a_real_task_does_not_log_a_card_number(tmp_path):
 
     queue = f"test-logging-{uuid.uuid4().hex[:12]}"  # ours alone: no other message runs
     log = tmp_path / "worker.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.celery:app", "worker",
-             "--loglevel=INFO", "--pool=prefork", "--concurrency=1", "-Q", queue,
-             "--without-heartbeat", "--without-gossip", "--without-mingle",
-             "--hostname", f"{queue}@%h"],
-            cwd=ROOT, env=_worker_env(), stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True)
+    proc = start_worker(queue, log)
     try:
         _wait_for(lambda: b"ready." in log.read_bytes(), STARTUP_SECONDS, "worker ready",
                   proc, log)
@@ -165,13 +135,7 @@ def test_a_task_queued_in_a_request_logs_that_requests_id_in_json(tmp_path):
     log = tmp_path / "worker.log"
     env = _worker_env()
     env["LOG_FORMAT"] = "json"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.celery:app", "worker",
-             "--loglevel=INFO", "--pool=prefork", "--concurrency=1", "-Q", queue,
-             "--without-heartbeat", "--without-gossip", "--without-mingle",
-             "--hostname", f"{queue}@%h"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = start_worker(queue, log, env=env)
     try:
         _wait_for(lambda: b"ready." in log.read_bytes(), STARTUP_SECONDS, "worker ready",
                   proc, log)

@@ -5,8 +5,6 @@ health check of docker-compose.yml (`celery inspect ping -d celery@<host>`) agai
 from __future__ import annotations
 
 import datetime as dt
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +19,7 @@ from payments.services.provider_stats import HOUR, hour_start
 from tests.factories import ProviderAccountFactory
 from tests.payments.test_provider_stats import attempt
 
+from .processes import start_worker, stop
 from .test_logging import _wait_for, _worker_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,13 +43,7 @@ def test_the_beat_task_runs_on_a_worker_and_the_worker_answers_its_health_check(
     queue = f"test-stats-{uuid.uuid4().hex[:12]}"  # ours alone: no other message runs
     node = f"{queue}@{socket.gethostname()}"
     log = tmp_path / "worker.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.celery:app", "worker",
-             "--loglevel=INFO", "--pool=solo", "-Q", queue, "--without-heartbeat",
-             "--without-gossip", "--without-mingle", "--hostname", node],
-            cwd=ROOT, env=_worker_env(), stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True)
+    proc = start_worker(queue, log, pool="solo", hostname=node)
     try:
         _wait_for(lambda: b"ready." in log.read_bytes(), 60, "worker ready", proc, log)
         app.send_task(entry["task"], queue=queue)
@@ -72,10 +65,4 @@ def test_the_beat_task_runs_on_a_worker_and_the_worker_answers_its_health_check(
                                 capture_output=True, text=True, timeout=120)
         assert nobody.returncode != 0  # a worker that does not answer is unhealthy
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop(proc)

@@ -5,10 +5,6 @@ database, the in-process sandboxes)."""
 from __future__ import annotations
 
 import datetime as dt
-import os
-import signal
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -22,7 +18,8 @@ from providers.models import ProviderAccount
 from providers.sandboxes import ledger
 from tests.conftest import pay
 
-from .test_logging import _wait_for, _worker_env
+from .processes import start_worker, stop
+from .test_logging import _wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -118,13 +115,7 @@ def test_a_real_worker_reconciles_a_day(api, merchant, tmp_path, settings):
 
     queue = f"test-reconciliation-{uuid.uuid4().hex[:12]}"  # ours alone
     log = tmp_path / "worker.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.celery:app", "worker",
-             "--loglevel=INFO", "--pool=solo", "-Q", queue, "--without-heartbeat",
-             "--without-gossip", "--without-mingle", "--hostname", f"{queue}@%h"],
-            cwd=ROOT, env=_worker_env(), stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True)
+    proc = start_worker(queue, log, pool="solo")
     try:
         _wait_for(lambda: b"ready." in log.read_bytes(), 60, "worker ready", proc, log)
         app.send_task("switchyard.reconciliation.run", args=[account.id, day.isoformat()],
@@ -135,12 +126,7 @@ def test_a_real_worker_reconciles_a_day(api, merchant, tmp_path, settings):
         _wait_for(lambda: b"reconciled " in log.read_bytes(), 10, "the task's log line",
                   proc, log)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc)
 
     run = ReconciliationRun.objects.get(account=account, day=day)
     assert (run.lines, run.matched, run.open_discrepancies) == (2, 1, 1)

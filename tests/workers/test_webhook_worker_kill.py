@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -24,6 +22,7 @@ from payments.models import DeliveryStatus, WebhookDelivery, WebhookDeliveryAtte
 from payments.services.webhook_delivery import deliver_due
 from tests.webhooks import Receiver, Reply, make_endpoint, make_event
 
+from .processes import start_worker
 from .test_logging import _wait_for, _worker_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,13 +54,7 @@ def test_a_worker_killed_mid_delivery_loses_nothing(merchant, receiver, tmp_path
            "WEBHOOK_CLAIM_LEASE_SECONDS": str(LEASE_SECONDS),
            # the send must not time out on its own before the kill
            "WEBHOOK_TIMEOUT_SECONDS": "60"}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.celery:app", "worker",
-             "--loglevel=INFO", "--pool=prefork", "--concurrency=1", "-Q", queue,
-             "--without-heartbeat", "--without-gossip", "--without-mingle",
-             "--hostname", f"{queue}@%h"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = start_worker(queue, log, env=env)
     try:
         _wait_for(lambda: b"ready." in log.read_bytes(), 60, "worker ready", proc, log)
         app.send_task("switchyard.webhooks.relay_events", queue=queue)
