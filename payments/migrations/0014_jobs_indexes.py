@@ -2,26 +2,12 @@
 # (CREATE INDEX CONCURRENTLY, as 0012_list_indexes): abandoned payments by age, a day's
 # payment events, merchant events and applied provider webhook events by age.
 
-from django.contrib.postgres.operations import AddIndexConcurrently
+from importlib import import_module
+
 from django.db import migrations, models
 
-
-class AddIndexOnline(AddIndexConcurrently):
-    """CREATE INDEX CONCURRENTLY on PostgreSQL, so that building it on a large table does
-    not block payments being written meanwhile; a plain CREATE INDEX elsewhere (the embedded
-    SQLite default has no concurrent build, and nothing to block)."""
-
-    def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor == "postgresql":
-            return super().database_forwards(app_label, schema_editor, from_state, to_state)
-        return migrations.AddIndex.database_forwards(self, app_label, schema_editor,
-                                                     from_state, to_state)
-
-    def database_backwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor == "postgresql":
-            return super().database_backwards(app_label, schema_editor, from_state, to_state)
-        return migrations.AddIndex.database_backwards(self, app_label, schema_editor,
-                                                      from_state, to_state)
+# CREATE INDEX CONCURRENTLY on PostgreSQL, a plain CREATE INDEX on SQLite (see 0012)
+AddIndexOnline = import_module("payments.migrations.0012_list_indexes").AddIndexOnline
 
 
 class Migration(migrations.Migration):
