@@ -1,4 +1,4 @@
-"""Operator commands: create_merchant, seed_demo, revoke_api_key."""
+"""Operator commands: create_merchant, seed_demo, issue_api_key, revoke_api_key."""
 
 import json
 import re
@@ -131,3 +131,23 @@ def test_seed_demo_is_audited():
     run("seed_demo")
     assert list(AuditLog.objects.filter(reason="seed_demo").order_by("id").values_list(
         "action", flat=True)) == ["merchant.create", "api_key.create"]
+
+
+@pytest.mark.django_db
+def test_issue_api_key_gives_a_working_key_once_and_audits_it(merchant_keys):
+    """A merchant whose key leaked gets a new one, then the old one is revoked: the new key
+    works, only its hash is stored, and the audit row names it by id and prefix."""
+    merchant, old_key, _ = merchant_keys
+    output = run("issue_api_key", merchant.id, "--mode", "live", "--reason", "key leaked")
+    (raw,) = [m.group() for m in KEY_RE.finditer(output)]
+    assert raw.startswith("sk_live_")
+    key, _ = api_key_authenticate(raw)
+    assert key.merchant == merchant and key.livemode
+    assert not APIKey.objects.filter(key_hash=raw).exists()
+    row = AuditLog.objects.get(action="api_key.create", object_id=key.pk)
+    assert (row.actor, row.reason) == (cli_actor(), "key leaked")
+    assert raw not in json.dumps(row.after)
+    run("revoke_api_key", APIKey.objects.get(key_hash=hash_key(old_key)).pk)
+    assert api_key_authenticate(old_key) is None and api_key_authenticate(raw) is not None
+    with pytest.raises(CommandError):
+        run("issue_api_key", "mer_nope")
