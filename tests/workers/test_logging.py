@@ -13,9 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import logging
-import os
-import signal
-import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -26,7 +23,7 @@ from django.utils import timezone
 
 from providers.sandboxes.models import SandboxNotification, SandboxWebhookEndpoint
 
-from .processes import start_worker, wait_for, worker_env
+from .processes import start_worker, stop, wait_for, worker_env
 
 CARD = "4242424242424242"
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,12 +66,7 @@ def test_a_real_worker_running_a_real_task_does_not_log_a_card_number(tmp_path):
         _wait_for(lambda: b"retry in" in log.read_bytes(), 10, "the task's log line", proc,
                   log)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc)
 
     output = log.read_text(errors="replace")
     # the banner names the app and the broker the worker really used
@@ -159,12 +151,7 @@ def test_a_task_queued_in_a_request_logs_that_requests_id_in_json(tmp_path):
         _wait_for(lambda: b"retry in" in log.read_bytes(), 10, "the task's log line", proc,
                   log)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc)
 
     output = log.read_text(errors="replace")
     assert CARD not in output
