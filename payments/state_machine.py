@@ -93,7 +93,7 @@ MODIFICATION_TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 # Which payment statuses merchants hear about by webhook (and see in /v1/events).
-_WEBHOOK_EVENTS: dict[str, str] = {
+PAYMENT_WEBHOOK_EVENTS: dict[str, str] = {
     S.PROCESSING: "payment.processing",
     S.REQUIRES_CAPTURE: "payment.requires_capture",
     S.SUCCEEDED: "payment.succeeded",
@@ -260,8 +260,8 @@ def transition_payment(
         actor=actor,
         data={**(data or {}), **snapshot},
     )
-    if to_status is not None and to_status in _WEBHOOK_EVENTS:
-        _outbox(locked, _WEBHOOK_EVENTS[to_status])
+    if to_status is not None and to_status in PAYMENT_WEBHOOK_EVENTS:
+        _outbox(locked, PAYMENT_WEBHOOK_EVENTS[to_status])
     payment.__dict__.update(locked.__dict__)
     return locked
 
@@ -462,7 +462,7 @@ def create_processing_payment(*, account: ProviderAccount, actor: str,
     ])
     # the merchant's payment.processing, as the CONFIRMED transition writes it: before the
     # attempt started
-    _outbox(payment, _WEBHOOK_EVENTS[S.PROCESSING])
+    _outbox(payment, PAYMENT_WEBHOOK_EVENTS[S.PROCESSING])
     attempts_changed(payment.pk)
     return payment, attempt
 

@@ -33,7 +33,7 @@ from payments.models import (
     WebhookOutbox,
 )
 from payments.state_machine import (
-    _WEBHOOK_EVENTS,
+    PAYMENT_WEBHOOK_EVENTS,
     REFUND_TRANSITIONS,
     TERMINAL_PAYMENT_STATUSES,
 )
@@ -370,7 +370,7 @@ def _refund_replay(sql: _Sql) -> Iterator[Violation]:
 def _outbox(sql: _Sql, since: dt.datetime | None) -> Iterator[Violation]:
     window = "AND e.created_at >= %s" if since else ""
     params = [since] if since else []
-    webhook_statuses = _in(_WEBHOOK_EVENTS)
+    webhook_statuses = _in(PAYMENT_WEBHOOK_EVENTS)
     # (more events than outbox rows of that type about that object: one is missing; old
     # outbox rows pruned by retention only make the count larger than the window's events)
     for pid, to_status, events, rows in sql.rows(f"""
